@@ -1,0 +1,1 @@
+"""layerforge grammar package."""

@@ -1,0 +1,1 @@
+"""layerforge storage package."""
