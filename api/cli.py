@@ -1,0 +1,90 @@
+"""The ``layerforge`` command line: run the service, manage the database, work with layers."""
+
+from __future__ import annotations
+
+import typer
+
+from api.app import layerforge_version
+from api.settings import SettingsError, load_settings
+
+app = typer.Typer(
+    name="layerforge",
+    help="Discover activation functions and normalization-activation layers by evolution.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error and exit with ``code`` (no traceback)."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def settings_or_exit(**overrides):
+    """Load settings, turning a configuration error into a clean exit."""
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as err:
+        fail(str(err))
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"layerforge {layerforge_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """layerforge: evolutionary search for activation and normalization-activation layers."""
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Bind address (default 127.0.0.1, LAYERFORGE_HOST)."),
+    port: int = typer.Option(None, help="Port (default 8000, LAYERFORGE_PORT)."),
+    demo: bool = typer.Option(False, help="Submit a small demo campaign if none exists."),
+) -> None:
+    """Run the HTTP service (API, dashboard and campaign controller)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = settings_or_exit(host=host, port=port)
+    application = create_app(settings)
+    application.state.demo = demo
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database at LAYERFORGE_DATABASE_URL to the newest schema."""
+    from storage import StorageError, current_revision, upgrade_database
+
+    settings = settings_or_exit()
+    try:
+        upgrade_database(settings.database_url)
+    except StorageError as err:
+        fail(str(err))
+    typer.echo(f"database at revision {current_revision(settings.database_url)}")
+
+
+def _register_command_groups() -> None:
+    """Add the commands that live beside this file (grammar tools, campaigns, client)."""
+    import importlib
+    import importlib.util
+
+    for module_name in ("api.cli_grammar", "api.cli_campaigns", "api.cli_client"):
+        if importlib.util.find_spec(module_name) is not None:
+            importlib.import_module(module_name).register(app)
+
+
+_register_command_groups()

@@ -1,0 +1,77 @@
+"""Service settings from ``LAYERFORGE_*`` environment variables; bad values fail at start.
+
+Every setting is read once, validated, and reported with the variable's name when wrong,
+before anything (a database file, a Ray cluster) is created.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from storage import DEFAULT_DATABASE_URL, StorageError, validate_database_url
+
+
+class SettingsError(RuntimeError):
+    """A ``LAYERFORGE_*`` variable holds a value the service cannot start with."""
+
+
+class Settings(BaseSettings):
+    """Configuration of the service, the controller and the CLI."""
+
+    model_config = SettingsConfigDict(env_prefix="LAYERFORGE_", extra="ignore")
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL of the database")
+    api_token: str | None = Field(None, description="bearer token required by mutating calls")
+    host: str = Field("127.0.0.1", description="address the HTTP server binds")
+    port: int = Field(8000, ge=1, le=65535, description="port the HTTP server binds")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="request bodies above get 413")
+    data_dir: str = Field("./data", description="folder for torchvision datasets")
+    device: str = Field("auto", description="'auto', 'cpu' or 'cuda' for evaluations")
+    workers: int = Field(2, ge=1, description="Ray evaluator actors the controller starts")
+    worker_cpus: float = Field(1.0, gt=0, description="CPUs reserved per evaluator actor")
+    worker_gpus: float = Field(0.0, ge=0, description="GPUs per actor; fractions pack a GPU")
+    task_timeout_s: float = Field(1800.0, gt=0, description="an evaluation over this times out")
+    run_controller: bool = Field(True, description="run campaigns inside the API service")
+    ray_address: str | None = Field(
+        default_factory=lambda: os.environ.get("RAY_ADDRESS") or None,
+        description="Ray cluster to join (RAY_ADDRESS); unset starts a local Ray",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        try:
+            validate_database_url(value)
+        except StorageError as err:
+            raise ValueError(str(err)) from None
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "cuda") and not value.startswith("cuda:"):
+            raise ValueError("LAYERFORGE_DEVICE must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings; raise :class:`SettingsError` naming each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as err:
+        problems = []
+        for item in err.errors():
+            name = "LAYERFORGE_" + "_".join(str(p) for p in item["loc"]).upper()
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(message if "LAYERFORGE_" in message else f"{name}: {message}")
+        raise SettingsError("; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return load_settings()

@@ -1,0 +1,670 @@
+"""The storage contract: keyword-only functions taking a session.
+
+Every function here works identically on SQLite and PostgreSQL; ``tests/storage`` runs one
+contract suite on both. Rules the callers rely on:
+
+* Functions never commit; :func:`storage.session_scope` does, so a caller groups writes
+  into one transaction ("write before you act": a candidate and its evaluation row are
+  stored in the same transaction, before dispatch).
+* A missing id raises :class:`NotFoundError`; a write that would break a uniqueness rule
+  or act on a row in the wrong state raises :class:`ConflictError`.
+* An evaluation is unique per (candidate, kind, seed), and :func:`finish_evaluation` only
+  finishes a running or queued one, so a result can never be stored twice.
+* Objective values keep +inf, -inf and NaN (see :mod:`storage.encoding`); JSON payloads are
+  passed through :func:`storage.encoding.json_safe`.
+* Listing functions use keyset pagination: they return rows and take the last row's cursor
+  back (``after``), so pages stay stable while a campaign grows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Float, and_, case, delete, func, literal, or_, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from storage.encoding import decode_float, encode_float, json_safe
+from storage.errors import ConflictError, NotFoundError
+from storage.models import (
+    CAMPAIGN_STATUSES,
+    CANDIDATE_STATUSES,
+    EVALUATION_KINDS,
+    Campaign,
+    Candidate,
+    Evaluation,
+    Event,
+    HypervolumePoint,
+    ObjectiveValue,
+    Rejection,
+    utcnow,
+)
+
+# ---------------------------------------------------------------- campaigns
+
+
+def create_campaign(
+    session: Session,
+    *,
+    name: str,
+    spec: Mapping[str, Any],
+    space_kind: str,
+    strategy: str,
+    objectives: Sequence[Any],
+    seed: int = 0,
+    reference_point: Sequence[float] | None = None,
+    idempotency_key: str | None = None,
+    status: str = "queued",
+) -> Campaign:
+    """Store a new campaign; a repeated ``idempotency_key`` raises :class:`ConflictError`."""
+    _check_status(status, CAMPAIGN_STATUSES, "campaign")
+    if idempotency_key is not None and find_campaign_by_idempotency_key(
+        session, key=idempotency_key
+    ):
+        raise ConflictError(f"a campaign with idempotency key {idempotency_key!r} exists")
+    campaign = Campaign(
+        name=name,
+        spec=json_safe(dict(spec)),
+        space_kind=space_kind,
+        strategy=strategy,
+        objectives=json_safe(list(objectives)),
+        seed=seed,
+        reference_point=None if reference_point is None else [float(v) for v in reference_point],
+        idempotency_key=idempotency_key,
+        status=status,
+    )
+    session.add(campaign)
+    session.flush()
+    add_event(session, campaign_id=campaign.id, kind="created", payload={"status": status})
+    return campaign
+
+
+def get_campaign(session: Session, *, campaign_id: int) -> Campaign:
+    """The campaign with this id, or :class:`NotFoundError`."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise NotFoundError(f"campaign {campaign_id} does not exist")
+    return campaign
+
+
+def find_campaign_by_idempotency_key(session: Session, *, key: str) -> Campaign | None:
+    """The campaign created with this idempotency key, if any."""
+    return session.scalars(select(Campaign).where(Campaign.idempotency_key == key)).first()
+
+
+def list_campaigns(
+    session: Session,
+    *,
+    status: str | Sequence[str] | None = None,
+    after: int | None = None,
+    limit: int = 50,
+) -> list[Campaign]:
+    """Campaigns, newest first; ``after`` is the id of the last campaign of the previous page."""
+    query = select(Campaign).order_by(Campaign.id.desc()).limit(limit)
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        query = query.where(Campaign.status.in_(statuses))
+    if after is not None:
+        query = query.where(Campaign.id < after)
+    return list(session.scalars(query))
+
+
+def set_campaign_status(
+    session: Session,
+    *,
+    campaign_id: int,
+    status: str,
+    expected: Iterable[str] | None = None,
+    error: str | None = None,
+) -> Campaign:
+    """Move a campaign to ``status``; with ``expected``, only from one of those statuses.
+
+    The change is made by a conditional UPDATE, so two writers racing on the same campaign
+    cannot both succeed. Records an event and the start/finish times.
+    """
+    _check_status(status, CAMPAIGN_STATUSES, "campaign")
+    campaign = get_campaign(session, campaign_id=campaign_id)
+    previous = campaign.status
+    values: dict[str, Any] = {"status": status, "updated_at": utcnow()}
+    if error is not None:
+        values["error"] = error
+    if status == "running" and campaign.started_at is None:
+        values["started_at"] = utcnow()
+    if status in ("completed", "cancelled", "failed"):
+        values["finished_at"] = utcnow()
+    stmt = update(Campaign).where(Campaign.id == campaign_id)
+    if expected is not None:
+        allowed = list(expected)
+        stmt = stmt.where(Campaign.status.in_(allowed))
+    result = session.execute(stmt.values(**values).execution_options(synchronize_session=False))
+    if result.rowcount == 0:
+        raise ConflictError(
+            f"campaign {campaign_id} is {previous!r}; cannot move it to {status!r}"
+        )
+    session.refresh(campaign)
+    if previous != status:
+        add_event(
+            session, campaign_id=campaign_id, kind="status",
+            payload={"from": previous, "to": status, "error": error},
+        )
+    return campaign
+
+
+def touch_campaign(
+    session: Session, *, campaign_id: int, owner: str, elapsed_seconds: float | None = None
+) -> None:
+    """Record that ``owner`` (a controller) is alive and how long the campaign has run."""
+    values: dict[str, Any] = {"owner": owner, "heartbeat_at": utcnow()}
+    if elapsed_seconds is not None:
+        values["elapsed_seconds"] = float(elapsed_seconds)
+    session.execute(update(Campaign).where(Campaign.id == campaign_id).values(**values))
+
+
+def set_reference_point(session: Session, *, campaign_id: int, point: Sequence[float]) -> None:
+    """Fix the hypervolume reference point; it may be set once and never changes after."""
+    campaign = get_campaign(session, campaign_id=campaign_id)
+    if campaign.reference_point is not None:
+        raise ConflictError(f"campaign {campaign_id} already has a reference point")
+    campaign.reference_point = [float(v) for v in point]
+
+
+def delete_campaign(session: Session, *, campaign_id: int) -> None:
+    """Delete a campaign and, by cascade, everything stored under it."""
+    campaign = get_campaign(session, campaign_id=campaign_id)
+    session.delete(campaign)
+    session.flush()
+
+
+# ---------------------------------------------------------------- candidates
+
+
+def add_candidate(
+    session: Session,
+    *,
+    campaign_id: int,
+    graph: Mapping[str, Any],
+    text: str,
+    fingerprint: str,
+    origin: str,
+    canonical_key: str | None = None,
+    parent_ids: Sequence[int] = (),
+    num_nodes: int = 0,
+    strategy_data: Mapping[str, Any] | None = None,
+    status: str = "proposed",
+    duplicate_of: int | None = None,
+) -> Candidate:
+    """Store a candidate with the next sequence number of its campaign."""
+    _check_status(status, CANDIDATE_STATUSES, "candidate")
+    seq = session.scalar(
+        select(func.coalesce(func.max(Candidate.seq), -1) + 1).where(
+            Candidate.campaign_id == campaign_id
+        )
+    )
+    candidate = Candidate(
+        campaign_id=campaign_id,
+        seq=int(seq or 0),
+        graph=json_safe(dict(graph)),
+        text=text,
+        fingerprint=fingerprint,
+        canonical_key=canonical_key,
+        origin=origin,
+        parent_ids=[int(p) for p in parent_ids],
+        num_nodes=num_nodes,
+        strategy_data=json_safe(dict(strategy_data or {})),
+        status=status,
+        duplicate_of=duplicate_of,
+    )
+    session.add(candidate)
+    session.flush()
+    return candidate
+
+
+def get_candidate(session: Session, *, candidate_id: int, full: bool = False) -> Candidate:
+    """The candidate with this id (``full`` also loads evaluations, objectives, rejection)."""
+    options = (
+        [
+            selectinload(Candidate.evaluations),
+            selectinload(Candidate.objective_values),
+            selectinload(Candidate.rejection),
+        ]
+        if full
+        else []
+    )
+    candidate = session.get(Candidate, candidate_id, options=options)
+    if candidate is None:
+        raise NotFoundError(f"candidate {candidate_id} does not exist")
+    return candidate
+
+
+def set_candidate_status(
+    session: Session,
+    *,
+    candidate_id: int,
+    status: str,
+    duplicate_of: int | None = None,
+) -> None:
+    """Move a candidate to ``status`` (and link the original for a duplicate)."""
+    _check_status(status, CANDIDATE_STATUSES, "candidate")
+    values: dict[str, Any] = {"status": status, "updated_at": utcnow()}
+    if duplicate_of is not None:
+        values["duplicate_of"] = duplicate_of
+    result = session.execute(update(Candidate).where(Candidate.id == candidate_id).values(**values))
+    if result.rowcount == 0:
+        raise NotFoundError(f"candidate {candidate_id} does not exist")
+
+
+def find_candidate_by_fingerprint(
+    session: Session, *, campaign_id: int, fingerprint: str
+) -> Candidate | None:
+    """The first candidate of the campaign with this functional fingerprint, if any."""
+    return session.scalars(
+        select(Candidate)
+        .where(Candidate.campaign_id == campaign_id, Candidate.fingerprint == fingerprint)
+        .order_by(Candidate.id)
+        .limit(1)
+    ).first()
+
+
+def campaign_fingerprints(session: Session, *, campaign_id: int) -> set[str]:
+    """Every fingerprint already proposed in the campaign (the strategies' novelty check)."""
+    return set(
+        session.scalars(select(Candidate.fingerprint).where(Candidate.campaign_id == campaign_id))
+    )
+
+
+def list_candidates(
+    session: Session,
+    *,
+    campaign_id: int,
+    status: str | Sequence[str] | None = None,
+    sort: str | None = None,
+    descending: bool = True,
+    after: tuple[float, int] | int | None = None,
+    limit: int = 50,
+    load_objectives: bool = True,
+) -> list[Candidate]:
+    """A page of a campaign's candidates.
+
+    Without ``sort`` the order is by id (oldest first) and ``after`` is the last id seen.
+    With ``sort=NAME`` the order is by that objective (missing and NaN last) then id, and
+    ``after`` is ``candidate_sort_key(last_row, NAME, descending)`` of the previous page.
+    """
+    query = select(Candidate).where(Candidate.campaign_id == campaign_id).limit(limit)
+    if load_objectives:
+        query = query.options(selectinload(Candidate.objective_values))
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        query = query.where(Candidate.status.in_(statuses))
+    if sort is None:
+        query = query.order_by(Candidate.id)
+        if after is not None:
+            query = query.where(Candidate.id > int(after))  # type: ignore[arg-type]
+        return list(session.scalars(query))
+    objective = (
+        select(ObjectiveValue.candidate_id, ObjectiveValue.value, ObjectiveValue.value_kind)
+        .where(ObjectiveValue.campaign_id == campaign_id, ObjectiveValue.name == sort)
+        .subquery()
+    )
+    worst = -_SORT_LIMIT if descending else _SORT_LIMIT
+    sort_value = case(
+        (objective.c.value_kind == "finite", objective.c.value),
+        (objective.c.value_kind == "+inf", literal(_SORT_INF, Float)),
+        (objective.c.value_kind == "-inf", literal(-_SORT_INF, Float)),
+        else_=literal(worst, Float),
+    )
+    query = query.outerjoin(objective, objective.c.candidate_id == Candidate.id)
+    if descending:
+        query = query.order_by(sort_value.desc(), Candidate.id)
+    else:
+        query = query.order_by(sort_value.asc(), Candidate.id)
+    if after is not None:
+        value, last_id = after  # type: ignore[misc]
+        if descending:
+            query = query.where(
+                or_(sort_value < value, and_(sort_value == value, Candidate.id > last_id))
+            )
+        else:
+            query = query.where(
+                or_(sort_value > value, and_(sort_value == value, Candidate.id > last_id))
+            )
+    return list(session.scalars(query))
+
+
+_SORT_INF = 1e300
+_SORT_LIMIT = 1.5e300
+
+
+def candidate_sort_key(candidate: Candidate, sort: str, descending: bool = True) -> tuple[float, int]:
+    """The keyset cursor of ``candidate`` in a listing sorted by objective ``sort``."""
+    for row in candidate.objective_values:
+        if row.name == sort:
+            value = decode_float(row.value, row.value_kind)
+            if value != value:  # NaN sorts with the missing ones
+                break
+            if value in (float("inf"), float("-inf")):
+                return (_SORT_INF if value > 0 else -_SORT_INF, candidate.id)
+            return (value, candidate.id)
+    return (-_SORT_LIMIT if descending else _SORT_LIMIT, candidate.id)
+
+
+def count_candidates(session: Session, *, campaign_id: int) -> dict[str, int]:
+    """Number of candidates of the campaign per status (every status present, zeros too)."""
+    counts = dict.fromkeys(CANDIDATE_STATUSES, 0)
+    rows = session.execute(
+        select(Candidate.status, func.count())
+        .where(Candidate.campaign_id == campaign_id)
+        .group_by(Candidate.status)
+    )
+    for status, count in rows:
+        counts[status] = int(count)
+    return counts
+
+
+def lineage(session: Session, *, candidate_id: int, max_depth: int = 50) -> list[Candidate]:
+    """The candidate's ancestors, nearest first, following the first parent of each."""
+    chain: list[Candidate] = []
+    current = get_candidate(session, candidate_id=candidate_id)
+    seen = {current.id}
+    while current.parent_ids and len(chain) < max_depth:
+        parent = session.get(Candidate, current.parent_ids[0])
+        if parent is None or parent.id in seen:
+            break
+        chain.append(parent)
+        seen.add(parent.id)
+        current = parent
+    return chain
+
+
+# ---------------------------------------------------------------- evaluations
+
+
+def add_evaluation(
+    session: Session, *, candidate_id: int, kind: str = "search", seed: int = 0
+) -> Evaluation:
+    """Queue an evaluation; a second one for the same (candidate, kind, seed) is a conflict."""
+    if kind not in EVALUATION_KINDS:
+        raise ValueError(f"evaluation kind {kind!r} is not one of {EVALUATION_KINDS}")
+    candidate = get_candidate(session, candidate_id=candidate_id)
+    exists = session.scalar(
+        select(Evaluation.id).where(
+            Evaluation.candidate_id == candidate_id, Evaluation.kind == kind, Evaluation.seed == seed
+        )
+    )
+    if exists is not None:
+        raise ConflictError(
+            f"candidate {candidate_id} already has a {kind} evaluation with seed {seed}"
+        )
+    evaluation = Evaluation(
+        candidate_id=candidate_id, campaign_id=candidate.campaign_id, kind=kind, seed=seed
+    )
+    session.add(evaluation)
+    session.flush()
+    return evaluation
+
+
+def lease_evaluation(
+    session: Session, *, evaluation_id: int, owner: str, lease_seconds: float
+) -> Evaluation:
+    """Mark a queued (or lease-expired) evaluation running under ``owner`` until the lease ends."""
+    now = utcnow()
+    result = session.execute(
+        update(Evaluation)
+        .where(
+            Evaluation.id == evaluation_id,
+            or_(
+                Evaluation.status == "queued",
+                and_(Evaluation.status == "running", Evaluation.lease_expires_at < now),
+            ),
+        )
+        .values(
+            status="running",
+            lease_owner=owner,
+            lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+            started_at=now,
+            attempts=Evaluation.attempts + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 0:
+        raise ConflictError(f"evaluation {evaluation_id} is not queued or its lease is live")
+    evaluation = session.get(Evaluation, evaluation_id)
+    assert evaluation is not None
+    session.refresh(evaluation)
+    return evaluation
+
+
+def renew_leases(session: Session, *, campaign_id: int, owner: str, lease_seconds: float) -> int:
+    """Extend the leases ``owner`` holds in the campaign; returns how many were extended."""
+    result = session.execute(
+        update(Evaluation)
+        .where(
+            Evaluation.campaign_id == campaign_id,
+            Evaluation.status == "running",
+            Evaluation.lease_owner == owner,
+        )
+        .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
+    )
+    return int(result.rowcount or 0)
+
+
+def finish_evaluation(
+    session: Session,
+    *,
+    evaluation_id: int,
+    status: str,
+    result: Mapping[str, Any] | None = None,
+    error: str | None = None,
+) -> Evaluation:
+    """Store an evaluation's outcome exactly once.
+
+    Raises :class:`ConflictError` when the evaluation has already finished, which is how a
+    result delivered twice (a retried task, a resumed controller) is kept from counting twice.
+    """
+    if status not in ("completed", "failed", "timeout"):
+        raise ValueError(f"an evaluation finishes as completed, failed or timeout, not {status!r}")
+    updated = session.execute(
+        update(Evaluation)
+        .where(Evaluation.id == evaluation_id, Evaluation.status.in_(("queued", "running")))
+        .values(
+            status=status,
+            result=None if result is None else json_safe(dict(result)),
+            error=error,
+            finished_at=utcnow(),
+            lease_expires_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if updated.rowcount == 0:
+        existing = session.get(Evaluation, evaluation_id)
+        if existing is None:
+            raise NotFoundError(f"evaluation {evaluation_id} does not exist")
+        raise ConflictError(f"evaluation {evaluation_id} has already finished ({existing.status})")
+    evaluation = session.get(Evaluation, evaluation_id)
+    assert evaluation is not None
+    session.refresh(evaluation)
+    return evaluation
+
+
+def unfinished_evaluations(
+    session: Session, *, campaign_id: int, kind: str | None = None
+) -> list[Evaluation]:
+    """Queued and running evaluations of a campaign, oldest first (what resume re-dispatches)."""
+    query = (
+        select(Evaluation)
+        .where(Evaluation.campaign_id == campaign_id, Evaluation.status.in_(("queued", "running")))
+        .order_by(Evaluation.id)
+    )
+    if kind is not None:
+        query = query.where(Evaluation.kind == kind)
+    return list(session.scalars(query))
+
+
+def requeue_expired(session: Session, *, campaign_id: int | None = None) -> int:
+    """Put running evaluations whose lease has expired back in the queue; returns the count."""
+    stmt = update(Evaluation).where(
+        Evaluation.status == "running", Evaluation.lease_expires_at < utcnow()
+    )
+    if campaign_id is not None:
+        stmt = stmt.where(Evaluation.campaign_id == campaign_id)
+    result = session.execute(stmt.values(status="queued", lease_owner=None, lease_expires_at=None))
+    return int(result.rowcount or 0)
+
+
+def count_evaluations(
+    session: Session, *, campaign_id: int, kind: str = "search"
+) -> dict[str, int]:
+    """Number of evaluations of the campaign per status."""
+    rows = session.execute(
+        select(Evaluation.status, func.count())
+        .where(Evaluation.campaign_id == campaign_id, Evaluation.kind == kind)
+        .group_by(Evaluation.status)
+    )
+    return {status: int(count) for status, count in rows}
+
+
+# ---------------------------------------------------------------- objectives
+
+
+def set_objective_values(
+    session: Session, *, candidate_id: int, values: Mapping[str, float]
+) -> None:
+    """Store (or replace) the candidate's objective values, non-finite ones included."""
+    candidate = get_candidate(session, candidate_id=candidate_id)
+    session.execute(
+        delete(ObjectiveValue).where(
+            ObjectiveValue.candidate_id == candidate_id, ObjectiveValue.name.in_(list(values))
+        )
+    )
+    for name, raw in values.items():
+        value, kind = encode_float(raw)
+        session.add(
+            ObjectiveValue(
+                candidate_id=candidate_id, campaign_id=candidate.campaign_id,
+                name=name, value=value, value_kind=kind,
+            )
+        )
+    session.flush()
+
+
+def get_objective_values(session: Session, *, candidate_id: int) -> dict[str, float]:
+    """The candidate's objective values by name."""
+    rows = session.scalars(
+        select(ObjectiveValue).where(ObjectiveValue.candidate_id == candidate_id)
+    )
+    return {row.name: decode_float(row.value, row.value_kind) for row in rows}
+
+
+def objective_table(
+    session: Session, *, campaign_id: int, names: Sequence[str]
+) -> tuple[list[int], list[list[float]]]:
+    """Candidates that have every named objective, and their values in ``names`` order.
+
+    This is what Pareto fronts and hypervolume are computed from.
+    """
+    rows = session.execute(
+        select(ObjectiveValue.candidate_id, ObjectiveValue.name, ObjectiveValue.value,
+               ObjectiveValue.value_kind)
+        .where(ObjectiveValue.campaign_id == campaign_id, ObjectiveValue.name.in_(list(names)))
+        .order_by(ObjectiveValue.candidate_id)
+    )
+    by_candidate: dict[int, dict[str, float]] = {}
+    for candidate_id, name, value, kind in rows:
+        by_candidate.setdefault(candidate_id, {})[name] = decode_float(value, kind)
+    ids, table = [], []
+    for candidate_id, values in by_candidate.items():
+        if len(values) == len(names):
+            ids.append(candidate_id)
+            table.append([values[name] for name in names])
+    return ids, table
+
+
+# ---------------------------------------------------------------- rejections
+
+
+def record_rejection(
+    session: Session, *, candidate_id: int, stage: str, reason: str, cost_seconds: float = 0.0
+) -> Rejection:
+    """Record why the candidate was rejected, and mark it rejected."""
+    candidate = get_candidate(session, candidate_id=candidate_id)
+    if candidate.rejection is not None:
+        raise ConflictError(f"candidate {candidate_id} was already rejected")
+    rejection = Rejection(
+        candidate_id=candidate_id, campaign_id=candidate.campaign_id,
+        stage=stage, reason=reason, cost_seconds=float(cost_seconds),
+    )
+    session.add(rejection)
+    candidate.status = "rejected"
+    session.flush()
+    return rejection
+
+
+def rejection_funnel(session: Session, *, campaign_id: int) -> dict[str, dict[str, float]]:
+    """Per stage: how many candidates it rejected and their total and mean cost in seconds."""
+    rows = session.execute(
+        select(Rejection.stage, func.count(), func.coalesce(func.sum(Rejection.cost_seconds), 0.0))
+        .where(Rejection.campaign_id == campaign_id)
+        .group_by(Rejection.stage)
+    )
+    return {
+        stage: {"rejected": int(count), "cost_seconds": float(cost),
+                "mean_cost_seconds": float(cost) / max(int(count), 1)}
+        for stage, count, cost in rows
+    }
+
+
+# ---------------------------------------------------------------- hypervolume and events
+
+
+def add_hypervolume_point(
+    session: Session, *, campaign_id: int, evaluations: int, hypervolume: float,
+    elapsed_seconds: float = 0.0,
+) -> HypervolumePoint:
+    """Append a point to the campaign's hypervolume history."""
+    point = HypervolumePoint(
+        campaign_id=campaign_id, evaluations=evaluations, hypervolume=float(hypervolume),
+        elapsed_seconds=float(elapsed_seconds),
+    )
+    session.add(point)
+    session.flush()
+    return point
+
+
+def list_hypervolume(session: Session, *, campaign_id: int) -> list[HypervolumePoint]:
+    """The campaign's hypervolume history in the order it was recorded."""
+    return list(
+        session.scalars(
+            select(HypervolumePoint)
+            .where(HypervolumePoint.campaign_id == campaign_id)
+            .order_by(HypervolumePoint.id)
+        )
+    )
+
+
+def add_event(
+    session: Session, *, campaign_id: int, kind: str, payload: Mapping[str, Any] | None = None
+) -> Event:
+    """Append a progress event (the server-sent event stream reads these by id)."""
+    event = Event(campaign_id=campaign_id, kind=kind, payload=json_safe(dict(payload or {})))
+    session.add(event)
+    session.flush()
+    return event
+
+
+def list_events(
+    session: Session, *, campaign_id: int, after: int = 0, limit: int = 200
+) -> list[Event]:
+    """Events of the campaign with an id above ``after``, oldest first."""
+    return list(
+        session.scalars(
+            select(Event)
+            .where(Event.campaign_id == campaign_id, Event.id > after)
+            .order_by(Event.id)
+            .limit(limit)
+        )
+    )
+
+
+def _check_status(status: str, allowed: tuple[str, ...], what: str) -> None:
+    if status not in allowed:
+        raise ValueError(f"{what} status {status!r} is not one of {', '.join(allowed)}")

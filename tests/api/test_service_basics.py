@@ -1,0 +1,86 @@
+"""The first CLI commands and /healthz, over real HTTP and through the console script."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.settings import SettingsError, load_settings
+
+LAYERFORGE = str(Path(sys.executable).with_name("layerforge"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None):
+    return subprocess.run([LAYERFORGE, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("layerforge 0.")
+
+
+def test_db_upgrade_creates_the_schema(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'lf.db'}"
+    result = run_cli("db", "upgrade", env={"LAYERFORGE_DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert "database at revision 0001" in result.stdout
+    assert (tmp_path / "lf.db").stat().st_size > 0
+
+
+@pytest.mark.parametrize("url", ["mysql://root@localhost/x", "sqlite:////nope/dir/lf.db", "::"])
+def test_a_bad_database_url_fails_at_start_and_creates_nothing(tmp_path: Path, url: str):
+    result = run_cli("serve", env={"LAYERFORGE_DATABASE_URL": url}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "LAYERFORGE_DATABASE_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_settings_default_to_loopback_and_name_bad_variables(monkeypatch):
+    monkeypatch.delenv("LAYERFORGE_HOST", raising=False)
+    assert load_settings().host == "127.0.0.1"
+    monkeypatch.setenv("LAYERFORGE_PORT", "99999")
+    with pytest.raises(SettingsError, match="LAYERFORGE_PORT"):
+        load_settings()
+
+
+def test_serve_answers_healthz_over_http(tmp_path: Path):
+    port = free_port()
+    env = {"LAYERFORGE_DATABASE_URL": f"sqlite:///{tmp_path / 'lf.db'}",
+           "LAYERFORGE_PORT": str(port), "LAYERFORGE_RUN_CONTROLLER": "false"}
+    proc = subprocess.Popen([LAYERFORGE, "serve"], env={**os.environ, **env}, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "the server did not start within 60 s"
+                time.sleep(0.3)
+        assert response.status_code == 200
+        body = response.json()
+        assert body["status"] == "ok"
+        assert body["database"] == {"backend": "sqlite", "ok": True, "revision": "0001",
+                                    "head": "0001"}
+        assert body["version"].startswith("0.")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
