@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,10 @@ class Settings(BaseSettings):
     worker_gpus: float = Field(0.0, ge=0, description="GPUs per actor; fractions pack a GPU")
     task_timeout_s: float = Field(1800.0, gt=0, description="an evaluation over this times out")
     run_controller: bool = Field(True, description="run campaigns inside the API service")
+    evaluator: Literal["ray", "local", "simulated"] = Field(
+        "ray", description="ray (local Ray or RAY_ADDRESS), local (in-process) or simulated"
+    )
+    max_campaigns: int = Field(2, ge=1, description="campaigns the controller runs at once")
     ray_address: str | None = Field(
         default_factory=lambda: os.environ.get("RAY_ADDRESS") or None,
         description="Ray cluster to join (RAY_ADDRESS); unset starts a local Ray",

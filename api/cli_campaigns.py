@@ -1,0 +1,128 @@
+"""``layerforge run SPEC.json``: run a campaign locally with a live progress bar.
+
+The campaign is stored in the database at ``--db`` (default: ``LAYERFORGE_DATABASE_URL``,
+i.e. ``./layerforge.db``) under an idempotency key made from the spec, so running the same
+command again after a crash resumes the same campaign instead of starting a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import threading
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from api.cli import fail, settings_or_exit
+
+console = Console(stderr=True)
+
+
+def load_spec_file(path: Path):
+    """Read and validate a spec file; exits with a message naming the problem."""
+    from search.spec import SpecError, validate_spec
+
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        fail(f"{path}: no such file")
+    except json.JSONDecodeError as err:
+        fail(f"{path}: not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}")
+    try:
+        return data, validate_spec(data)
+    except SpecError as err:
+        fail(f"{path}: invalid campaign spec: {err}")
+
+
+def make_evaluator(kind: str, settings, workers: int | None):
+    """The evaluator ``layerforge run`` uses: Ray (default), in-process, or simulated."""
+    from search.evaluators import LocalEvaluator, RayEvaluator, SimulatedEvaluator
+
+    if kind == "local":
+        return LocalEvaluator()
+    if kind == "simulated":
+        return SimulatedEvaluator()
+    if kind == "ray":
+        return RayEvaluator(num_actors=workers or settings.workers, num_cpus=settings.worker_cpus,
+                            num_gpus=settings.worker_gpus, task_timeout_s=settings.task_timeout_s,
+                            ray_address=settings.ray_address)
+    fail(f"--evaluator must be ray, local or simulated, not {kind!r}")
+
+
+def print_front(database_url: str, campaign_id: int) -> None:
+    """Print the campaign's Pareto front as a table on stdout."""
+    from search.campaign import pareto_of_campaign
+
+    front = pareto_of_campaign(database_url, campaign_id)
+    table = Table(title=f"Pareto front of campaign {campaign_id}")
+    table.add_column("id", justify="right")
+    table.add_column("layer")
+    table.add_column("origin")
+    for objective in front["objectives"]:
+        arrow = "↑" if objective["maximize"] else "↓"
+        table.add_column(f"{objective['name']} {arrow}", justify="right")
+    for point in sorted(front["front"], key=lambda p: p["candidate_id"]):
+        table.add_row(str(point["candidate_id"]), point["text"], point["origin"],
+                      *(f"{point['values'][o['name']]:.4f}" for o in front["objectives"]))
+    Console().print(table)
+
+
+def run(
+    spec_file: Path = typer.Argument(..., help="Campaign spec (JSON)."),
+    db: str = typer.Option(None, "--db", help="Database URL (default LAYERFORGE_DATABASE_URL)."),
+    evaluator: str = typer.Option("ray", help="ray (local Ray or RAY_ADDRESS), local or simulated."),
+    workers: int = typer.Option(None, help="Ray evaluator actors (default LAYERFORGE_WORKERS)."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Run a campaign locally (resuming it if it was interrupted) and print its Pareto front."""
+    from search.campaign import CampaignRunner, create_campaign
+    from storage import StorageError, upgrade_database
+
+    settings = settings_or_exit(database_url=db)
+    data, spec = load_spec_file(spec_file)
+    key = "run:" + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:32]
+    try:
+        upgrade_database(settings.database_url)
+        campaign_id = create_campaign(settings.database_url, spec, idempotency_key=key)
+    except StorageError as err:
+        fail(str(err))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    engine = make_evaluator(evaluator, settings, workers)
+    console.print(f"campaign {campaign_id} ({spec.name}): {spec.space.kind} space, "
+                  f"{spec.strategy.name}, budget {spec.budget.max_candidates} candidates")
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
+                  console=console, disable=quiet, transient=False) as bar:
+        task = bar.add_task("candidates", total=spec.budget.max_candidates, detail="")
+
+        def show(progress) -> None:
+            rejected = ", ".join(f"{k} {v}" for k, v in sorted(progress.funnel.items())) or "none"
+            best = ", ".join(f"{k.split(':')[-1]} {v:.3f}" for k, v in progress.best.items())
+            bar.update(task, completed=progress.candidates, detail=(
+                f"done {progress.counts.get('completed', 0)} | rejected: {rejected} | "
+                f"best: {best or '-'} | HV {progress.hypervolume:.4f}"))
+
+        runner = CampaignRunner(settings.database_url, campaign_id, engine, stop=stop,
+                                on_progress=show)
+        try:
+            status = runner.run()
+        finally:
+            engine.shutdown()
+    console.print(f"campaign {campaign_id}: {status}")
+    print_front(settings.database_url, campaign_id)
+    if status == "stopped":
+        raise typer.Exit(130)
+    if status not in ("completed", "paused", "cancelled"):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``run`` to the main CLI."""
+    app.command("run")(run)

@@ -1,0 +1,666 @@
+"""The campaign loop: ask, store, dispatch, store results, tell; crash-safe and resumable.
+
+Rules this module keeps:
+
+* **Write before acting.** A candidate and its evaluation row are committed before the job
+  is submitted; a result is committed before the strategy is told. A crash therefore loses
+  at most in-flight work, which resume re-dispatches.
+* **Exactly once.** An evaluation is unique per (candidate, kind, seed) and a result is
+  stored only on a queued or running evaluation, so a result delivered twice counts once.
+* **Owned.** One runner at a time owns a campaign (``owner`` + ``heartbeat_at``). A runner
+  takes over a campaign whose owner stopped heart-beating, or whose owner is a dead process
+  on this host, and re-queues the evaluations that owner had in flight.
+* **Baseline first.** The baseline layer (ReLU or BN-ReLU) is candidate 0, then the seeds,
+  then whatever the strategy proposes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from grammar import Graph, fingerprint, get_builtin, to_text
+from storage import ConflictError, get_engine, repository as repo, session_scope
+from storage.models import Candidate, Evaluation
+
+from search.evaluators import Evaluator, Outcome
+from search.objectives import (
+    Objective,
+    campaign_objectives,
+    reference_point,
+    to_minimize,
+    values_from_result,
+)
+from search.pareto import hypervolume, pareto_front
+from search.spec import CampaignSpec, parse_seed
+from search.strategies import Member, Proposal, Strategy, create_strategy
+
+log = logging.getLogger(__name__)
+
+BASELINES = {"activation": "relu", "normact": "bn_relu"}
+
+
+def new_owner() -> str:
+    """An owner id unique to this runner: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_dead(owner: str | None) -> bool:
+    """True when ``owner`` names a process on this host that no longer runs."""
+    if not owner:
+        return True
+    host, _, rest = owner.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return int(pid_text) != os.getpid() and _is_zombie(int(pid_text))
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+@dataclass
+class Progress:
+    """What a progress callback (CLI bar, API events) is told after each batch."""
+
+    campaign_id: int
+    status: str
+    candidates: int
+    budget: int
+    counts: dict[str, int]
+    funnel: dict[str, int]
+    best: dict[str, float]
+    hypervolume: float
+    in_flight: int
+    elapsed_seconds: float
+    phase: str = "search"
+
+
+@dataclass
+class _Front:
+    """The non-dominated set on the minimizing scale, kept incrementally."""
+
+    reference: list[float]
+    points: list[list[float]] = field(default_factory=list)
+    value: float = 0.0
+
+    def add(self, point: list[float]) -> bool:
+        if any(math.isnan(v) for v in point):
+            return False
+        for p in self.points:
+            if all(a <= b for a, b in zip(p, point)):
+                return False
+        self.points = [p for p in self.points if not all(a <= b for a, b in zip(point, p))]
+        self.points.append(point)
+        self.value = hypervolume(self.points, self.reference)
+        return True
+
+
+class CampaignRunner:
+    """Runs one campaign to its end (or until paused, cancelled or stopped)."""
+
+    def __init__(
+        self,
+        database_url: str,
+        campaign_id: int,
+        evaluator: Evaluator,
+        *,
+        owner: str | None = None,
+        stale_after_s: float = 30.0,
+        lease_seconds: float = 3600.0,
+        heartbeat_s: float = 2.0,
+        poll_s: float = 0.2,
+        stop: threading.Event | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        takeover: bool = False,
+    ):
+        self.url = database_url
+        self.engine = get_engine(database_url)
+        self.campaign_id = campaign_id
+        self.evaluator = evaluator
+        self.owner = owner or new_owner()
+        self.stale_after_s = stale_after_s
+        self.lease_seconds = lease_seconds
+        self.heartbeat_s = heartbeat_s
+        self.poll_s = poll_s
+        self.stop = stop or threading.Event()
+        self.on_progress = on_progress
+        self.takeover = takeover
+        self.dispatched: dict[str, int] = {}  # job id -> candidate id
+        self._last_control = 0.0
+        self._last_heartbeat = 0.0
+
+    # ------------------------------------------------------------------ set-up
+    def _claim(self) -> bool:
+        """Take ownership; returns False when the campaign is not runnable."""
+        with session_scope(self.engine) as s:
+            campaign = repo.get_campaign(s, campaign_id=self.campaign_id)
+            if campaign.status not in ("queued", "running"):
+                return False
+            fresh = (
+                campaign.heartbeat_at is not None
+                and (time.time() - _timestamp(campaign.heartbeat_at)) < self.stale_after_s
+            )
+            if (campaign.owner and campaign.owner != self.owner and fresh
+                    and not self.takeover and not owner_is_dead(campaign.owner)):
+                raise ConflictError(
+                    f"campaign {self.campaign_id} is run by {campaign.owner} (heartbeat "
+                    f"{time.time() - _timestamp(campaign.heartbeat_at):.0f} s ago)"
+                )
+            if campaign.status == "queued":
+                repo.set_campaign_status(s, campaign_id=self.campaign_id, status="running",
+                                         expected=["queued"])
+            repo.touch_campaign(s, campaign_id=self.campaign_id, owner=self.owner)
+            requeued = s.query(Evaluation).filter(
+                Evaluation.campaign_id == self.campaign_id,
+                Evaluation.status == "running",
+            ).update({"status": "queued", "lease_owner": None, "lease_expires_at": None})
+            if requeued:
+                repo.add_event(s, campaign_id=self.campaign_id, kind="resumed",
+                               payload={"requeued": requeued})
+            self.spec = CampaignSpec.model_validate(campaign.spec)
+            self.elapsed_before = float(campaign.elapsed_seconds or 0.0)
+            self.objectives: list[Objective] = campaign_objectives(self.spec)
+            if campaign.reference_point is None:
+                repo.set_reference_point(s, campaign_id=self.campaign_id,
+                                         point=reference_point(self.objectives))
+                self.reference = reference_point(self.objectives)
+            else:
+                self.reference = list(campaign.reference_point)
+        return True
+
+    def _rebuild(self) -> None:
+        """Rebuild the strategy, the front and the counters from storage."""
+        self.space = self.spec.space.build()
+        self.strategy: Strategy = create_strategy(
+            self.spec.strategy.name, self.space, self.spec.strategy, len(self.objectives),
+            self.spec.seed,
+        )
+        self.front = _Front(self.reference)
+        names = [o.name for o in self.objectives]
+        with session_scope(self.engine, readonly=True) as s:
+            candidates = _all_candidates(s, self.campaign_id)
+            ids, table = repo.objective_table(s, campaign_id=self.campaign_id, names=names)
+            self.evaluations_done = sum(
+                n for status, n in repo.count_evaluations(s, campaign_id=self.campaign_id).items()
+                if status in ("completed", "failed", "timeout")
+            )
+        values = dict(zip(ids, to_minimize(self.objectives, table)))
+        members = []
+        self.seed_indices: set[int] = set()
+        self.has_baseline = False
+        for c in candidates:
+            member = Member(
+                id=c.id, seq=c.seq, graph=Graph.from_dict(c.graph), fingerprint=c.fingerprint,
+                origin=c.origin, status=c.status,
+                values=tuple(values[c.id]) if c.id in values else None,
+                parent_ids=tuple(c.parent_ids or ()), data=dict(c.strategy_data or {}),
+            )
+            members.append(member)
+            if c.origin == "baseline":
+                self.has_baseline = True
+            if c.origin == "seed":
+                self.seed_indices.add(int(c.strategy_data.get("seed_index", -1)))
+        self.strategy.rebuild(members)
+        for point in values.values():
+            self.front.add(list(point))
+        self.num_candidates = len(candidates)
+
+    def _initial_proposals(self) -> list[Proposal]:
+        """The baseline and the seeds not stored yet, in order."""
+        proposals = []
+        if not self.has_baseline:
+            graph = get_builtin(BASELINES[self.spec.space.kind])
+            proposals.append(Proposal(graph, "baseline", (), {"builtin": BASELINES[self.spec.space.kind]}))
+        for index, text in enumerate(self.spec.seeds):
+            if index not in self.seed_indices:
+                proposals.append(Proposal(parse_seed(text, self.spec.space), "seed", (),
+                                          {"seed_index": index, "seed_text": text}))
+        return proposals
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> str:
+        """Run until the campaign ends, pauses, is cancelled or ``stop`` is set.
+
+        Returns the campaign's status when the runner leaves (``stopped`` if ``stop`` was
+        set while it was still running).
+        """
+        if not self._claim():
+            with session_scope(self.engine, readonly=True) as s:
+                return repo.get_campaign(s, campaign_id=self.campaign_id).status
+        self._rebuild()
+        self.started = time.monotonic()
+        self._redispatch_unfinished()
+        pending_initial = self._initial_proposals()
+        try:
+            while True:
+                status = self._control()
+                if self.stop.is_set():
+                    return "stopped"
+                if status == "cancelled":
+                    self._abandon_in_flight("cancelled")
+                    return "cancelled"
+                searching = (
+                    status == "running"
+                    and self.num_candidates < self.spec.budget.max_candidates
+                    and self.elapsed() < self.spec.budget.max_seconds
+                )
+                if searching:
+                    pending_initial = self._fill(pending_initial)
+                if self.evaluator.in_flight() == 0:
+                    if status == "paused":
+                        return "paused"
+                    if not searching or not self._can_ask():
+                        return self._finish()
+                outcomes = self.evaluator.poll(self.poll_s)
+                if outcomes:
+                    self._store(outcomes)
+        finally:
+            self._release()
+
+    def _can_ask(self) -> bool:
+        return bool(self.strategy.ask(1)) if self.evaluator.in_flight() == 0 else True
+
+    def elapsed(self) -> float:
+        """Seconds the campaign has run, over all the runners that ran it."""
+        return self.elapsed_before + (time.monotonic() - self.started)
+
+    def _control(self) -> str:
+        """Read the requested status (pause/cancel come from the API) and heart-beat."""
+        now = time.monotonic()
+        if now - self._last_control < 0.25 and hasattr(self, "_status"):
+            return self._status
+        self._last_control = now
+        with session_scope(self.engine) as s:
+            campaign = repo.get_campaign(s, campaign_id=self.campaign_id)
+            if campaign.owner not in (None, self.owner) and campaign.status == "running":
+                raise ConflictError(f"campaign {self.campaign_id} was taken over by {campaign.owner}")
+            self._status = campaign.status
+            if now - self._last_heartbeat >= self.heartbeat_s:
+                self._last_heartbeat = now
+                repo.touch_campaign(s, campaign_id=self.campaign_id, owner=self.owner,
+                                    elapsed_seconds=self.elapsed())
+                repo.renew_leases(s, campaign_id=self.campaign_id, owner=self.owner,
+                                  lease_seconds=self.lease_seconds)
+        return self._status
+
+    def _fill(self, pending_initial: list[Proposal]) -> list[Proposal]:
+        """Ask for and dispatch proposals until ``parallelism`` jobs are in flight."""
+        room = min(
+            self.spec.parallelism - self.evaluator.in_flight(),
+            self.spec.budget.max_candidates - self.num_candidates,
+        )
+        if room <= 0:
+            return pending_initial
+        proposals = pending_initial[:room]
+        rest = pending_initial[room:]
+        if len(proposals) < room:
+            proposals += self.strategy.ask(room - len(proposals))
+        if proposals:
+            self._dispatch(proposals)
+        return rest
+
+    def _payload(self, graph_dict: dict[str, Any], kind: str = "search", seed: int = 0,
+                 proxies: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        rejection = worker_rejection_config(self.spec, transfer=kind == "transfer")
+        return {"graph": graph_dict, "proxies": proxies or self.spec.proxies,
+                "rejection": rejection, "seed": seed, "kind": kind,
+                "campaign_id": self.campaign_id}
+
+    def _dispatch(self, proposals: list[Proposal]) -> None:
+        """Store proposals (and their evaluations) in one transaction, then submit them."""
+        jobs: list[tuple[str, dict[str, Any]]] = []
+        stored: list[Member] = []
+        in_batch: dict[str, Candidate] = {}
+        with session_scope(self.engine) as s:
+            for proposal in proposals:
+                proposal = proposal.with_fingerprint()
+                graph_dict = proposal.graph.to_dict()
+                original = in_batch.get(proposal.fingerprint) or (
+                    repo.find_candidate_by_fingerprint(
+                        s, campaign_id=self.campaign_id, fingerprint=proposal.fingerprint)
+                    if proposal.fingerprint in self.strategy.seen else None)
+                candidate = repo.add_candidate(
+                    s, campaign_id=self.campaign_id, graph=graph_dict,
+                    text=to_text(proposal.graph), fingerprint=proposal.fingerprint,
+                    origin=proposal.origin, parent_ids=proposal.parent_ids,
+                    num_nodes=proposal.graph.num_nodes, strategy_data=proposal.data,
+                    status="duplicate" if original else "running",
+                    duplicate_of=original.id if original else None,
+                )
+                member = Member(candidate.id, candidate.seq, proposal.graph, proposal.fingerprint,
+                                proposal.origin, candidate.status, None, proposal.parent_ids,
+                                dict(proposal.data))
+                if original is not None:
+                    values = repo.get_objective_values(s, candidate_id=original.id)
+                    if values:
+                        repo.set_objective_values(s, candidate_id=candidate.id, values=values)
+                        member.values = tuple(to_minimize(
+                            self.objectives, [[values[o.name] for o in self.objectives]])[0])
+                else:
+                    evaluation = repo.add_evaluation(s, candidate_id=candidate.id)
+                    repo.lease_evaluation(s, evaluation_id=evaluation.id, owner=self.owner,
+                                          lease_seconds=self.lease_seconds)
+                    jobs.append((str(evaluation.id), self._payload(graph_dict)))
+                    self.dispatched[str(evaluation.id)] = candidate.id
+                stored.append(member)
+                in_batch.setdefault(proposal.fingerprint, candidate)
+        for member in stored:
+            self.strategy.observe(member)
+        self.num_candidates += len(stored)
+        for job_id, payload in jobs:
+            self.evaluator.submit(job_id, payload)
+
+    def _redispatch_unfinished(self) -> None:
+        """Resume: submit again every evaluation that was queued when the last runner left."""
+        with session_scope(self.engine) as s:
+            jobs = []
+            for evaluation in repo.unfinished_evaluations(s, campaign_id=self.campaign_id):
+                candidate = repo.get_candidate(s, candidate_id=evaluation.candidate_id)
+                repo.lease_evaluation(s, evaluation_id=evaluation.id, owner=self.owner,
+                                      lease_seconds=self.lease_seconds)
+                proxies = (self.spec.transfer.proxies or None) if evaluation.kind == "transfer" else None
+                jobs.append((str(evaluation.id),
+                             self._payload(candidate.graph, evaluation.kind, evaluation.seed, proxies)))
+                self.dispatched[str(evaluation.id)] = candidate.id
+        for job_id, payload in jobs:
+            self.evaluator.submit(job_id, payload)
+
+    def _store(self, outcomes: list[Outcome]) -> None:
+        """Store a batch of outcomes in one transaction, then tell the strategy."""
+        tells: list[tuple[int, tuple[float, ...] | None, str | None, str]] = []
+        with session_scope(self.engine) as s:
+            for outcome in outcomes:
+                self.dispatched.pop(outcome.job_id, None)
+                told = self._store_one(s, outcome)
+                if told is not None:
+                    tells.append(told)
+            progress = self._progress(s)
+            repo.add_event(s, campaign_id=self.campaign_id, kind="progress",
+                           payload=progress.__dict__)
+        for candidate_id, values, error, status in tells:
+            if candidate_id in self.strategy.members:
+                self.strategy.tell(candidate_id, values, error=error, status=status)
+        if self.on_progress:
+            self.on_progress(progress)
+
+    def _store_one(self, s, outcome: Outcome):
+        evaluation_id = int(outcome.job_id)
+        evaluation = s.get(Evaluation, evaluation_id)
+        if evaluation is None or evaluation.status not in ("queued", "running"):
+            return None  # delivered twice, or the campaign was deleted: nothing to store
+        candidate = repo.get_candidate(s, candidate_id=evaluation.candidate_id)
+        result = outcome.result or {}
+        if evaluation.kind == "transfer":
+            status = "completed" if outcome.status == "ok" else outcome.status
+            if status not in ("completed", "timeout"):
+                status = "failed"
+            repo.finish_evaluation(s, evaluation_id=evaluation_id, status=status,
+                                   result=result or None, error=outcome.error)
+            return None
+        if outcome.status != "ok":
+            status = "timeout" if outcome.status == "timeout" else "failed"
+            error = outcome.error or status
+            repo.finish_evaluation(s, evaluation_id=evaluation_id, status=status, error=error)
+            repo.set_candidate_status(s, candidate_id=candidate.id, status="failed")
+            self._event_candidate(s, candidate, "failed", reason=error)
+            self._hypervolume_point(s)
+            return candidate.id, None, error, "failed"
+        verdict = result.get("status")
+        repo.finish_evaluation(s, evaluation_id=evaluation_id, status="completed", result=result)
+        if verdict == "completed":
+            values = values_from_result(self.objectives, result, candidate.num_nodes)
+            repo.set_objective_values(s, candidate_id=candidate.id, values=values)
+            repo.set_candidate_status(s, candidate_id=candidate.id, status="completed")
+            for duplicate in s.query(Candidate).filter(Candidate.duplicate_of == candidate.id):
+                repo.set_objective_values(s, candidate_id=duplicate.id, values=values)
+            point = to_minimize(self.objectives, [[values[o.name] for o in self.objectives]])[0]
+            self.front.add(list(point))
+            self._event_candidate(s, candidate, "completed", values=values)
+            self._hypervolume_point(s)
+            return candidate.id, tuple(point), None, "completed"
+        if verdict == "rejected":
+            cost = sum(float(st.get("seconds") or 0.0) for st in result.get("stages") or [])
+            repo.record_rejection(s, candidate_id=candidate.id, stage=str(result.get("stage")),
+                                  reason=str(result.get("reason") or ""), cost_seconds=cost)
+            self._event_candidate(s, candidate, "rejected", stage=result.get("stage"),
+                                  reason=result.get("reason"))
+            self._hypervolume_point(s)
+            return candidate.id, None, str(result.get("reason")), "rejected"
+        repo.set_candidate_status(s, candidate_id=candidate.id, status="failed")
+        self._event_candidate(s, candidate, "failed", reason=result.get("reason"))
+        self._hypervolume_point(s)
+        return candidate.id, None, str(result.get("reason") or "failed"), "failed"
+
+    def _hypervolume_point(self, s) -> None:
+        self.evaluations_done += 1
+        repo.add_hypervolume_point(s, campaign_id=self.campaign_id,
+                                   evaluations=self.evaluations_done,
+                                   hypervolume=self.front.value, elapsed_seconds=self.elapsed())
+
+    def _event_candidate(self, s, candidate: Candidate, status: str, **extra: Any) -> None:
+        repo.add_event(s, campaign_id=self.campaign_id, kind="candidate",
+                       payload={"id": candidate.id, "seq": candidate.seq, "text": candidate.text,
+                                "status": status, **extra})
+
+    def _progress(self, s, phase: str = "search") -> Progress:
+        counts = repo.count_candidates(s, campaign_id=self.campaign_id)
+        funnel = {stage: int(v["rejected"])
+                  for stage, v in repo.rejection_funnel(s, campaign_id=self.campaign_id).items()}
+        best: dict[str, float] = {}
+        for objective in self.objectives:
+            column = [p[self.objectives.index(objective)] for p in self.front.points]
+            if column:
+                best[objective.name] = objective.minimized(min(column))
+        return Progress(self.campaign_id, self._status if hasattr(self, "_status") else "running",
+                        self.num_candidates, self.spec.budget.max_candidates, counts, funnel,
+                        best, self.front.value, self.evaluator.in_flight(), self.elapsed(), phase)
+
+    # ------------------------------------------------------------------ ending
+    def _abandon_in_flight(self, reason: str) -> None:
+        with session_scope(self.engine) as s:
+            for evaluation in repo.unfinished_evaluations(s, campaign_id=self.campaign_id):
+                repo.finish_evaluation(s, evaluation_id=evaluation.id, status="failed",
+                                       error=reason)
+                candidate = repo.get_candidate(s, candidate_id=evaluation.candidate_id)
+                if candidate.status in ("proposed", "running"):
+                    repo.set_candidate_status(s, candidate_id=candidate.id, status="failed")
+        self.dispatched.clear()
+
+    def _finish(self) -> str:
+        """Run the transfer stage (if configured), then mark the campaign completed."""
+        if self.spec.transfer.top_k > 0 and not self.stop.is_set():
+            outcome = self._transfer()
+            if outcome != "done":
+                return outcome
+        with session_scope(self.engine) as s:
+            try:
+                repo.set_campaign_status(s, campaign_id=self.campaign_id, status="completed",
+                                         expected=["running"])
+            except ConflictError:
+                return repo.get_campaign(s, campaign_id=self.campaign_id).status
+            repo.touch_campaign(s, campaign_id=self.campaign_id, owner=self.owner,
+                                elapsed_seconds=self.elapsed())
+            if self.on_progress:
+                self._status = "completed"
+                self.on_progress(self._progress(s))
+        return "completed"
+
+    def _transfer(self) -> str:
+        """Re-evaluate the top K on held-out proxies with several seeds; returns how it ended."""
+        top = self.transfer_candidates()
+        with session_scope(self.engine) as s:
+            existing = {(e.candidate_id, e.seed) for e in s.query(Evaluation).filter(
+                Evaluation.campaign_id == self.campaign_id, Evaluation.kind == "transfer")}
+            jobs = []
+            for candidate_id, graph_dict in top:
+                for seed in range(self.spec.transfer.seeds):
+                    if (candidate_id, seed) in existing:
+                        continue
+                    evaluation = repo.add_evaluation(s, candidate_id=candidate_id,
+                                                     kind="transfer", seed=seed)
+                    repo.lease_evaluation(s, evaluation_id=evaluation.id, owner=self.owner,
+                                          lease_seconds=self.lease_seconds)
+                    jobs.append((str(evaluation.id), self._payload(
+                        graph_dict, "transfer", seed, self.spec.transfer.proxies or None)))
+            if jobs:
+                repo.add_event(s, campaign_id=self.campaign_id, kind="transfer",
+                               payload={"candidates": [c for c, _ in top], "jobs": len(jobs)})
+        for job_id, payload in jobs:
+            self.evaluator.submit(job_id, payload)
+        while self.evaluator.in_flight():
+            status = self._control()
+            if self.stop.is_set():
+                return "stopped"
+            if status == "cancelled":
+                self._abandon_in_flight("cancelled")
+                return "cancelled"
+            outcomes = self.evaluator.poll(self.poll_s)
+            if outcomes:
+                self._store(outcomes)
+        return "done"
+
+    def transfer_candidates(self) -> list[tuple[int, dict[str, Any]]]:
+        """The top K completed candidates by mean search accuracy (ties: older first)."""
+        accuracy = [i for i, o in enumerate(self.objectives) if o.proxy_index is not None]
+        scored = []
+        for member in self.strategy.members.values():
+            if member.values is None or member.status != "completed":
+                continue
+            mean = -sum(member.values[i] for i in accuracy) / max(len(accuracy), 1)
+            scored.append((-mean, member.seq, member.id, member.graph.to_dict()))
+        scored.sort()
+        return [(cid, graph) for _, _, cid, graph in scored[: self.spec.transfer.top_k]]
+
+    def _release(self) -> None:
+        """Give up ownership so that another runner may continue without waiting."""
+        try:
+            with session_scope(self.engine) as s:
+                campaign = repo.get_campaign(s, campaign_id=self.campaign_id)
+                if campaign.owner == self.owner:
+                    campaign.owner = None
+                    campaign.elapsed_seconds = self.elapsed()
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            log.exception("could not release campaign %s", self.campaign_id)
+
+
+def worker_rejection_config(spec: CampaignSpec, *, transfer: bool = False) -> dict[str, Any]:
+    """The workers' rejection config for a campaign: its stages, then the full evaluation.
+
+    Strategies only propose graphs within the campaign's limits, while seeds may exceed
+    them; so the worker's ``static`` stage checks the rules every layer must meet
+    (depends on x, a known op) with the kind's full op set and generous limits. Transfer
+    evaluations skip every stage and train fully.
+    """
+    if transfer:
+        return {"stages": ["full"], "measure_costs": False}
+    rejection = spec.rejection
+    return {
+        "stages": [*rejection.stages, "full"],
+        "quality_steps": rejection.quality_steps,
+        "quality_min_accuracy": rejection.quality_min_accuracy,
+        "stability_max_grad_norm": rejection.stability_max_grad_norm,
+        "space": {"ops": "full", "max_nodes": 64, "max_depth": 64},
+        "measure_costs": "runtime" in spec.objectives or "params" in spec.objectives,
+    }
+
+
+def _all_candidates(session, campaign_id: int) -> list[Candidate]:
+    from sqlalchemy import select
+
+    return list(session.scalars(
+        select(Candidate).where(Candidate.campaign_id == campaign_id).order_by(Candidate.seq)))
+
+
+def _timestamp(value) -> float:
+    import datetime as dt
+
+    if value.tzinfo is None:  # SQLite returns naive datetimes in UTC
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.timestamp()
+
+
+def create_campaign(database_url: str, spec: CampaignSpec, *, idempotency_key: str | None = None) -> int:
+    """Store a validated spec as a queued campaign; returns its id."""
+    objectives = campaign_objectives(spec)
+    with session_scope(get_engine(database_url)) as s:
+        if idempotency_key is not None:
+            existing = repo.find_campaign_by_idempotency_key(s, key=idempotency_key)
+            if existing is not None:
+                return existing.id
+        campaign = repo.create_campaign(
+            s, name=spec.name, spec=spec.model_dump(mode="json"), space_kind=spec.space.kind,
+            strategy=spec.strategy.name, objectives=[
+                {"name": o.name, "maximize": o.maximize} for o in objectives],
+            seed=spec.seed, reference_point=reference_point(objectives),
+            idempotency_key=idempotency_key,
+        )
+        return campaign.id
+
+
+def pareto_of_campaign(database_url: str, campaign_id: int) -> dict[str, Any]:
+    """The campaign's Pareto front and dominated points, with objective values by name."""
+    with session_scope(get_engine(database_url), readonly=True) as s:
+        campaign = repo.get_campaign(s, campaign_id=campaign_id)
+        spec = CampaignSpec.model_validate(campaign.spec)
+        objectives = campaign_objectives(spec)
+        names = [o.name for o in objectives]
+        ids, table = repo.objective_table(s, campaign_id=campaign_id, names=names)
+        front = set(pareto_front(to_minimize(objectives, table))) if ids else set()
+        texts = dict(s.query(Candidate.id, Candidate.text).filter(Candidate.id.in_(ids)).all()) if ids else {}
+        origins = dict(s.query(Candidate.id, Candidate.origin).filter(Candidate.id.in_(ids)).all()) if ids else {}
+        points = [
+            {"candidate_id": cid, "text": texts.get(cid, ""), "origin": origins.get(cid, ""),
+             "values": dict(zip(names, row)), "on_front": index in front}
+            for index, (cid, row) in enumerate(zip(ids, table))
+        ]
+        return {"campaign_id": campaign_id,
+                "objectives": [{"name": o.name, "maximize": o.maximize} for o in objectives],
+                "reference_point": campaign.reference_point,
+                "front": [p for p in points if p["on_front"]],
+                "dominated": [p for p in points if not p["on_front"]]}
+
+
+def transfer_ranking(database_url: str, campaign_id: int) -> list[dict[str, Any]]:
+    """Transfer-stage results per candidate: mean and standard deviation of accuracy."""
+    import statistics
+
+    rows: dict[int, list[float]] = {}
+    with session_scope(get_engine(database_url), readonly=True) as s:
+        evaluations = s.query(Evaluation).filter(
+            Evaluation.campaign_id == campaign_id, Evaluation.kind == "transfer",
+            Evaluation.status == "completed").all()
+        texts = {}
+        for evaluation in evaluations:
+            result = evaluation.result or {}
+            accs = [float(p.get("val_accuracy")) for p in result.get("proxies") or []
+                    if isinstance(p.get("val_accuracy"), (int, float))]
+            if accs:
+                rows.setdefault(evaluation.candidate_id, []).append(sum(accs) / len(accs))
+                texts[evaluation.candidate_id] = evaluation.candidate.text
+    ranking = [
+        {"candidate_id": cid, "text": texts[cid], "runs": len(v), "mean": statistics.fmean(v),
+         "std": statistics.stdev(v) if len(v) > 1 else 0.0}
+        for cid, v in rows.items()
+    ]
+    ranking.sort(key=lambda r: (-r["mean"], r["std"]))
+    return ranking

@@ -1,0 +1,167 @@
+"""Where the controller sends candidates: the Ray pool, in-process, or a zero-cost simulation.
+
+All three share one small interface (after Ray Tune's Searcher/Trial runner split):
+``submit(job_id, payload)``, ``poll(timeout_s) -> list[Outcome]``, ``in_flight()`` and
+``shutdown()``. A payload is JSON: ``{"graph", "proxies", "rejection", "seed", "kind"}``.
+The campaign loop does not know which evaluator it talks to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class Outcome:
+    """What came back for one job: a result dict (``status`` ok) or an error."""
+
+    job_id: str
+    status: str  # "ok" | "timeout" | "failed"
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    attempts: int = 1
+    worker: str | None = None
+
+
+class Evaluator(Protocol):
+    """The interface the campaign loop uses."""
+
+    def submit(self, job_id: str, payload: dict[str, Any]) -> None:
+        """Start evaluating ``payload``; its outcome later comes back under ``job_id``."""
+
+    def poll(self, timeout_s: float) -> list[Outcome]:
+        """Outcomes that finished (waits up to ``timeout_s`` for the first one)."""
+
+    def in_flight(self) -> int:
+        """Jobs submitted whose outcome has not been returned yet."""
+
+    def shutdown(self) -> None:
+        """Release workers."""
+
+
+def evaluate_payload(payload: dict[str, Any], *, device: str = "cpu") -> dict[str, Any]:
+    """Run the workers' rejection protocol and full evaluation on one payload."""
+    from workers.rejection import evaluate_candidate
+
+    proxies = [dict(p, seed=int(payload.get("seed", 0)) + int(p.get("seed", 0)))
+               for p in payload["proxies"]]
+    return evaluate_candidate(payload["graph"], proxies, payload.get("rejection") or {},
+                              device=device)
+
+
+class LocalEvaluator:
+    """Evaluates in this process, one job at a time, in submission order (deterministic)."""
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self.queue: deque[tuple[str, dict[str, Any]]] = deque()
+
+    def submit(self, job_id: str, payload: dict[str, Any]) -> None:
+        """Queue a job; it runs during a later :meth:`poll`."""
+        self.queue.append((job_id, payload))
+
+    def poll(self, timeout_s: float) -> list[Outcome]:
+        """Run the oldest queued job and return its outcome."""
+        if not self.queue:
+            return []
+        job_id, payload = self.queue.popleft()
+        try:
+            return [Outcome(job_id, "ok", evaluate_payload(payload, device=self.device))]
+        except Exception as err:  # noqa: BLE001 - a crashing evaluation is an outcome
+            return [Outcome(job_id, "failed", error=f"{type(err).__name__}: {err}")]
+
+    def in_flight(self) -> int:
+        """Queued jobs."""
+        return len(self.queue)
+
+    def shutdown(self) -> None:
+        """Nothing to release."""
+        self.queue.clear()
+
+
+@dataclass
+class SimulatedEvaluator:
+    """Zero-cost evaluator for controller benchmarks and tests: results from the fingerprint.
+
+    Accuracy per proxy is a deterministic pseudo-random number derived from the graph's
+    fingerprint, so the same function always scores the same. ``workers`` bounds how many
+    jobs are in flight at once, as a cluster of that many workers would.
+    """
+
+    workers: int = 1000
+    reject_fraction: float = 0.3
+    pending: deque = field(default_factory=deque)
+
+    def submit(self, job_id: str, payload: dict[str, Any]) -> None:
+        """Accept a job (it finishes at the next poll)."""
+        self.pending.append((job_id, payload))
+
+    def poll(self, timeout_s: float) -> list[Outcome]:
+        """Finish every pending job at once."""
+        from grammar import Graph, fingerprint
+
+        done = []
+        while self.pending:
+            job_id, payload = self.pending.popleft()
+            fp = fingerprint(Graph.from_dict(payload["graph"]))
+            digest = hashlib.sha256(f"{fp}:{payload.get('seed', 0)}".encode()).digest()
+            score = digest[0] / 255
+            if score < self.reject_fraction:
+                result = {"status": "rejected", "stage": "quality", "reason": "simulated",
+                          "stages": [{"name": "quality", "seconds": 0.0, "passed": False}],
+                          "proxies": [], "costs": {}, "fingerprint": fp}
+            else:
+                proxies = [{"val_accuracy": (digest[1 + i] / 255) * 0.9 + 0.1}
+                           for i in range(len(payload["proxies"]))]
+                result = {"status": "completed", "stage": None, "reason": None, "stages": [],
+                          "proxies": proxies,
+                          "costs": {"runtime_ratio": 1 + digest[10] / 255,
+                                    "num_params": digest[11]},
+                          "fingerprint": fp}
+            done.append(Outcome(job_id, "ok", result, worker="simulated"))
+        if not done and timeout_s:
+            time.sleep(min(timeout_s, 0.001))
+        return done
+
+    def in_flight(self) -> int:
+        """Jobs accepted and not yet returned."""
+        return len(self.pending)
+
+    def shutdown(self) -> None:
+        """Nothing to release."""
+        self.pending.clear()
+
+
+class RayEvaluator:
+    """The :class:`workers.pool.EvaluatorPool` on Ray (local, or the cluster at RAY_ADDRESS)."""
+
+    def __init__(self, *, num_actors: int = 2, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                 task_timeout_s: float = 1800.0, ray_address: str | None = None):
+        from workers.pool import EvaluatorPool
+
+        self.pool = EvaluatorPool(num_actors, num_cpus=num_cpus, num_gpus=num_gpus,
+                                  task_timeout_s=task_timeout_s, ray_address=ray_address)
+
+    def submit(self, job_id: str, payload: dict[str, Any]) -> None:
+        """Send a job to the pool."""
+        self.pool.submit(job_id, payload)
+
+    def poll(self, timeout_s: float) -> list[Outcome]:
+        """Outcomes the pool has finished."""
+        return [
+            Outcome(r.job_id, r.status, r.result, r.error, getattr(r, "attempts", 1),
+                    getattr(r, "actor_id", None))
+            for r in self.pool.poll(timeout_s)
+        ]
+
+    def in_flight(self) -> int:
+        """Jobs in the pool."""
+        return self.pool.in_flight()
+
+    def shutdown(self) -> None:
+        """Stop the pool's actors."""
+        self.pool.shutdown()

@@ -1,0 +1,110 @@
+"""Pareto fronts, crowding distance and hypervolume on values to MINIMIZE.
+
+Everything here takes a 2-D array of objective values where smaller is better (the caller
+negates objectives it maximizes, see :mod:`search.objectives`). Rows with a NaN are never
+on a front and count for nothing in the hypervolume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _as_matrix(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    matrix = np.asarray(points, dtype=float)
+    if matrix.size == 0:
+        return matrix.reshape(0, matrix.shape[1] if matrix.ndim == 2 else 0)
+    if matrix.ndim != 2:
+        raise ValueError(f"expected a 2-D array of objective values, got shape {matrix.shape}")
+    return matrix
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """True when ``a`` is no worse than ``b`` everywhere and better somewhere (minimizing)."""
+    a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return bool(np.all(a_arr <= b_arr) and np.any(a_arr < b_arr))
+
+
+def non_dominated_sort(points: Sequence[Sequence[float]] | np.ndarray) -> list[list[int]]:
+    """Indices of the points grouped into fronts: front 0 is non-dominated, and so on.
+
+    Rows with a NaN form a last front of their own. O(M N^2), which is fine for the
+    populations a campaign keeps (hundreds to a few thousand).
+    """
+    matrix = _as_matrix(points)
+    n = len(matrix)
+    if n == 0:
+        return []
+    valid = ~np.isnan(matrix).any(axis=1)
+    idx = np.flatnonzero(valid)
+    sub = matrix[idx]
+    le = (sub[:, None, :] <= sub[None, :, :]).all(axis=2)
+    lt = (sub[:, None, :] < sub[None, :, :]).any(axis=2)
+    dom = le & lt  # dom[i, j]: i dominates j
+    dominated_by = dom.sum(axis=0)
+    fronts: list[list[int]] = []
+    current = np.flatnonzero(dominated_by == 0)
+    remaining = dominated_by.copy()
+    while current.size:
+        fronts.append([int(idx[i]) for i in current])
+        remaining[current] = -1
+        remaining -= dom[current].sum(axis=0)
+        current = np.flatnonzero(remaining == 0)
+    invalid = np.flatnonzero(~valid)
+    if invalid.size:
+        fronts.append([int(i) for i in invalid])
+    return fronts
+
+
+def pareto_front(points: Sequence[Sequence[float]] | np.ndarray) -> list[int]:
+    """Indices of the non-dominated points (duplicates of a front point are all kept)."""
+    fronts = non_dominated_sort(points)
+    if not fronts:
+        return []
+    matrix = _as_matrix(points)
+    first = fronts[0]
+    return first if not np.isnan(matrix[first]).any() else []
+
+
+def crowding_distance(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance of each point within one front (boundary points: inf)."""
+    matrix = _as_matrix(points)
+    n, m = matrix.shape if matrix.ndim == 2 else (0, 0)
+    distance = np.zeros(n)
+    if n <= 2:
+        distance[:] = np.inf
+        return distance
+    for k in range(m):
+        order = np.argsort(matrix[:, k], kind="stable")
+        column = matrix[order, k]
+        distance[order[0]] = distance[order[-1]] = np.inf
+        if not np.isfinite(column).all():
+            continue  # failed members (inf) share one rank; spacing says nothing there
+        span = column[-1] - column[0]
+        if span > 0:
+            distance[order[1:-1]] += (column[2:] - column[:-2]) / span
+    return distance
+
+
+def hypervolume(points: Sequence[Sequence[float]] | np.ndarray, reference: Sequence[float]) -> float:
+    """Volume dominated by ``points`` and bounded by ``reference`` (minimizing).
+
+    Points that do not strictly dominate the reference point, and rows with NaN, add
+    nothing. Uses moocore's exact algorithms.
+    """
+    import moocore
+
+    matrix = _as_matrix(points)
+    ref = np.asarray(reference, dtype=float)
+    if matrix.size == 0:
+        return 0.0
+    if matrix.shape[1] != ref.size:
+        raise ValueError(
+            f"reference point has {ref.size} values but points have {matrix.shape[1]}"
+        )
+    keep = ~np.isnan(matrix).any(axis=1) & (matrix < ref).all(axis=1)
+    if not keep.any():
+        return 0.0
+    return float(moocore.hypervolume(matrix[keep], ref=ref))

@@ -1,0 +1,23 @@
+"""Random search: every proposal is a fresh random graph. The baseline every search is judged by."""
+
+from __future__ import annotations
+
+from search.strategies.base import Proposal, Strategy
+
+
+class RandomSearch(Strategy):
+    """Propose new random graphs of the space, never repeating a function."""
+
+    name = "random"
+
+    def ask(self, n: int) -> list[Proposal]:
+        """Up to ``n`` random proposals (fewer only if the space seems exhausted)."""
+        rng = self.rng()
+        taken: set[str] = set()
+        proposals = []
+        for _ in range(n):
+            proposal = self.random_proposal(rng, taken)
+            if proposal is None:
+                break
+            proposals.append(proposal)
+        return proposals

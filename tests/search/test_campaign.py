@@ -1,0 +1,181 @@
+"""The campaign loop on a real database: budget, baseline first, resume, exactly-once, spec errors."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from search.campaign import CampaignRunner, create_campaign, pareto_of_campaign
+from search.evaluators import Outcome, SimulatedEvaluator
+from search.spec import SpecError, validate_spec
+from storage import get_engine, repository as repo, session_scope, upgrade_database
+from storage.models import Candidate, Evaluation
+
+SPEC = {
+    "name": "sim",
+    "space": {"kind": "activation", "ops": "swish", "max_nodes": 6},
+    "seeds": ["x * sigmoid(x)", "silu", "max(x, tanh(x))"],
+    "strategy": {"name": "evolution", "population": 16, "tournament": 4},
+    "proxies": [{"arch": "mlp", "dataset": "mnist1d", "steps": 50},
+                {"arch": "mlp", "dataset": "digits", "steps": 50}],
+    "objectives": ["accuracy", "nodes"],
+    "budget": {"max_candidates": 60},
+    "parallelism": 8,
+    "seed": 1,
+}
+
+
+@pytest.fixture
+def db(database_url):
+    upgrade_database(database_url)
+    return database_url
+
+
+def run(db, campaign_id, evaluator=None, **kwargs):
+    return CampaignRunner(db, campaign_id, evaluator or SimulatedEvaluator(), poll_s=0.0,
+                          **kwargs).run()
+
+
+def test_campaign_spends_its_budget_exactly_with_the_baseline_first(db):
+    campaign_id = create_campaign(db, validate_spec(SPEC))
+    assert run(db, campaign_id) == "completed"
+    with session_scope(get_engine(db), readonly=True) as s:
+        candidates = s.scalars(select(Candidate).where(Candidate.campaign_id == campaign_id)
+                               .order_by(Candidate.seq)).all()
+        assert len(candidates) == 60
+        assert [c.origin for c in candidates[:4]] == ["baseline", "seed", "seed", "seed"]
+        assert candidates[0].strategy_data == {"builtin": "relu"}
+        # "x * sigmoid(x)" and "silu" are one function: the second is a duplicate, not evaluated
+        assert candidates[2].status == "duplicate" and candidates[2].duplicate_of == candidates[1].id
+        evaluations = s.scalar(select(func.count()).select_from(Evaluation)
+                               .where(Evaluation.campaign_id == campaign_id))
+        assert evaluations == 59
+        history = repo.list_hypervolume(s, campaign_id=campaign_id)
+        assert len(history) == 59
+        values = [p.hypervolume for p in history]
+        assert values == sorted(values) and values[-1] > 0
+        assert repo.get_campaign(s, campaign_id=campaign_id).status == "completed"
+        assert {"created", "status", "progress", "candidate"} <= {
+            e.kind for e in repo.list_events(s, campaign_id=campaign_id, limit=10_000)}
+    front = pareto_of_campaign(db, campaign_id)
+    assert front["front"] and all(p["on_front"] for p in front["front"])
+    assert len(front["front"]) + len(front["dominated"]) >= 30
+
+
+def test_a_stopped_campaign_resumes_without_losing_or_repeating_work(db):
+    campaign_id = create_campaign(db, validate_spec(SPEC))
+    stop = threading.Event()
+    seen = []
+
+    def stop_after_20(progress):
+        seen.append(progress.candidates)
+        if progress.candidates >= 20:
+            stop.set()
+
+    class Slow(SimulatedEvaluator):
+        def poll(self, timeout_s):  # return one outcome at a time, leaving work in flight
+            if not self.pending:
+                return []
+            job = self.pending.popleft()
+            rest, self.pending = self.pending, type(self.pending)([job])
+            out = super().poll(0)
+            self.pending = rest
+            return out
+
+    assert run(db, campaign_id, Slow(), stop=stop, on_progress=stop_after_20) == "stopped"
+    with session_scope(get_engine(db), readonly=True) as s:
+        unfinished = repo.unfinished_evaluations(s, campaign_id=campaign_id)
+        assert unfinished, "the test should leave evaluations in flight"
+    assert run(db, campaign_id) == "completed"
+    with session_scope(get_engine(db), readonly=True) as s:
+        assert s.scalar(select(func.count()).select_from(Candidate)
+                        .where(Candidate.campaign_id == campaign_id)) == 60
+        rows = s.execute(select(Evaluation.candidate_id, func.count()).where(
+            Evaluation.campaign_id == campaign_id).group_by(Evaluation.candidate_id)).all()
+        assert all(n == 1 for _, n in rows)
+        assert not repo.unfinished_evaluations(s, campaign_id=campaign_id)
+        statuses = repo.count_candidates(s, campaign_id=campaign_id)
+        assert statuses["running"] == 0 and statuses["proposed"] == 0
+
+
+def test_a_result_delivered_twice_is_stored_once(db):
+    campaign_id = create_campaign(db, validate_spec(dict(SPEC, budget={"max_candidates": 5})))
+
+    class Twice(SimulatedEvaluator):
+        def poll(self, timeout_s):
+            outcomes = super().poll(timeout_s)
+            return outcomes + [Outcome(o.job_id, o.status, o.result) for o in outcomes]
+
+    assert run(db, campaign_id, Twice()) == "completed"
+    with session_scope(get_engine(db), readonly=True) as s:
+        assert len(repo.list_hypervolume(s, campaign_id=campaign_id)) == 4  # 5 minus 1 duplicate
+
+
+def test_pause_and_cancel_requests_are_honoured(db):
+    campaign_id = create_campaign(db, validate_spec(SPEC))
+    engine = get_engine(db)
+
+    done = []
+
+    def pause_at_10(progress):
+        if progress.candidates >= 10 and "pause" not in done:
+            done.append("pause")
+            with session_scope(engine) as s:
+                repo.set_campaign_status(s, campaign_id=campaign_id, status="paused",
+                                         expected=["running"])
+
+    assert run(db, campaign_id, on_progress=pause_at_10) == "paused"
+    with session_scope(engine, readonly=True) as s:
+        paused_at = sum(repo.count_candidates(s, campaign_id=campaign_id).values())
+        assert 10 <= paused_at < 60
+    assert run(db, campaign_id) == "paused"  # a paused campaign does not run
+    with session_scope(engine) as s:
+        repo.set_campaign_status(s, campaign_id=campaign_id, status="running", expected=["paused"])
+
+    def cancel_at_30(progress):
+        if progress.candidates >= 30 and "cancel" not in done:
+            done.append("cancel")
+            with session_scope(engine) as s:
+                repo.set_campaign_status(s, campaign_id=campaign_id, status="cancelled",
+                                         expected=["running"])
+
+    assert run(db, campaign_id, on_progress=cancel_at_30) == "cancelled"
+    with session_scope(engine, readonly=True) as s:
+        assert 30 <= sum(repo.count_candidates(s, campaign_id=campaign_id).values()) < 60
+        assert not repo.unfinished_evaluations(s, campaign_id=campaign_id)
+
+
+def test_a_live_owner_keeps_its_campaign(db):
+    from storage import ConflictError
+
+    campaign_id = create_campaign(db, validate_spec(SPEC))
+    with session_scope(get_engine(db)) as s:
+        repo.touch_campaign(s, campaign_id=campaign_id, owner="otherhost:1:abc")
+    with pytest.raises(ConflictError, match="otherhost"):
+        run(db, campaign_id)
+    assert run(db, campaign_id, takeover=True) == "completed"
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"strategy": {"name": "annealing"}}, "strategy.name"),
+        ({"objectives": ["accuracy", "beauty"]}, "objectives"),
+        ({"proxies": [{"arch": "vgg", "dataset": "digits"}]}, "proxies"),
+        ({"proxies": [{"arch": "mlp", "dataset": "imagenet"}]}, "proxies"),
+        ({"budget": {"max_candidates": 0}}, "budget.max_candidates"),
+        ({"seeds": ["x +* 2"]}, "seeds[0]"),
+        ({"seeds": ["__import__('os').system('id')"]}, "seeds[0]"),
+        ({"space": {"kind": "activation", "ops": "nonsense"}}, "space"),
+        ({"colour": "blue"}, "colour"),
+        ({"parallelism": 0}, "parallelism"),
+    ],
+)
+def test_bad_specs_name_the_field_and_store_nothing(db, change, field):
+    with pytest.raises(SpecError) as info:
+        validate_spec({**SPEC, **change})
+    assert field in str(info.value)
+    with session_scope(get_engine(db), readonly=True) as s:
+        assert repo.list_campaigns(s) == []
