@@ -27,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from grammar import Graph, fingerprint, get_builtin, to_text
+from grammar import Graph, get_builtin, to_text
 from storage import ConflictError, get_engine, repository as repo, session_scope
+from sqlalchemy import update
 from storage.models import Candidate, Evaluation
 
 from search.evaluators import Evaluator, Outcome
@@ -96,6 +97,19 @@ class Progress:
 
 
 @dataclass
+class _Batch:
+    """Rows one batch of outcomes writes, table by table."""
+
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    statuses: dict[int, str] = field(default_factory=dict)
+    objectives: dict[int, dict[str, float]] = field(default_factory=dict)
+    completed: list[int] = field(default_factory=list)
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    hypervolume: list[dict[str, float]] = field(default_factory=list)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass
 class _Front:
     """The non-dominated set on the minimizing scale, kept incrementally."""
 
@@ -129,6 +143,7 @@ class CampaignRunner:
         lease_seconds: float = 3600.0,
         heartbeat_s: float = 2.0,
         poll_s: float = 0.2,
+        control_s: float = 0.25,
         stop: threading.Event | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         takeover: bool = False,
@@ -142,6 +157,7 @@ class CampaignRunner:
         self.lease_seconds = lease_seconds
         self.heartbeat_s = heartbeat_s
         self.poll_s = poll_s
+        self.control_s = control_s
         self.stop = stop or threading.Event()
         self.on_progress = on_progress
         self.takeover = takeover
@@ -221,6 +237,10 @@ class CampaignRunner:
             if c.origin == "seed":
                 self.seed_indices.add(int(c.strategy_data.get("seed_index", -1)))
         self.strategy.rebuild(members)
+        with session_scope(self.engine, readonly=True) as s:
+            self.counts = repo.count_candidates(s, campaign_id=self.campaign_id)
+            self.funnel = {stage: int(v["rejected"]) for stage, v in
+                           repo.rejection_funnel(s, campaign_id=self.campaign_id).items()}
         for point in values.values():
             self.front.add(list(point))
         self.num_candidates = len(candidates)
@@ -287,7 +307,7 @@ class CampaignRunner:
     def _control(self) -> str:
         """Read the requested status (pause/cancel come from the API) and heart-beat."""
         now = time.monotonic()
-        if now - self._last_control < 0.25 and hasattr(self, "_status"):
+        if now - self._last_control < self.control_s and hasattr(self, "_status"):
             return self._status
         self._last_control = now
         with session_scope(self.engine) as s:
@@ -327,48 +347,73 @@ class CampaignRunner:
                 "campaign_id": self.campaign_id}
 
     def _dispatch(self, proposals: list[Proposal]) -> None:
-        """Store proposals (and their evaluations) in one transaction, then submit them."""
-        jobs: list[tuple[str, dict[str, Any]]] = []
-        stored: list[Member] = []
-        in_batch: dict[str, Candidate] = {}
+        """Store proposals and their leased evaluations in one transaction, then submit.
+
+        A proposal whose function is already in the campaign (a seed equal to the baseline,
+        say) is stored as a duplicate of the first one and reuses its result; it is not
+        evaluated again.
+        """
+        proposals = [p.with_fingerprint() for p in proposals]
+        first_in_batch: dict[str, int] = {}
+        rows = []
         with session_scope(self.engine) as s:
-            for proposal in proposals:
-                proposal = proposal.with_fingerprint()
-                graph_dict = proposal.graph.to_dict()
-                original = in_batch.get(proposal.fingerprint) or (
-                    repo.find_candidate_by_fingerprint(
+            originals: list[int | None] = []
+            for index, proposal in enumerate(proposals):
+                original = None
+                if proposal.fingerprint in first_in_batch:
+                    original = -1 - first_in_batch[proposal.fingerprint]  # resolved below
+                elif proposal.fingerprint in self.strategy.seen:
+                    found = repo.find_candidate_by_fingerprint(
                         s, campaign_id=self.campaign_id, fingerprint=proposal.fingerprint)
-                    if proposal.fingerprint in self.strategy.seen else None)
-                candidate = repo.add_candidate(
-                    s, campaign_id=self.campaign_id, graph=graph_dict,
-                    text=to_text(proposal.graph), fingerprint=proposal.fingerprint,
-                    origin=proposal.origin, parent_ids=proposal.parent_ids,
-                    num_nodes=proposal.graph.num_nodes, strategy_data=proposal.data,
-                    status="duplicate" if original else "running",
-                    duplicate_of=original.id if original else None,
-                )
-                member = Member(candidate.id, candidate.seq, proposal.graph, proposal.fingerprint,
-                                proposal.origin, candidate.status, None, proposal.parent_ids,
-                                dict(proposal.data))
+                    original = found.id if found else None
+                first_in_batch.setdefault(proposal.fingerprint, index)
+                originals.append(original)
+                rows.append({
+                    "graph": proposal.graph.to_dict(), "text": to_text(proposal.graph),
+                    "fingerprint": proposal.fingerprint, "origin": proposal.origin,
+                    "parent_ids": proposal.parent_ids, "num_nodes": proposal.graph.num_nodes,
+                    "strategy_data": proposal.data,
+                    "status": "running" if original is None else "duplicate",
+                })
+            ids = repo.add_candidates(s, campaign_id=self.campaign_id, rows=rows)
+            duplicates = {}
+            for index, original in enumerate(originals):
                 if original is not None:
-                    values = repo.get_objective_values(s, candidate_id=original.id)
-                    if values:
-                        repo.set_objective_values(s, candidate_id=candidate.id, values=values)
-                        member.values = tuple(to_minimize(
-                            self.objectives, [[values[o.name] for o in self.objectives]])[0])
-                else:
-                    evaluation = repo.add_evaluation(s, candidate_id=candidate.id)
-                    repo.lease_evaluation(s, evaluation_id=evaluation.id, owner=self.owner,
-                                          lease_seconds=self.lease_seconds)
-                    jobs.append((str(evaluation.id), self._payload(graph_dict)))
-                    self.dispatched[str(evaluation.id)] = candidate.id
-                stored.append(member)
-                in_batch.setdefault(proposal.fingerprint, candidate)
-        for member in stored:
+                    duplicates[ids[index]] = ids[-1 - original] if original < 0 else original
+            if duplicates:
+                s.execute(update(Candidate), [{"id": d, "duplicate_of": o}
+                                              for d, o in duplicates.items()])
+            fresh = [cid for cid in ids if cid not in duplicates]
+            evaluation_ids = repo.add_running_evaluations(
+                s, campaign_id=self.campaign_id, candidate_ids=fresh, owner=self.owner,
+                lease_seconds=self.lease_seconds)
+            copied = self._copy_known_results(s, duplicates)
+        graph_by_id = {cid: row["graph"] for cid, row in zip(ids, rows)}
+        for index, (proposal, cid) in enumerate(zip(proposals, ids)):
+            member = Member(cid, 0, proposal.graph, proposal.fingerprint, proposal.origin,
+                            rows[index]["status"], copied.get(cid), proposal.parent_ids,
+                            dict(proposal.data))
             self.strategy.observe(member)
-        self.num_candidates += len(stored)
-        for job_id, payload in jobs:
-            self.evaluator.submit(job_id, payload)
+            self.counts[member.status] = self.counts.get(member.status, 0) + 1
+        self.num_candidates += len(ids)
+        for cid, evaluation_id in zip(fresh, evaluation_ids):
+            self.dispatched[str(evaluation_id)] = cid
+            self.evaluator.submit(str(evaluation_id), self._payload(graph_by_id[cid]))
+
+    def _copy_known_results(self, s, duplicates: dict[int, int]) -> dict[int, tuple[float, ...]]:
+        """Give duplicates the objective values their originals already have."""
+        copied: dict[int, tuple[float, ...]] = {}
+        values = {}
+        for duplicate, original in duplicates.items():
+            known = repo.get_objective_values(s, candidate_id=original)
+            if len(known) == len(self.objectives):
+                values[duplicate] = known
+                copied[duplicate] = self._minimized(known)
+        repo.add_objective_values(s, campaign_id=self.campaign_id, values=values)
+        return copied
+
+    def _minimized(self, values: dict[str, float]) -> tuple[float, ...]:
+        return tuple(to_minimize(self.objectives, [[values[o.name] for o in self.objectives]])[0])
 
     def _redispatch_unfinished(self) -> None:
         """Resume: submit again every evaluation that was queued when the last runner left."""
@@ -386,94 +431,108 @@ class CampaignRunner:
             self.evaluator.submit(job_id, payload)
 
     def _store(self, outcomes: list[Outcome]) -> None:
-        """Store a batch of outcomes in one transaction, then tell the strategy."""
+        """Store a batch of outcomes in one transaction, then tell the strategy.
+
+        Outcomes of evaluations that already finished (a result delivered twice, a job of a
+        deleted campaign) are dropped: the evaluations are locked and checked first.
+        """
         tells: list[tuple[int, tuple[float, ...] | None, str | None, str]] = []
         with session_scope(self.engine) as s:
+            open_evaluations = repo.lock_unfinished_evaluations(
+                s, evaluation_ids=[int(o.job_id) for o in outcomes])
+            batch = _Batch()
             for outcome in outcomes:
                 self.dispatched.pop(outcome.job_id, None)
-                told = self._store_one(s, outcome)
+                found = open_evaluations.pop(int(outcome.job_id), None)
+                if found is None:
+                    continue
+                candidate_id, kind = found
+                told = self._classify(batch, int(outcome.job_id), candidate_id, kind, outcome)
                 if told is not None:
                     tells.append(told)
-            progress = self._progress(s)
-            repo.add_event(s, campaign_id=self.campaign_id, kind="progress",
-                           payload=progress.__dict__)
+            if batch.completed:
+                for original, copies in repo.duplicates_of(
+                        s, candidate_ids=list(batch.completed)).items():
+                    for duplicate in copies:
+                        batch.objectives[duplicate] = batch.objectives[original]
+            repo.finish_evaluations(s, rows=batch.evaluations)
+            repo.set_candidate_statuses(s, statuses=batch.statuses)
+            repo.add_objective_values(s, campaign_id=self.campaign_id, values=batch.objectives)
+            repo.add_rejections(s, campaign_id=self.campaign_id, rows=batch.rejections)
+            repo.add_hypervolume_points(s, campaign_id=self.campaign_id, rows=batch.hypervolume)
+            progress = self._progress()
+            repo.add_events(s, campaign_id=self.campaign_id,
+                            rows=[*batch.events, ("progress", progress.__dict__)])
         for candidate_id, values, error, status in tells:
             if candidate_id in self.strategy.members:
                 self.strategy.tell(candidate_id, values, error=error, status=status)
         if self.on_progress:
             self.on_progress(progress)
 
-    def _store_one(self, s, outcome: Outcome):
-        evaluation_id = int(outcome.job_id)
-        evaluation = s.get(Evaluation, evaluation_id)
-        if evaluation is None or evaluation.status not in ("queued", "running"):
-            return None  # delivered twice, or the campaign was deleted: nothing to store
-        candidate = repo.get_candidate(s, candidate_id=evaluation.candidate_id)
+    def _classify(self, batch: _Batch, evaluation_id: int, candidate_id: int, kind: str,
+                  outcome: Outcome):
+        """Turn one outcome into the rows to write; returns what to tell the strategy."""
         result = outcome.result or {}
-        if evaluation.kind == "transfer":
-            status = "completed" if outcome.status == "ok" else outcome.status
-            if status not in ("completed", "timeout"):
-                status = "failed"
-            repo.finish_evaluation(s, evaluation_id=evaluation_id, status=status,
-                                   result=result or None, error=outcome.error)
+        if kind == "transfer":
+            status = {"ok": "completed", "timeout": "timeout"}.get(outcome.status, "failed")
+            batch.evaluations.append({"id": evaluation_id, "status": status,
+                                      "result": result or None, "error": outcome.error})
             return None
+        member = self.strategy.members.get(candidate_id)
+        text = to_text(member.graph) if member else ""
         if outcome.status != "ok":
             status = "timeout" if outcome.status == "timeout" else "failed"
             error = outcome.error or status
-            repo.finish_evaluation(s, evaluation_id=evaluation_id, status=status, error=error)
-            repo.set_candidate_status(s, candidate_id=candidate.id, status="failed")
-            self._event_candidate(s, candidate, "failed", reason=error)
-            self._hypervolume_point(s)
-            return candidate.id, None, error, "failed"
+            batch.evaluations.append({"id": evaluation_id, "status": status, "error": error})
+            self._finished(batch, candidate_id, "failed", text, reason=error)
+            return candidate_id, None, error, "failed"
+        batch.evaluations.append({"id": evaluation_id, "status": "completed", "result": result})
         verdict = result.get("status")
-        repo.finish_evaluation(s, evaluation_id=evaluation_id, status="completed", result=result)
         if verdict == "completed":
-            values = values_from_result(self.objectives, result, candidate.num_nodes)
-            repo.set_objective_values(s, candidate_id=candidate.id, values=values)
-            repo.set_candidate_status(s, candidate_id=candidate.id, status="completed")
-            for duplicate in s.query(Candidate).filter(Candidate.duplicate_of == candidate.id):
-                repo.set_objective_values(s, candidate_id=duplicate.id, values=values)
-            point = to_minimize(self.objectives, [[values[o.name] for o in self.objectives]])[0]
+            num_nodes = member.graph.num_nodes if member else 0
+            values = values_from_result(self.objectives, result, num_nodes)
+            batch.objectives[candidate_id] = values
+            batch.completed.append(candidate_id)
+            point = self._minimized(values)
             self.front.add(list(point))
-            self._event_candidate(s, candidate, "completed", values=values)
-            self._hypervolume_point(s)
-            return candidate.id, tuple(point), None, "completed"
+            self._finished(batch, candidate_id, "completed", text, values=values)
+            return candidate_id, point, None, "completed"
         if verdict == "rejected":
+            stage = str(result.get("stage"))
+            reason = str(result.get("reason") or "")
             cost = sum(float(st.get("seconds") or 0.0) for st in result.get("stages") or [])
-            repo.record_rejection(s, candidate_id=candidate.id, stage=str(result.get("stage")),
-                                  reason=str(result.get("reason") or ""), cost_seconds=cost)
-            self._event_candidate(s, candidate, "rejected", stage=result.get("stage"),
-                                  reason=result.get("reason"))
-            self._hypervolume_point(s)
-            return candidate.id, None, str(result.get("reason")), "rejected"
-        repo.set_candidate_status(s, candidate_id=candidate.id, status="failed")
-        self._event_candidate(s, candidate, "failed", reason=result.get("reason"))
-        self._hypervolume_point(s)
-        return candidate.id, None, str(result.get("reason") or "failed"), "failed"
+            batch.rejections.append({"candidate_id": candidate_id, "stage": stage,
+                                     "reason": reason, "cost_seconds": cost})
+            self.funnel[stage] = self.funnel.get(stage, 0) + 1
+            self._finished(batch, candidate_id, "rejected", text, stage=stage, reason=reason)
+            return candidate_id, None, reason, "rejected"
+        reason = str(result.get("reason") or "failed")
+        self._finished(batch, candidate_id, "failed", text, reason=reason)
+        return candidate_id, None, reason, "failed"
 
-    def _hypervolume_point(self, s) -> None:
+    def _finished(self, batch: _Batch, candidate_id: int, status: str, text: str,
+                  **extra: Any) -> None:
+        """Book-keeping shared by every finished search evaluation."""
+        batch.statuses[candidate_id] = status
+        self.counts["running"] = max(0, self.counts.get("running", 0) - 1)
+        self.counts[status] = self.counts.get(status, 0) + 1
         self.evaluations_done += 1
-        repo.add_hypervolume_point(s, campaign_id=self.campaign_id,
-                                   evaluations=self.evaluations_done,
-                                   hypervolume=self.front.value, elapsed_seconds=self.elapsed())
+        batch.hypervolume.append({"evaluations": self.evaluations_done,
+                                  "hypervolume": self.front.value,
+                                  "elapsed_seconds": self.elapsed()})
+        batch.events.append(("candidate", {"id": candidate_id, "text": text, "status": status,
+                                           **extra}))
 
-    def _event_candidate(self, s, candidate: Candidate, status: str, **extra: Any) -> None:
-        repo.add_event(s, campaign_id=self.campaign_id, kind="candidate",
-                       payload={"id": candidate.id, "seq": candidate.seq, "text": candidate.text,
-                                "status": status, **extra})
-
-    def _progress(self, s, phase: str = "search") -> Progress:
-        counts = repo.count_candidates(s, campaign_id=self.campaign_id)
-        funnel = {stage: int(v["rejected"])
-                  for stage, v in repo.rejection_funnel(s, campaign_id=self.campaign_id).items()}
+    def _progress(self, phase: str = "search") -> Progress:
         best: dict[str, float] = {}
-        for objective in self.objectives:
-            column = [p[self.objectives.index(objective)] for p in self.front.points]
+        for index, objective in enumerate(self.objectives):
+            column = [p[index] for p in self.front.points]
             if column:
                 best[objective.name] = objective.minimized(min(column))
-        return Progress(self.campaign_id, self._status if hasattr(self, "_status") else "running",
-                        self.num_candidates, self.spec.budget.max_candidates, counts, funnel,
-                        best, self.front.value, self.evaluator.in_flight(), self.elapsed(), phase)
+        return Progress(self.campaign_id, getattr(self, "_status", "running"),
+                        self.num_candidates, self.spec.budget.max_candidates, dict(self.counts),
+                        dict(self.funnel), best, self.front.value, self.evaluator.in_flight(),
+                        self.elapsed(), phase)
 
     # ------------------------------------------------------------------ ending
     def _abandon_in_flight(self, reason: str) -> None:
@@ -502,7 +561,7 @@ class CampaignRunner:
                                 elapsed_seconds=self.elapsed())
             if self.on_progress:
                 self._status = "completed"
-                self.on_progress(self._progress(s))
+                self.on_progress(self._progress())
         return "completed"
 
     def _transfer(self) -> str:

@@ -59,7 +59,9 @@ class StrategySpec(_Strict):
     population: int = Field(64, ge=2, le=100_000, description="population size (with aging)")
     tournament: int = Field(8, ge=1, le=100_000, description="sample size of a tournament")
     sampler: Literal["tpe", "nsga2"] = Field("tpe", description="optuna's sampler")
-    max_attempts: int = Field(200, ge=1, le=100_000, description="mutations tried per proposal")
+    max_attempts: int = Field(
+        48, ge=1, le=100_000, description="mutations tried per proposal before a random graph"
+    )
 
     @model_validator(mode="after")
     def _tournament_fits(self) -> StrategySpec:

@@ -22,7 +22,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Float, and_, case, delete, func, literal, or_, select, update
+from sqlalchemy import Float, and_, case, delete, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from storage.encoding import decode_float, encode_float, json_safe
@@ -668,3 +668,192 @@ def list_events(
 def _check_status(status: str, allowed: tuple[str, ...], what: str) -> None:
     if status not in allowed:
         raise ValueError(f"{what} status {status!r} is not one of {', '.join(allowed)}")
+
+
+# ---------------------------------------------------------------- batch writes (the controller's hot path)
+#
+# The campaign loop stores a whole batch of proposals, and a whole batch of results, per
+# transaction. These functions do the same as their one-row twins above with one statement
+# per table, so a controller keeps up with thousands of workers.
+
+
+def next_candidate_seq(session: Session, *, campaign_id: int) -> int:
+    """The sequence number the campaign's next candidate gets."""
+    return int(session.scalar(
+        select(func.coalesce(func.max(Candidate.seq), -1) + 1).where(
+            Candidate.campaign_id == campaign_id)) or 0)
+
+
+def add_candidates(
+    session: Session, *, campaign_id: int, rows: Sequence[Mapping[str, Any]]
+) -> list[int]:
+    """Insert candidates (the keyword arguments of :func:`add_candidate` per row) in one go.
+
+    Sequence numbers continue the campaign's; returns the new ids in ``rows`` order.
+    """
+    if not rows:
+        return []
+    seq = next_candidate_seq(session, campaign_id=campaign_id)
+    now = utcnow()
+    values = []
+    for offset, row in enumerate(rows):
+        status = row.get("status", "proposed")
+        _check_status(status, CANDIDATE_STATUSES, "candidate")
+        values.append({
+            "campaign_id": campaign_id, "seq": seq + offset, "graph": json_safe(dict(row["graph"])),
+            "text": row["text"], "fingerprint": row["fingerprint"], "origin": row["origin"],
+            "canonical_key": row.get("canonical_key"),
+            "parent_ids": [int(p) for p in row.get("parent_ids", ())],
+            "num_nodes": int(row.get("num_nodes", 0)),
+            "strategy_data": json_safe(dict(row.get("strategy_data") or {})),
+            "status": status, "duplicate_of": row.get("duplicate_of"),
+            "created_at": now, "updated_at": now,
+        })
+    result = session.execute(
+        insert(Candidate).returning(Candidate.id, sort_by_parameter_order=True), values
+    )
+    return [int(row_id) for row_id in result.scalars()]
+
+
+def add_running_evaluations(
+    session: Session,
+    *,
+    campaign_id: int,
+    candidate_ids: Sequence[int],
+    owner: str,
+    lease_seconds: float,
+    kind: str = "search",
+    seeds: Sequence[int] | None = None,
+) -> list[int]:
+    """Insert evaluations already leased to ``owner`` (one per candidate); returns their ids.
+
+    The (candidate, kind, seed) uniqueness rule holds here too: a second evaluation of the
+    same candidate raises :class:`ConflictError` and the whole batch is rolled back.
+    """
+    if not candidate_ids:
+        return []
+    now = utcnow()
+    expires = now + dt.timedelta(seconds=lease_seconds)
+    seeds = list(seeds) if seeds is not None else [0] * len(candidate_ids)
+    values = [
+        {"candidate_id": cid, "campaign_id": campaign_id, "kind": kind, "seed": seed,
+         "status": "running", "attempts": 1, "lease_owner": owner, "lease_expires_at": expires,
+         "started_at": now}
+        for cid, seed in zip(candidate_ids, seeds)
+    ]
+    result = session.execute(
+        insert(Evaluation).returning(Evaluation.id, sort_by_parameter_order=True), values
+    )
+    return [int(row_id) for row_id in result.scalars()]
+
+
+def lock_unfinished_evaluations(
+    session: Session, *, evaluation_ids: Sequence[int]
+) -> dict[int, tuple[int, str]]:
+    """Of these evaluations, the ones still queued or running: id -> (candidate id, kind).
+
+    The rows are locked until the transaction ends (``FOR UPDATE`` on PostgreSQL; SQLite's
+    write transactions hold the database lock), so results finished by
+    :func:`finish_evaluations` in the same transaction are stored exactly once.
+    """
+    if not evaluation_ids:
+        return {}
+    query = select(Evaluation.id, Evaluation.candidate_id, Evaluation.kind).where(
+        Evaluation.id.in_(list(evaluation_ids)), Evaluation.status.in_(("queued", "running"))
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return {int(i): (int(c), k) for i, c, k in session.execute(query)}
+
+
+def finish_evaluations(session: Session, *, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Store outcomes ``{id, status, result, error}`` of evaluations locked by
+    :func:`lock_unfinished_evaluations` in this transaction."""
+    if not rows:
+        return
+    now = utcnow()
+    values = []
+    for row in rows:
+        if row["status"] not in ("completed", "failed", "timeout"):
+            raise ValueError(f"an evaluation finishes as completed, failed or timeout, not {row['status']!r}")
+        values.append({"id": row["id"], "status": row["status"],
+                       "result": None if row.get("result") is None else json_safe(dict(row["result"])),
+                       "error": row.get("error"), "finished_at": now, "lease_expires_at": None})
+    session.execute(update(Evaluation), values)
+
+
+def set_candidate_statuses(session: Session, *, statuses: Mapping[int, str]) -> None:
+    """Move many candidates to new statuses in one statement."""
+    if not statuses:
+        return
+    now = utcnow()
+    for status in set(statuses.values()):
+        _check_status(status, CANDIDATE_STATUSES, "candidate")
+    session.execute(update(Candidate), [
+        {"id": cid, "status": status, "updated_at": now} for cid, status in statuses.items()
+    ])
+
+
+def add_objective_values(
+    session: Session, *, campaign_id: int, values: Mapping[int, Mapping[str, float]]
+) -> None:
+    """Insert objective values of candidates that have none yet: {candidate id: {name: value}}."""
+    rows = []
+    for cid, named in values.items():
+        for name, raw in named.items():
+            value, kind = encode_float(raw)
+            rows.append({"candidate_id": cid, "campaign_id": campaign_id, "name": name,
+                         "value": value, "value_kind": kind})
+    if rows:
+        session.execute(insert(ObjectiveValue), rows)
+
+
+def add_rejections(
+    session: Session, *, campaign_id: int, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Insert rejections ``{candidate_id, stage, reason, cost_seconds}`` (statuses are set
+    separately with :func:`set_candidate_statuses`)."""
+    if rows:
+        now = utcnow()
+        session.execute(insert(Rejection), [
+            {"campaign_id": campaign_id, "candidate_id": r["candidate_id"], "stage": r["stage"],
+             "reason": r["reason"], "cost_seconds": float(r.get("cost_seconds", 0.0)),
+             "created_at": now} for r in rows
+        ])
+
+
+def add_hypervolume_points(
+    session: Session, *, campaign_id: int, rows: Sequence[Mapping[str, float]]
+) -> None:
+    """Append ``{evaluations, hypervolume, elapsed_seconds}`` points to the history."""
+    if rows:
+        now = utcnow()
+        session.execute(insert(HypervolumePoint), [
+            {"campaign_id": campaign_id, "evaluations": int(r["evaluations"]),
+             "hypervolume": float(r["hypervolume"]),
+             "elapsed_seconds": float(r.get("elapsed_seconds", 0.0)), "created_at": now}
+            for r in rows
+        ])
+
+
+def add_events(
+    session: Session, *, campaign_id: int, rows: Sequence[tuple[str, Mapping[str, Any]]]
+) -> None:
+    """Append ``(kind, payload)`` events in order."""
+    if rows:
+        now = utcnow()
+        session.execute(insert(Event), [
+            {"campaign_id": campaign_id, "kind": kind, "payload": json_safe(dict(payload)),
+             "created_at": now} for kind, payload in rows
+        ])
+
+
+def duplicates_of(session: Session, *, candidate_ids: Sequence[int]) -> dict[int, list[int]]:
+    """Candidates stored as duplicates of these ones: original id -> duplicate ids."""
+    found: dict[int, list[int]] = {}
+    if candidate_ids:
+        rows = session.execute(select(Candidate.duplicate_of, Candidate.id).where(
+            Candidate.duplicate_of.in_(list(candidate_ids))))
+        for original, duplicate in rows:
+            found.setdefault(int(original), []).append(int(duplicate))
+    return found

@@ -80,6 +80,7 @@ class Strategy(ABC):
         self.members: dict[int, Member] = {}
         self.order: list[int] = []
         self.seen: set[str] = set()
+        self._known_keys: set[str] = set()
 
     # ---------------------------------------------------------------- protocol
     @abstractmethod
@@ -132,13 +133,24 @@ class Strategy(ABC):
         return [self.members[i] for i in self.order if self.members[i].values is not None]
 
     def is_new(self, graph: Graph, taken: set[str]) -> tuple[bool, str]:
-        """Whether ``graph`` passes the static checks and its function was never proposed."""
+        """Whether ``graph`` passes the static checks and its function was never proposed.
+
+        Structures already judged (same :attr:`Graph.key`) are answered from a cache, which
+        is derived state: it only ever holds structures whose function is known or invalid.
+        """
+        key = graph.key
+        if key in self._known_keys:
+            return False, ""
         try:
             check_static(graph, self.space)
         except GrammarError:
+            self._known_keys.add(key)
             return False, ""
         fp = fingerprint(graph)
-        return fp not in self.seen and fp not in taken, fp
+        if fp in self.seen or fp in taken:
+            self._known_keys.add(key)
+            return False, fp
+        return True, fp
 
     def random_proposal(self, rng: random.Random, taken: set[str], origin: str = "random",
                         data: dict[str, Any] | None = None) -> Proposal | None:

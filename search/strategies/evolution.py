@@ -49,8 +49,8 @@ class Evolution(Strategy):
         graph = parent.graph
         for attempt in range(int(self.settings.max_attempts)):
             # keep mutating the last child: a chain of mutations escapes a parent whose
-            # every single mutation is a known function
-            graph = mutate(graph if attempt % 4 else parent.graph, self.space, rng)
+            # every single mutation is a known function; restart from the parent now and then
+            graph = mutate(parent.graph if attempt % 16 == 0 else graph, self.space, rng)
             ok, fp = self.is_new(graph, taken)
             if ok:
                 taken.add(fp)

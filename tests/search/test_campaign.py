@@ -35,7 +35,7 @@ def db(database_url):
 
 def run(db, campaign_id, evaluator=None, **kwargs):
     return CampaignRunner(db, campaign_id, evaluator or SimulatedEvaluator(), poll_s=0.0,
-                          **kwargs).run()
+                          control_s=0.0, **kwargs).run()
 
 
 def test_campaign_spends_its_budget_exactly_with_the_baseline_first(db):
