@@ -1,0 +1,213 @@
+import time
+
+import pytest
+import ray
+
+from tests.workers import helpers
+from tests.workers.helpers import ReLU, Sin100, Swish, Tanh, simple
+from workers.candidates import Candidate
+from workers.pool import EvaluatorPool, PoolResult
+
+# the actors import the helpers by value (the tests folder is not an installed package)
+ray.cloudpickle.register_pickle_by_value(helpers)
+
+PROXIES = [
+    {"arch": "mlp", "dataset": "mnist1d", "steps": 30, "batch_size": 64},
+    {"arch": "resnet", "dataset": "digits", "steps": 20, "batch_size": 64},
+]
+CONFIG = {"quality_steps": 10, "quality_min_accuracy": 0.0, "measure_costs": False}
+CLASSES = [ReLU, Swish, Tanh, Sin100]
+
+
+def payload(i: int) -> dict:
+    cand = Candidate("activation", simple(CLASSES[i % len(CLASSES)]), name=f"c{i}")
+    return {"candidate": cand, "proxies": PROXIES, "config": CONFIG}
+
+
+def wait_until(pred, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def pool(ray_session):
+    p = EvaluatorPool(2, num_cpus=1, task_timeout_s=120, max_retries=2)
+    yield p
+    p.shutdown()
+
+
+@pytest.mark.slow
+def test_two_actors_evaluate_eight_candidates_and_load_each_dataset_once(pool):
+    for i in range(8):
+        pool.submit(f"job-{i}", payload(i))
+    assert pool.in_flight() == 8
+    results: list[PoolResult] = []
+    first_batch_sizes = []
+    while pool.in_flight():
+        got = pool.poll(30)
+        first_batch_sizes.append(len(got))
+        results += got
+    assert sorted(r.job_id for r in results) == sorted(f"job-{i}" for i in range(8))
+    assert all(r.status == "ok" for r in results), [r.error for r in results]
+    assert all(r.result["status"] == "completed" for r in results)
+    assert {r.actor_id for r in results} == set(pool.actor_ids())  # both actors worked
+    stats = pool.actor_stats()
+    assert len(stats) == 2
+    for st in stats.values():
+        assert st["loads"] == {"mnist1d": 1, "digits": 1}, st
+    assert sum(st["tasks"] for st in stats.values()) == 8
+    # results streamed (not all at once at the end)
+    assert len(first_batch_sizes) > 1
+    accs = [p["val_accuracy"] for r in results for p in r.result["proxies"]]
+    assert len(accs) == 16
+
+
+@pytest.mark.slow
+def test_killing_an_actor_mid_run_still_yields_all_results(pool):
+    for i in range(8):
+        pool.submit(f"k-{i}", payload(i))
+    assert wait_until(
+        lambda: (
+            (pool.poll(0.1) or True)
+            and pool._slots[0].job is not None
+            and pool._slots[0].ready_ref is None
+        )
+    )
+    victim = pool._slots[0]
+    victim_job = victim.job.job_id
+    ray.kill(victim.handle, no_restart=True)
+    results = pool.drain(timeout_s=150)
+    assert sorted(r.job_id for r in results) == sorted(f"k-{i}" for i in range(8)), (
+        results
+    )
+    assert all(r.status == "ok" for r in results), [
+        (r.job_id, r.error) for r in results
+    ]
+    retried = [r for r in results if r.job_id == victim_job]
+    assert retried[0].attempts == 2 and retried[0].actor_id != victim.actor_id
+    stats = pool.actor_stats()
+    assert stats[victim.actor_id]["alive"] is False
+    assert len([s for s in stats.values() if s["alive"]]) == 2
+
+
+@pytest.mark.slow
+def test_task_over_timeout_is_reported_and_pool_keeps_working(ray_session):
+    pool = EvaluatorPool(1, num_cpus=1, task_timeout_s=3, max_retries=1)
+    try:
+        assert wait_until(lambda: pool._is_ready(pool._slots[0]), 60)
+        t0 = time.monotonic()
+        pool.submit("sleepy", {"op": "sleep", "seconds": 60})
+        results = pool.poll(30)
+        assert [r.status for r in results] == ["timeout"]
+        assert "timeout of 3s" in results[0].error
+        assert time.monotonic() - t0 < 15
+        assert pool.in_flight() == 0
+        # the replacement actor takes the next job
+        pool.submit("after", {"op": "sleep", "seconds": 0.1})
+        results = pool.drain(timeout_s=90)
+        assert [(r.job_id, r.status) for r in results] == [("after", "ok")]
+        assert results[0].result["status"] == "completed"
+        assert results[0].actor_id != "actor-0"
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.slow
+def test_slow_candidate_gets_a_recorded_time_limit_verdict(ray_session):
+    pool = EvaluatorPool(1, num_cpus=1, task_timeout_s=60, max_retries=0)
+    try:
+        slow = {
+            "candidate": Candidate("activation", simple(ReLU)),
+            "proxies": [{"arch": "mlp", "dataset": "digits", "steps": 10_000_000}],
+            "config": {
+                "measure_costs": False,
+                "quality_min_accuracy": 0.0,
+                "time_limit_s": 2.0,
+            },
+        }
+        pool.submit("slow", slow)
+        results = pool.drain(timeout_s=60)
+        assert [r.status for r in results] == ["ok"]
+        res = results[0].result
+        assert res["status"] == "rejected" and "time limit of 2s" in res["reason"], res
+        assert res["stage"] == "quality" or res["stage"] == "full"
+    finally:
+        pool.shutdown()
+
+
+def test_soft_time_limit_is_added_to_evaluations(ray_session):
+    pool = EvaluatorPool(1, num_cpus=1, task_timeout_s=50)
+    try:
+        pool.submit("a", {"op": "sleep", "seconds": 0.01})
+        pool.submit(
+            "b",
+            {
+                "candidate": {"builtin": "relu"},
+                "proxies": [],
+                "config": {"stages": ["static"]},
+            },
+        )
+        pool.submit(
+            "c",
+            {
+                "candidate": {"builtin": "relu"},
+                "proxies": [],
+                "config": {"stages": ["static"], "time_limit_s": 7},
+            },
+        )
+        jobs = list(pool._pending) + [s.job for s in pool._slots if s.job is not None]
+        limits = {
+            j.job_id: j.payload.get("config", {}).get("time_limit_s") for j in jobs
+        }
+        assert limits == {"a": None, "b": 40.0, "c": 7}
+        results = {r.job_id: r for r in pool.drain(timeout_s=60)}
+        assert results["b"].result["status"] == "completed"
+        assert results["b"].result["stages"][0]["name"] == "static"
+    finally:
+        pool.shutdown()
+
+
+def test_pool_rejects_bad_arguments(ray_session):
+    from workers.errors import InvalidConfigError
+
+    with pytest.raises(InvalidConfigError, match="num_actors"):
+        EvaluatorPool(0)
+    with pytest.raises(InvalidConfigError, match="task_timeout_s"):
+        EvaluatorPool(1, task_timeout_s=0)
+
+
+def test_bad_payload_is_a_failed_verdict_not_a_dead_pool(ray_session):
+    pool = EvaluatorPool(1, num_cpus=1, task_timeout_s=60)
+    try:
+        pool.submit(
+            "bad-arch",
+            {
+                "candidate": Candidate("activation", simple(ReLU)),
+                "proxies": [{"arch": "vgg", "dataset": "digits"}],
+            },
+        )
+        pool.submit("bad-op", {"op": "explode"})
+        with pytest.raises(Exception, match="already in flight"):
+            pool.submit("bad-op", {"op": "explode"})
+        results = {r.job_id: r for r in pool.drain(timeout_s=60)}
+        assert results["bad-arch"].status == "ok"
+        assert results["bad-arch"].result["status"] == "failed"
+        assert "unknown architecture 'vgg'" in results["bad-arch"].result["reason"]
+        assert "resnet" in results["bad-arch"].result["reason"]
+        assert results["bad-op"].result["status"] == "failed"
+    finally:
+        pool.shutdown()
+
+
+def test_ray_connect_reuses_a_running_ray(ray_session, monkeypatch):
+    from workers.pool import ray_connect
+
+    monkeypatch.setenv(
+        "RAY_ADDRESS", "ray://192.0.2.1:10001"
+    )  # would fail if it were used
+    ray_connect()
+    assert ray.is_initialized()

@@ -1,0 +1,284 @@
+import json
+
+import pytest
+import torch
+
+from tests.workers.helpers import Constant, NaNLayer, OOMLayer, ReLU, TorchXExp, simple
+from workers.candidates import Candidate
+from workers.datasets import DatasetCache
+from workers.errors import InvalidConfigError, UnknownNameError
+from workers.rejection import STAGES, RejectionConfig, evaluate_candidate
+
+CACHE = DatasetCache()
+PROXY = [{"arch": "resnet", "dataset": "digits", "steps": 120}]
+FAST = {"measure_costs": False}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def evaluate(cand, proxies=PROXY, config=FAST, **kw):
+    out = evaluate_candidate(cand, proxies, config, datasets_cache=CACHE, **kw)
+    json.dumps(out, allow_nan=False)  # always JSON-safe
+    assert [s["name"] for s in out["stages"]] == [
+        n for n in STAGES if n in [s["name"] for s in out["stages"]]
+    ]
+    assert all(
+        s["seconds"] >= 0 and isinstance(s["reason"], str) for s in out["stages"]
+    )
+    return out
+
+
+def act(text):
+    return {"text": text, "space": "activation"}
+
+
+def normact(text):
+    return {"text": text, "space": "normact"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "cand",
+    [
+        {"builtin": "relu"},
+        {"builtin": "swish"},
+        {"builtin": "bn_relu"},
+        {"builtin": "evonorm_b0"},
+    ],
+    ids=lambda c: c["builtin"],
+)
+def test_good_layers_pass_every_stage(cand):
+    out = evaluate(cand, config={"cost_shape": [16, 8, 8, 8], "cost_repeats": 2})
+    assert out["status"] == "completed", out["reason"]
+    names = [s["name"] for s in out["stages"]]
+    expected = (
+        ["static", "probe", "duplicate"]
+        + (["stability"] if cand["builtin"] in ("bn_relu", "evonorm_b0") else [])
+        + ["quality", "full"]
+    )
+    assert names == expected and all(s["passed"] for s in out["stages"])
+    assert (
+        out["proxies"][0]["val_accuracy"] >= 0.9 and out["proxies"][0]["steps"] == 120
+    )
+    assert out["costs"]["runtime_ratio"] > 0 and out["costs"]["num_params"] >= 0
+    assert out["fingerprint"]
+
+
+@pytest.mark.parametrize("text", ["0*x", "sigmoid(0*x)", "x - x", "sigmoid(x) * 0 + 1"])
+def test_constant_functions_are_rejected_at_probe(text):
+    out = evaluate(act(text))
+    assert (out["status"], out["stage"]) == ("rejected", "probe")
+    assert "constant" in out["reason"]
+    assert out["stages"][-1] == {**out["stages"][-1], "name": "probe", "passed": False}
+
+
+def test_exp_exp_is_rejected_at_probe():
+    out = evaluate(act("exp(exp(x))"))
+    assert (out["status"], out["stage"]) == ("rejected", "probe")
+    assert "magnitude" in out["reason"] or "finite" in out["reason"]
+
+
+@pytest.mark.parametrize(
+    ("text", "stages"),
+    [
+        ("x / mean(x, instance) * weight + bias", {"probe", "stability"}),
+        ("x * exp(x) * weight + bias", {"stability"}),
+        ("x * x * x * weight + bias", {"stability"}),
+    ],
+)
+def test_exploding_gradient_normact_layers_are_rejected(text, stages):
+    out = evaluate(normact(text))
+    assert out["status"] == "rejected" and out["stage"] in stages, out
+    assert "gradient" in out["reason"]
+
+
+def test_stability_stage_on_a_torch_layer():
+    out = evaluate(Candidate("normact", TorchXExp))
+    assert (out["status"], out["stage"]) == ("rejected", "stability")
+    assert "adversarial" in out["reason"] and "> 1000" in out["reason"]
+
+
+@pytest.mark.slow
+def test_useless_but_finite_function_is_rejected_at_quality():
+    out = evaluate(act("sin(100 * x) * 0.0001"))
+    assert (out["status"], out["stage"]) == ("rejected", "quality"), out
+    assert "validation accuracy" in out["reason"] and "< 0.2" in out["reason"]
+    assert out["proxies"] and out["proxies"][0]["steps"] == 100
+
+
+def test_quality_threshold_and_steps_are_campaign_settings():
+    out = evaluate(
+        {"builtin": "relu"},
+        config={
+            **FAST,
+            "quality_steps": 5,
+            "quality_min_accuracy": 0.99,
+            "stages": ["static", "probe", "quality"],
+        },
+    )
+    assert (out["status"], out["stage"]) == ("rejected", "quality")
+    assert "< 0.99" in out["reason"] and "after 5 steps" in out["reason"]
+
+
+def test_duplicates_reuse_the_earlier_result():
+    earlier = {
+        "status": "completed",
+        "proxies": [{"val_accuracy": 0.93}],
+        "costs": {"runtime_ratio": 1.5, "num_params": 0},
+        "fingerprint": "abc",
+    }
+    seen = {}
+    first = evaluate(
+        {"builtin": "silu"},
+        config={**FAST, "stages": ["static", "probe", "duplicate"]},
+        seen=seen.get,
+    )
+    assert first["status"] == "completed" and first["stage"] == "duplicate"
+    seen[first["fingerprint"]] = earlier
+    # swish is silu under another name: same function, same fingerprint
+    again = evaluate(act("x * sigmoid(x)"), seen=seen.get)
+    assert again["fingerprint"] == first["fingerprint"]
+    assert again["stage"] == "duplicate" and again["reused"] is True
+    assert again["status"] == "completed" and again["proxies"] == earlier["proxies"]
+    assert "earlier candidate" in again["reason"]
+    assert [s["name"] for s in again["stages"]] == ["static", "probe", "duplicate"]
+
+
+def test_static_stage_uses_the_campaign_space():
+    out = evaluate(
+        act("x * sigmoid(x) + tanh(x) * sin(x)"),
+        config={**FAST, "space": {"max_nodes": 2}},
+    )
+    assert (out["status"], out["stage"]) == ("rejected", "static")
+    assert "limit" in out["reason"]
+    out = evaluate(
+        act("x * sigmoid(x)"), config={**FAST, "space": {"ops": ["add", "tanh"]}}
+    )
+    assert (out["status"], out["stage"]) == (
+        "rejected",
+        "static",
+    ) and "not allowed" in out["reason"]
+
+
+def test_garbage_candidates_are_static_rejections():
+    for bad in [
+        {"nodes": "nope"},
+        {"text": "import os", "space": "activation"},
+        42,
+        {"builtin": "not_a_layer"},
+    ]:
+        out = evaluate(bad)
+        assert (out["status"], out["stage"]) == ("rejected", "static"), out
+        assert out["reason"]
+
+
+def test_nan_producing_candidate_is_a_verdict():
+    out = evaluate(Candidate("activation", simple(NaNLayer)))
+    assert (out["status"], out["stage"]) == ("rejected", "probe")
+    assert "not finite" in out["reason"]
+
+
+def test_diverging_training_is_a_quality_verdict():
+    proxies = [
+        {
+            "arch": "mlp",
+            "dataset": "digits",
+            "steps": 100,
+            "lr": 0.999e5,
+            "warmup_fraction": 0.0,
+            "divergence_check_every": 2,
+        }
+    ]
+    out = evaluate(Candidate("activation", simple(ReLU)), proxies=proxies)
+    assert (out["status"], out["stage"]) == ("rejected", "quality")
+    assert "diverged" in out["reason"]
+
+
+def test_out_of_memory_is_a_verdict():
+    out = evaluate(Candidate("activation", simple(OOMLayer)))
+    assert out["status"] == "rejected" and out["stage"] == "probe"
+    assert "out of memory" in out["reason"]
+
+    class BigBatchOOM(torch.nn.Module):
+        def forward(self, x):
+            if x.shape[0] > 16:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            return torch.relu(x)
+
+    out = evaluate(Candidate("activation", simple(BigBatchOOM)))
+    assert (out["status"], out["stage"]) == ("rejected", "quality")
+    assert out["reason"].startswith("out of memory during quality")
+
+
+def test_time_limit_is_a_verdict():
+    proxies = [{"arch": "resnet", "dataset": "digits", "steps": 100_000}]
+    out = evaluate(
+        {"builtin": "relu"},
+        proxies=proxies,
+        config={**FAST, "time_limit_s": 1.0, "quality_min_accuracy": 0.0},
+    )
+    assert out["status"] == "rejected" and out["stage"] in ("quality", "full")
+    assert "time limit of 1s exceeded" in out["reason"]
+
+
+def test_bad_proxies_and_config_are_failed_not_raised():
+    out = evaluate({"builtin": "relu"}, proxies=[{"arch": "vgg", "dataset": "digits"}])
+    assert out["status"] == "failed" and "unknown architecture 'vgg'" in out["reason"]
+    assert "transformer" in out["reason"]
+    out = evaluate(
+        {"builtin": "relu"}, proxies=[{"arch": "mlp", "dataset": "imagenet"}]
+    )
+    assert out["status"] == "failed" and "mnist1d" in out["reason"]
+    out = evaluate({"builtin": "relu"}, config={"quality_stpes": 3})
+    assert out["status"] == "failed" and "quality_stpes" in out["reason"]
+    out = evaluate(
+        {"builtin": "relu"},
+        proxies=[
+            {
+                "arch": "mlp",
+                "dataset": "cifar10",
+                "dataset_options": {"root": "/nonexistent"},
+            }
+        ],
+    )
+    assert out["status"] == "failed"
+
+
+def test_rejection_config_validation_names_the_field():
+    assert RejectionConfig.from_dict(RejectionConfig().to_dict()) == RejectionConfig()
+    for bad, field in [
+        ({"quality_min_accuracy": 2}, "quality_min_accuracy"),
+        ({"quality_steps": 0}, "quality_steps"),
+        ({"probe_scales": []}, "probe_scales"),
+        ({"time_limit_s": -1}, "time_limit_s"),
+        ({"bogus": 1}, "bogus"),
+    ]:
+        with pytest.raises(InvalidConfigError) as exc:
+            RejectionConfig.from_dict(bad)
+        assert exc.value.field == field
+    with pytest.raises(UnknownNameError, match="stability"):
+        RejectionConfig.from_dict({"stages": ["static", "stabilty"]})
+    cfg = RejectionConfig.from_dict({"stages": ["quality", "static"]})
+    assert cfg.stages == ["static", "quality"]
+
+
+def test_constant_torch_candidate():
+    out = evaluate(Candidate("activation", simple(Constant)))
+    assert (out["status"], out["stage"]) == ("rejected", "probe")
+
+
+def test_graph_dict_and_graph_forms_are_accepted():
+    from grammar import get_builtin
+
+    graph = get_builtin("evonorm_b0")
+    cfg = {**FAST, "stages": ["static", "probe", "stability"]}
+    for form in (graph.to_dict(), graph, json.loads(json.dumps(graph.to_dict()))):
+        out = evaluate(form, proxies=[], config=cfg)
+        assert out["status"] == "completed" and out["stage"] == "stability", out
+        assert [s["name"] for s in out["stages"]] == ["static", "probe", "stability"]

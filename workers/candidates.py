@@ -1,0 +1,137 @@
+"""What the workers evaluate: a candidate layer, resolved from its JSON form.
+
+A candidate arrives as one of:
+
+- a grammar graph dict (``Graph.to_dict()``), or a :class:`grammar.Graph`;
+- ``{"builtin": "relu"}`` (a grammar built-in by name);
+- ``{"text": "x * sigmoid(x)", "space": "activation"}`` (parsed by the grammar's safe parser);
+- a :class:`Candidate` built directly from a torch layer factory (tests, benchmarks, baselines).
+
+:func:`resolve_candidate` turns any of these into a :class:`Candidate` with a ``kind``
+(``"activation"`` or ``"normact"``), a ``factory(num_features) -> nn.Module`` and, where it
+came from the grammar, the graph (for the static check and the functional fingerprint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from workers.errors import InvalidConfigError
+
+__all__ = ["Candidate", "functional_fingerprint", "resolve_candidate"]
+
+
+@dataclass
+class Candidate:
+    kind: str
+    factory: Callable[[int], nn.Module]
+    name: str = "candidate"
+    graph: Any = None  # grammar.Graph when the candidate came from the grammar
+    spec: Any = None  # the JSON form it came from
+
+    def fingerprint(self) -> str:
+        """The grammar's functional fingerprint of the graph, else one computed here."""
+        if self.graph is not None:
+            try:
+                from grammar import fingerprint
+
+                return str(fingerprint(self.graph))
+            except ImportError:  # pragma: no cover - grammar always ships fingerprint
+                pass
+        return functional_fingerprint(self.factory, self.kind)
+
+
+def functional_fingerprint(factory: Callable[[int], nn.Module], kind: str) -> str:
+    """AutoML-Zero style: outputs on fixed probe inputs (train mode, fixed init), rounded, hashed."""
+    gen = torch.Generator().manual_seed(12345)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        layer = factory(4)
+    shape = (8, 4, 3, 3) if kind == "normact" else (2, 4, 4, 4)
+    x = torch.randn(shape, generator=gen) * 2.0
+    layer.train()
+    with torch.no_grad():
+        y = layer(x).double()
+    y = torch.nan_to_num(y, nan=1e300, posinf=1e301, neginf=-1e301)
+    rounded = torch.round(y * 1e4) / 1e4
+    digest = hashlib.sha256(kind.encode() + rounded.numpy().tobytes()).hexdigest()
+    return "fn:" + digest[:20]
+
+
+def _grammar():
+    try:
+        import grammar
+    except ImportError as exc:  # pragma: no cover
+        raise InvalidConfigError(
+            "candidate", f"the grammar package is not importable: {exc}"
+        ) from exc
+    return grammar
+
+
+def _from_graph(graph: Any, spec: Any, name: str | None = None) -> Candidate:
+    g = _grammar()
+    factory = g.layer_factory(graph)
+    return Candidate(
+        kind=graph.space,
+        factory=factory,
+        name=name or _graph_name(graph),
+        graph=graph,
+        spec=spec,
+    )
+
+
+def _graph_name(graph: Any) -> str:
+    for attr in ("text", "to_text", "key"):
+        v = getattr(graph, attr, None)
+        try:
+            v = v() if callable(v) else v
+        except Exception:  # noqa: BLE001 - naming only
+            v = None
+        if isinstance(v, str) and v:
+            return v[:200]
+    return "graph"
+
+
+def resolve_candidate(spec: Any, kind: str | None = None) -> Candidate:
+    """Resolve any accepted candidate form (see the module docstring) to a :class:`Candidate`.
+
+    Raises :class:`grammar.GrammarError` for a bad graph or text and
+    :class:`InvalidConfigError` for a value of the wrong shape; the rejection protocol turns
+    both into a ``static`` rejection.
+    """
+    if isinstance(spec, Candidate):
+        return spec
+    g = None
+    try:
+        import grammar as g
+    except ImportError:  # pragma: no cover
+        g = None
+    if g is not None and isinstance(spec, getattr(g, "Graph", ())):
+        return _from_graph(spec, spec)
+    if isinstance(spec, str):
+        spec = {"builtin": spec} if kind is None else {"text": spec, "space": kind}
+    if not isinstance(spec, dict):
+        raise InvalidConfigError(
+            "candidate",
+            f"must be a graph dict, a Graph or a Candidate, got {type(spec).__name__}",
+        )
+    g = _grammar()
+    if "builtin" in spec:
+        graph = g.get_builtin(spec["builtin"])
+        return _from_graph(graph, spec, name=str(spec["builtin"]))
+    if "text" in spec:
+        space = spec.get("space") or spec.get("kind") or kind
+        if space not in ("activation", "normact"):
+            raise InvalidConfigError(
+                "candidate.space", f"must be 'activation' or 'normact', got {space!r}"
+            )
+        graph = g.parse(spec["text"], space)
+        return _from_graph(graph, spec, name=str(spec["text"])[:200])
+    graph = g.Graph.from_dict(spec)
+    return _from_graph(graph, spec)

@@ -1,0 +1,444 @@
+"""``EvaluatorPool``: Ray actors that evaluate candidates, with timeouts, retries and streaming.
+
+Each :class:`EvaluatorActor` owns a device (a GPU share when ``num_gpus > 0``, else CPU) and
+a :class:`~workers.datasets.DatasetCache`, so a dataset is loaded once per actor and then
+reused by every task it runs. The pool gives each actor one task at a time (so a task's clock
+starts when it actually starts), keeps the rest queued, and streams results back as they
+finish (in the spirit of Ray Tune's driver loop):
+
+- ``submit(job_id, payload)``: queue one evaluation. ``payload`` is
+  ``{"candidate": <graph dict | {"builtin": ...} | {"text", "space"}>, "proxies": [...],
+  "config": {<RejectionConfig fields>}, "known": {fingerprint: earlier result}}``
+  (``known`` feeds the duplicate stage), or the diagnostic ``{"op": "sleep", "seconds": s}``.
+- ``poll(timeout_s)``: wait up to ``timeout_s`` for at least one result; return every
+  result that is ready (possibly none) as :class:`PoolResult`.
+- A task whose actor dies (``RayActorError``/``ActorDiedError``, e.g. ``ray.kill`` or a
+  crashed process) is retried on a fresh actor, up to ``max_retries`` times; the dead actor is
+  replaced. A task running longer than ``task_timeout_s`` is stopped by killing its actor
+  (Ray cannot force-cancel an actor task), reported with status ``"timeout"``, and the actor
+  is replaced; the pool keeps working.
+- With ``soft_time_limit`` (default), an evaluation whose config has no ``time_limit_s`` gets
+  ``0.8 * task_timeout_s``, so a slow candidate usually ends as a recorded
+  ``rejected: time limit`` verdict before the hard timeout has to kill anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, Self
+
+import ray
+
+from workers.errors import InvalidConfigError
+
+__all__ = ["EvaluatorActor", "EvaluatorPool", "PoolResult", "ray_connect"]
+
+log = logging.getLogger(__name__)
+
+
+def ray_connect(address: str | None = None, **init_kwargs: Any) -> None:
+    """Connect to Ray once: reuse an initialized Ray; else join ``address`` / ``$RAY_ADDRESS``;
+    else start a local Ray (dashboard off, usage stats off)."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
+    kwargs.update(init_kwargs)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        kwargs.setdefault("include_dashboard", False)
+        ray.init(**kwargs)
+
+
+@ray.remote(concurrency_groups={"control": 1})
+class EvaluatorActor:
+    """Runs evaluations one at a time on its device; answers ``stats`` even while busy."""
+
+    def __init__(self, actor_id: str, num_cpus: float = 1, use_gpu: bool = False):
+        import socket
+
+        import torch
+
+        from workers.datasets import DatasetCache
+
+        torch.set_num_threads(max(1, int(num_cpus)))
+        self.actor_id = actor_id
+        self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        self.cache = DatasetCache()
+        self.tasks = 0
+        self.host = socket.gethostname()
+
+    def evaluate(self, payload: dict[str, Any]) -> dict[str, Any]:
+        from workers.rejection import evaluate_candidate
+
+        self.tasks += 1
+        op = payload.get("op", "evaluate")
+        if op == "sleep":
+            time.sleep(float(payload.get("seconds", 1.0)))
+            result: dict[str, Any] = {
+                "status": "completed",
+                "slept": float(payload.get("seconds", 1.0)),
+            }
+        elif op == "evaluate":
+            known = dict(payload.get("known") or {})
+            result = evaluate_candidate(
+                payload.get("candidate"),
+                payload.get("proxies") or [],
+                payload.get("config") or {},
+                seen=known.get,
+                device=self.device,
+                datasets_cache=self.cache,
+            )
+        else:
+            result = {
+                "status": "failed",
+                "stage": None,
+                "reason": f"unknown op {op!r}; valid ops: evaluate, sleep",
+            }
+        return {"result": result, "stats": self._stats()}
+
+    def _stats(self) -> dict[str, Any]:
+        return {
+            "actor_id": self.actor_id,
+            "pid": os.getpid(),
+            "host": self.host,
+            "device": self.device,
+            "tasks": self.tasks,
+            "loads": self.cache.load_counts(),
+        }
+
+    @ray.method(concurrency_group="control")
+    def stats(self) -> dict[str, Any]:
+        return self._stats()
+
+
+@dataclass
+class PoolResult:
+    job_id: str
+    status: str  # "ok" | "timeout" | "failed"
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    attempts: int = 1
+    actor_id: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Job:
+    job_id: str
+    payload: dict[str, Any]
+    attempts: int = 0
+    submitted: float = field(default_factory=time.monotonic)
+
+
+@dataclass(eq=False)
+class _Slot:
+    actor_id: str
+    handle: Any
+    job: _Job | None = None
+    ref: Any = None
+    started: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+    ready_ref: Any = None  # the first stats() call: done once the actor has started
+
+
+class EvaluatorPool:
+    """A fixed-size pool of :class:`EvaluatorActor` (see the module docstring)."""
+
+    def __init__(
+        self,
+        num_actors: int = 2,
+        *,
+        num_cpus: float = 1,
+        num_gpus: float = 0,
+        task_timeout_s: float = 3600.0,
+        max_retries: int = 2,
+        ray_address: str | None = None,
+        soft_time_limit: bool = True,
+    ):
+        if (
+            isinstance(num_actors, bool)
+            or not isinstance(num_actors, int)
+            or num_actors < 1
+        ):
+            raise InvalidConfigError(
+                "num_actors", f"must be an integer >= 1, got {num_actors!r}"
+            )
+        if not num_cpus > 0:
+            raise InvalidConfigError("num_cpus", f"must be > 0, got {num_cpus!r}")
+        if num_gpus < 0:
+            raise InvalidConfigError("num_gpus", f"must be >= 0, got {num_gpus!r}")
+        if not task_timeout_s > 0:
+            raise InvalidConfigError(
+                "task_timeout_s", f"must be > 0, got {task_timeout_s!r}"
+            )
+        if (
+            isinstance(max_retries, bool)
+            or not isinstance(max_retries, int)
+            or max_retries < 0
+        ):
+            raise InvalidConfigError(
+                "max_retries", f"must be an integer >= 0, got {max_retries!r}"
+            )
+        ray_connect(ray_address)
+        self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.task_timeout_s = float(task_timeout_s)
+        self.max_retries = max_retries
+        self.soft_time_limit = soft_time_limit
+        self._ids = itertools.count()
+        self._slots: list[_Slot] = [self._new_slot() for _ in range(num_actors)]
+        self._retired: dict[str, dict[str, Any]] = {}
+        self._pending: deque[_Job] = deque()
+        self._ready: deque[PoolResult] = deque()
+        self._job_ids: set[str] = set()
+        self._closed = False
+
+    # ------------------------------------------------------------------ actors
+    def _new_slot(self) -> _Slot:
+        actor_id = f"actor-{next(self._ids)}"
+        handle = EvaluatorActor.options(
+            num_cpus=self.num_cpus,
+            num_gpus=self.num_gpus,
+            max_restarts=0,
+            max_task_retries=0,
+            name=None,
+        ).remote(actor_id, self.num_cpus, self.num_gpus > 0)
+        return _Slot(actor_id=actor_id, handle=handle, ready_ref=handle.stats.remote())
+
+    def _is_ready(self, slot: _Slot) -> bool:
+        """True once the actor has started (its task clock must not include start-up)."""
+        if slot.ready_ref is None:
+            return True
+        done, _ = ray.wait([slot.ready_ref], timeout=0)
+        if not done:
+            return False
+        try:
+            slot.stats = dict(ray.get(slot.ready_ref))
+        except Exception as exc:  # noqa: BLE001 - the actor could not start
+            log.warning(
+                "actor %s failed to start (%s); replacing it", slot.actor_id, exc
+            )
+            self._replace(slot, kill=True)
+            return False
+        slot.ready_ref = None
+        return True
+
+    def _replace(self, slot: _Slot, *, kill: bool) -> None:
+        if kill:
+            try:
+                ray.kill(slot.handle, no_restart=True)
+            except Exception as exc:  # noqa: BLE001 - already dead
+                log.debug("killing %s: %s", slot.actor_id, exc)
+        self._retired[slot.actor_id] = {
+            **slot.stats,
+            "actor_id": slot.actor_id,
+            "alive": False,
+        }
+        new = self._new_slot()
+        idx = next(i for i, s in enumerate(self._slots) if s is slot)
+        self._slots[idx] = new
+        log.info("replaced %s with %s", slot.actor_id, new.actor_id)
+
+    @property
+    def actors(self) -> list[Any]:
+        """Handles of the live actors (tests kill one with ``ray.kill``)."""
+        return [s.handle for s in self._slots]
+
+    def actor_ids(self) -> list[str]:
+        return [s.actor_id for s in self._slots]
+
+    # ------------------------------------------------------------------ jobs
+    def submit(self, job_id: str, payload: dict[str, Any]) -> None:
+        if self._closed:
+            raise RuntimeError("the pool is shut down")
+        if not isinstance(job_id, str) or not job_id:
+            raise InvalidConfigError("job_id", "must be a non-empty string")
+        if job_id in self._job_ids:
+            raise InvalidConfigError("job_id", f"{job_id!r} is already in flight")
+        if not isinstance(payload, dict):
+            raise InvalidConfigError(
+                "payload", f"must be an object, got {type(payload).__name__}"
+            )
+        payload = dict(payload)
+        if self.soft_time_limit and payload.get("op", "evaluate") == "evaluate":
+            config = dict(payload.get("config") or {})
+            if config.get("time_limit_s") is None:
+                config["time_limit_s"] = 0.8 * self.task_timeout_s
+            payload["config"] = config
+        self._job_ids.add(job_id)
+        self._pending.append(_Job(job_id, payload))
+        self._dispatch()
+
+    def in_flight(self) -> int:
+        """Jobs submitted and not yet returned by :meth:`poll` (queued, running or ready)."""
+        return len(self._job_ids)
+
+    def _dispatch(self) -> None:
+        for slot in list(self._slots):
+            if not self._pending:
+                return
+            if slot.job is None and self._is_ready(slot):
+                job = self._pending.popleft()
+                job.attempts += 1
+                slot.job = job
+                slot.started = time.monotonic()
+                slot.ref = slot.handle.evaluate.remote(job.payload)
+
+    def _finish(self, slot: _Slot, status: str, result=None, error=None) -> None:
+        job = slot.job
+        assert job is not None
+        self._ready.append(
+            PoolResult(
+                job_id=job.job_id,
+                status=status,
+                result=result,
+                error=error,
+                attempts=job.attempts,
+                actor_id=slot.actor_id,
+                seconds=time.monotonic() - slot.started,
+            )
+        )
+        slot.job, slot.ref = None, None
+
+    def _collect(self, slot: _Slot) -> None:
+        job = slot.job
+        try:
+            out = ray.get(slot.ref)
+        except (
+            ray.exceptions.RayActorError,
+            ray.exceptions.WorkerCrashedError,
+            ray.exceptions.ObjectLostError,
+        ) as exc:
+            died = slot.actor_id
+            slot.job, slot.ref = None, None
+            self._replace(slot, kill=True)
+            if job.attempts <= self.max_retries:
+                log.warning("actor %s died running %s; retrying", died, job.job_id)
+                self._pending.appendleft(job)
+            else:
+                self._ready.append(
+                    PoolResult(
+                        job.job_id,
+                        "failed",
+                        error=f"actor died {job.attempts} time(s): {type(exc).__name__}: {exc}"[
+                            :2000
+                        ],
+                        attempts=job.attempts,
+                        actor_id=died,
+                    )
+                )
+            return
+        except (
+            ray.exceptions.RayTaskError
+        ) as exc:  # the task raised; the actor lives on
+            self._finish(slot, "failed", error=f"{type(exc).__name__}: {exc}"[:4000])
+            return
+        slot.stats = dict(out.get("stats") or {})
+        self._finish(slot, "ok", result=out.get("result"))
+
+    def _check_timeouts(self) -> None:
+        now = time.monotonic()
+        for slot in list(self._slots):
+            if slot.job is not None and now - slot.started > self.task_timeout_s:
+                job = slot.job
+                self._finish(
+                    slot,
+                    "timeout",
+                    error=f"task exceeded its timeout of {self.task_timeout_s:g}s; "
+                    f"actor {slot.actor_id} was killed and replaced",
+                )
+                self._ready[-1].attempts = job.attempts
+                self._replace(slot, kill=True)
+
+    def poll(self, timeout_s: float = 1.0) -> list[PoolResult]:
+        """Wait up to ``timeout_s`` for results; return all that are ready (maybe none)."""
+        deadline = time.monotonic() + max(0.0, float(timeout_s))
+        while True:
+            self._dispatch()
+            running = {s.ref: s for s in self._slots if s.ref is not None}
+            if running:
+                ready, _ = ray.wait(list(running), num_returns=len(running), timeout=0)
+                for ref in ready:
+                    self._collect(running[ref])
+            self._check_timeouts()
+            self._dispatch()
+            now = time.monotonic()
+            if self._ready or now >= deadline:
+                break
+            running = {s.ref: s for s in self._slots if s.ref is not None}
+            if not running and not self._pending:
+                break
+            starting = (
+                [s.ready_ref for s in self._slots if s.ready_ref is not None]
+                if self._pending
+                else []
+            )
+            next_timeout = min(
+                (s.started + self.task_timeout_s for s in running.values()),
+                default=deadline,
+            )
+            wait = max(0.0, min(deadline, next_timeout + 0.01) - now)
+            ray.wait(list(running) + starting, num_returns=1, timeout=wait)
+        out = list(self._ready)
+        self._ready.clear()
+        for r in out:
+            self._job_ids.discard(r.job_id)
+        return out
+
+    def drain(self, timeout_s: float = 600.0) -> list[PoolResult]:
+        """Poll until nothing is in flight (or ``timeout_s`` passes); return every result."""
+        deadline = time.monotonic() + timeout_s
+        results: list[PoolResult] = []
+        while self.in_flight() and time.monotonic() < deadline:
+            results += self.poll(min(5.0, max(0.0, deadline - time.monotonic())))
+        return results
+
+    # ------------------------------------------------------------------ stats
+    def actor_stats(self, timeout_s: float = 10.0) -> dict[str, dict[str, Any]]:
+        """Per actor (live and retired): ``{"loads": {dataset: n}, "tasks", "alive", "pid", ...}``."""
+        out = {k: dict(v) for k, v in self._retired.items()}
+        refs = {s.actor_id: s.handle.stats.remote() for s in self._slots}
+        for actor_id, ref in refs.items():
+            slot = next(s for s in self._slots if s.actor_id == actor_id)
+            try:
+                st = ray.get(ref, timeout=timeout_s)
+                slot.stats = dict(st)
+                out[actor_id] = {**st, "alive": True}
+            except Exception as exc:  # noqa: BLE001 - report what we know
+                out[actor_id] = {
+                    **slot.stats,
+                    "actor_id": actor_id,
+                    "alive": False,
+                    "error": type(exc).__name__,
+                }
+        return out
+
+    # ------------------------------------------------------------------ lifecycle
+    def shutdown(self) -> None:
+        """Kill every actor; queued jobs are dropped."""
+        if self._closed:
+            return
+        self._closed = True
+        for slot in self._slots:
+            try:
+                ray.kill(slot.handle, no_restart=True)
+            except Exception as exc:  # noqa: BLE001 - already dead
+                log.debug("killing %s: %s", slot.actor_id, exc)
+        self._pending.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()

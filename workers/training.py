@@ -1,0 +1,366 @@
+"""The training loop of a proxy task: fast, reproducible, and never raising for a bad candidate.
+
+- SGD with Nesterov momentum; weight decay on weight matrices and kernels only (not on biases,
+  norm affines or a candidate's per-channel vectors); linear warm-up then cosine decay.
+- Seeds fixed (``task.seed`` seeds the model init in :func:`run_proxy` and the batch sampler).
+- Data already on the device; batches are index slices of an on-device permutation
+  (:class:`workers.datasets.BatchSampler`); augmentation on the device.
+- bf16 autocast on CUDA only; fp32 on CPU.
+- No per-step host syncs: losses are summed on the device and read back every
+  ``task.divergence_check_every`` steps, which is when a NaN/Inf loss (divergence) or the time
+  limit is noticed. Divergence stops the run and is reported in the result, never raised.
+
+:class:`Trainer` can be paused and resumed (``run_until(step)``); the rejection protocol's
+quality stage uses that to evaluate after 100 steps and then continue the same run to the full
+budget instead of training twice.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workers.datasets import BatchSampler, DatasetCache, DeviceDataset, load_dataset
+from workers.tasks import ProxyTask
+
+__all__ = ["TrainResult", "Trainer", "make_trainer", "run_proxy", "train", "worker_id"]
+
+CURVE_POINTS = 8
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _json_float(v: float | None) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+@dataclass
+class TrainResult:
+    arch: str
+    dataset: str
+    val_accuracy: float
+    val_loss: float
+    curve: list[tuple[int, float]]
+    steps: int
+    steps_per_second: float
+    wall_seconds: float
+    device: str
+    worker_id: str
+    diverged: bool = False
+    diverged_step: int | None = None
+    timed_out: bool = False
+    planned_steps: int = 0
+    num_params: int = 0
+    train_loss: float = float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: NaN/Inf become ``None``; the curve is a list of ``[step, loss]``."""
+        d = asdict(self)
+        for k in (
+            "val_accuracy",
+            "val_loss",
+            "steps_per_second",
+            "wall_seconds",
+            "train_loss",
+        ):
+            d[k] = _json_float(d[k])
+        d["curve"] = [[int(s), _json_float(v)] for s, v in self.curve]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainResult:
+        d = dict(d)
+        for k in ("val_loss", "train_loss"):
+            if d.get(k) is None:
+                d[k] = float("nan")
+        d["curve"] = [
+            (int(s), float("nan") if v is None else float(v)) for s, v in d["curve"]
+        ]
+        return cls(**d)
+
+
+def _lr_at(step: int, task: ProxyTask) -> float:
+    warm = round(task.warmup_fraction * task.steps)
+    if warm > 0 and step < warm:
+        return task.lr * (step + 1) / warm
+    span = max(1, task.steps - warm)
+    progress = min(1.0, (step - warm) / span)
+    return task.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+class Trainer:
+    """A resumable training run of ``model`` on ``dataset`` under ``task``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: DeviceDataset,
+        task: ProxyTask,
+        *,
+        device: str | torch.device = "cpu",
+        time_limit_s: float | None = None,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.dataset = (
+            dataset if dataset.device == self.device else dataset.to(self.device)
+        )
+        self.task = task
+        self.time_limit_s = (
+            time_limit_s if time_limit_s is not None else task.time_limit_s
+        )
+        self.progress = progress
+        self.sampler = BatchSampler(
+            self.dataset, task.batch_size, seed=task.seed, augment=task.augment
+        )
+        self.optimizer = torch.optim.SGD(
+            _param_groups(self.model, task.weight_decay),
+            lr=_lr_at(0, task),
+            momentum=task.momentum,
+            nesterov=task.nesterov,
+        )
+        self.step = 0
+        self.diverged = False
+        self.diverged_step: int | None = None
+        self.timed_out = False
+        self.curve: list[tuple[int, float]] = []
+        self.train_loss = float("nan")
+        self.train_seconds = 0.0
+        self._started: float | None = None
+        self._curve_targets = sorted(
+            {
+                max(1, round(task.steps * (i + 1) / CURVE_POINTS))
+                for i in range(CURVE_POINTS)
+            }
+        )
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._loss_count = 0
+        self._amp = self.device.type == "cuda"
+        self.model.train()
+
+    @property
+    def stopped(self) -> bool:
+        return self.diverged or self.timed_out
+
+    def _check(self) -> None:
+        """Read the summed loss back (one sync), note divergence, a curve point, the clock."""
+        if self._loss_count == 0:
+            return
+        mean = self._loss_sum.item() / self._loss_count
+        self._loss_sum.zero_()
+        self._loss_count = 0
+        self.train_loss = mean
+        if not math.isfinite(mean):
+            self.diverged = True
+            self.diverged_step = self.step
+            self.curve.append((self.step, mean))
+            return
+        while self._curve_targets and self._curve_targets[0] <= self.step:
+            self._curve_targets.pop(0)
+            if not self.curve or self.curve[-1][0] != self.step:
+                self.curve.append((self.step, mean))
+        if self.progress is not None:
+            self.progress({"step": self.step, "steps": self.task.steps, "loss": mean})
+        if self.time_limit_s is not None and self.elapsed() > self.time_limit_s:
+            self.timed_out = True
+
+    def elapsed(self) -> float:
+        return self.train_seconds + (
+            time.perf_counter() - self._started if self._started is not None else 0.0
+        )
+
+    def run_until(self, step: int | None = None) -> bool:
+        """Train up to ``step`` (default: the task's ``steps``); False once stopped early."""
+        target = min(self.task.steps, self.task.steps if step is None else int(step))
+        if self.stopped:
+            return False
+        model, opt, task, sampler = self.model, self.optimizer, self.task, self.sampler
+        every = task.divergence_check_every
+        smoothing = task.label_smoothing
+        self._started = time.perf_counter()
+        try:
+            while self.step < target:
+                lr = _lr_at(self.step, task)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                x, y = sampler.next()
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self._amp):
+                    logits = model(x)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                self._loss_sum += loss.detach()
+                self._loss_count += 1
+                self.step += 1
+                if (
+                    self.step % every == 0
+                    or self.step == target
+                    or self.step in self._curve_targets[:1]
+                ):
+                    self._check()
+                    if self.stopped:
+                        break
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        finally:
+            self.train_seconds += time.perf_counter() - self._started
+            self._started = None
+        return not self.stopped
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """Validation accuracy and mean loss (non-finite logits count as wrong)."""
+        model, ds = self.model, self.dataset
+        was_training = model.training
+        model.eval()
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        loss_sum = torch.zeros((), device=self.device)
+        bs = self.task.eval_batch
+        try:
+            for i in range(0, ds.num_val, bs):
+                x, y = ds.val_x[i : i + bs], ds.val_y[i : i + bs]
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self._amp):
+                    logits = model(x).float()
+                finite = torch.isfinite(logits).all(dim=1)
+                correct += ((logits.argmax(dim=1) == y) & finite).sum()
+                loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        finally:
+            model.train(was_training)
+        n = max(1, ds.num_val)
+        return correct.item() / n, loss_sum.item() / n
+
+    def result(self, evaluate: bool = True) -> TrainResult:
+        if self.diverged or not evaluate:
+            acc, loss = 0.0, float("nan")
+        else:
+            acc, loss = self.evaluate()
+        secs = self.train_seconds
+        return TrainResult(
+            arch=self.task.arch,
+            dataset=self.task.dataset,
+            val_accuracy=acc,
+            val_loss=loss,
+            curve=list(self.curve),
+            steps=self.step,
+            steps_per_second=self.step / secs if secs > 0 else 0.0,
+            wall_seconds=secs,
+            device=str(self.device),
+            worker_id=worker_id(),
+            diverged=self.diverged,
+            diverged_step=self.diverged_step,
+            timed_out=self.timed_out,
+            planned_steps=self.task.steps,
+            num_params=sum(p.numel() for p in self.model.parameters()),
+            train_loss=self.train_loss,
+        )
+
+
+def train(
+    model: nn.Module,
+    dataset: DeviceDataset,
+    task: ProxyTask,
+    *,
+    device: str | torch.device = "cpu",
+    time_limit_s: float | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` for ``task.steps`` steps and evaluate it. A diverged run (NaN/Inf loss)
+    stops early and reports ``diverged=True`` and accuracy 0; a run over ``time_limit_s``
+    stops and reports ``timed_out=True`` (and is evaluated as it is)."""
+    trainer = Trainer(
+        model,
+        dataset,
+        task,
+        device=device,
+        time_limit_s=time_limit_s,
+        progress=progress,
+    )
+    trainer.run_until(task.steps)
+    return trainer.result()
+
+
+def make_trainer(
+    task: ProxyTask,
+    layer_factory: Callable[[int], nn.Module],
+    kind: str,
+    *,
+    device: str | torch.device = "cpu",
+    cache: DatasetCache | None = None,
+    time_limit_s: float | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> Trainer:
+    """Load the task's dataset (cached per process), build the model with a fixed seed."""
+    from workers.architectures import build_model
+
+    dataset = load_dataset(
+        task.dataset, device, seed=task.seed, cache=cache, **task.dataset_options
+    )
+    torch.manual_seed(task.seed)
+    model = build_model(
+        task.arch,
+        input_shape=dataset.input_shape,
+        num_classes=dataset.num_classes,
+        kind=kind,
+        layer_factory=layer_factory,
+        scale=task.scale,
+    )
+    return Trainer(
+        model,
+        dataset,
+        task,
+        device=device,
+        time_limit_s=time_limit_s,
+        progress=progress,
+    )
+
+
+def run_proxy(
+    task: ProxyTask | dict[str, Any],
+    layer_factory: Callable[[int], nn.Module],
+    kind: str,
+    *,
+    device: str | torch.device = "cpu",
+    cache: DatasetCache | None = None,
+    time_limit_s: float | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Build ``task.arch`` with the candidate, train it on ``task.dataset``, evaluate it."""
+    task = ProxyTask.from_dict(task) if isinstance(task, dict) else task
+    trainer = make_trainer(
+        task,
+        layer_factory,
+        kind,
+        device=device,
+        cache=cache,
+        time_limit_s=time_limit_s,
+        progress=progress,
+    )
+    trainer.run_until(task.steps)
+    return trainer.result()
