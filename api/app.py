@@ -1,15 +1,42 @@
-"""The FastAPI application: routes under /api/v1, the dashboard at /, /healthz and /metrics."""
+"""The FastAPI application: routes under /api/v1, the dashboard at /, /healthz and /metrics.
+
+``create_app(settings)`` wires everything; the lifespan upgrades the database, starts the
+campaign controller (when ``settings.run_controller``) and, for ``layerforge serve --demo``,
+submits a small demo campaign when the database holds none.
+"""
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 from importlib.metadata import version as package_version
 
-from fastapi import FastAPI
-from sqlalchemy import text
+import anyio
+from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 
+from api import errors
+from api.deps import require_token
+from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
 from api.settings import Settings, get_settings
-from storage import current_revision, get_engine, head_revision, upgrade_database
+from storage import get_engine, repository as repo, session_scope, upgrade_database
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+DEMO_SPEC = {
+    "name": "demo-swish",
+    "space": {"kind": "activation", "ops": "swish", "max_nodes": 6},
+    "seeds": ["relu", "x * sigmoid(x)"],
+    "strategy": {"name": "evolution", "population": 16, "tournament": 4},
+    "proxies": [{"arch": "mlp", "dataset": "mnist1d", "steps": 150}],
+    "objectives": ["accuracy"],
+    "rejection": {"quality_steps": 30},
+    "budget": {"max_candidates": 40, "max_seconds": 1800},
+    "parallelism": 2,
+    "seed": 0,
+}
 
 
 def layerforge_version() -> str:
@@ -20,33 +47,126 @@ def layerforge_version() -> str:
         return "0+unknown"
 
 
+def make_evaluator_factory(settings: Settings):
+    """The evaluator the controller gives each campaign, from ``settings.evaluator``."""
+    from search.evaluators import LocalEvaluator, RayEvaluator, SimulatedEvaluator
+
+    if settings.evaluator == "simulated":
+        return SimulatedEvaluator
+    if settings.evaluator == "local":
+        return LocalEvaluator
+    return lambda: RayEvaluator(
+        num_actors=settings.workers, num_cpus=settings.worker_cpus,
+        num_gpus=settings.worker_gpus, task_timeout_s=settings.task_timeout_s,
+        ray_address=settings.ray_address)
+
+
+def submit_demo_campaign(database_url: str) -> int | None:
+    """Queue the demo campaign unless a campaign exists; returns its id (or None)."""
+    from search.campaign import create_campaign
+    from search.spec import validate_spec
+
+    with session_scope(get_engine(database_url), readonly=True) as s:
+        if repo.list_campaigns(s, limit=1):
+            return None
+    return create_campaign(database_url, validate_spec(DEMO_SPEC), idempotency_key="demo")
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Document the bearer token on every mutating operation (optional: only a server with
+    LAYERFORGE_API_TOKEN requires it) together with its 401 answer."""
+    from fastapi.openapi.utils import get_openapi
+
+    from api.deps import MUTATING_METHODS
+    from api.errors import ErrorResponse
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes)
+        components = schema.setdefault("components", {})
+        components.setdefault("securitySchemes", {})["bearerAuth"] = {
+            "type": "http", "scheme": "bearer",
+            "description": "LAYERFORGE_API_TOKEN; required only when the server sets one"}
+        schemas = components.setdefault("schemas", {})
+        if "ErrorResponse" not in schemas:
+            schemas.update(ErrorResponse.model_json_schema(
+                ref_template="#/components/schemas/{model}").pop("$defs", {}))
+            schemas["ErrorResponse"] = ErrorResponse.model_json_schema(
+                ref_template="#/components/schemas/{model}")
+        for operations in schema.get("paths", {}).values():
+            for method, operation in operations.items():
+                if method.upper() in MUTATING_METHODS:
+                    operation["security"] = [{"bearerAuth": []}, {}]
+                    operation.setdefault("responses", {}).setdefault("401", {
+                        "description": "Missing or wrong bearer token",
+                        "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/ErrorResponse"}}}})
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; on start it upgrades the database to the newest schema."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        upgrade_database(settings.database_url)
-        yield
+        await anyio.to_thread.run_sync(upgrade_database, settings.database_url)
+        manager = None
+        if settings.run_controller:
+            from search.manager import ControllerManager
 
-    app = FastAPI(title="layerforge", version=layerforge_version(), lifespan=lifespan)
-    app.state.settings = settings
-
-    @app.get("/healthz", tags=["service"])
-    def healthz() -> dict:
-        """Liveness and database reachability, with the schema revision and version."""
-        engine = get_engine(settings.database_url)
-        database: dict = {"backend": engine.dialect.name}
+            manager = ControllerManager(settings.database_url,
+                                        make_evaluator_factory(settings),
+                                        max_concurrent=settings.max_campaigns)
+            manager.start()
+        app.state.manager = manager
+        if getattr(app.state, "demo", False):
+            demo_id = await anyio.to_thread.run_sync(submit_demo_campaign, settings.database_url)
+            if demo_id is not None:
+                log.info("demo campaign %s submitted; open http://%s:%s/", demo_id,
+                         settings.host, settings.port)
+                if manager is not None:
+                    manager.wake()
         try:
-            with engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-            database["ok"] = True
-            database["revision"] = current_revision(settings.database_url)
-            database["head"] = head_revision()
-        except Exception as err:  # noqa: BLE001 - reported, not raised
-            database["ok"] = False
-            database["error"] = str(err).splitlines()[0]
-        return {"status": "ok" if database["ok"] else "degraded",
-                "version": layerforge_version(), "database": database}
+            yield
+        finally:
+            app.state.manager = None
+            if manager is not None:
+                await anyio.to_thread.run_sync(manager.stop)
 
+    app = FastAPI(
+        title="layerforge",
+        version=layerforge_version(),
+        description="Discover activation functions and normalization-activation layers by "
+                    "evolution. Mutating calls need `Authorization: Bearer <token>` when the "
+                    "server sets LAYERFORGE_API_TOKEN.",
+        lifespan=lifespan,
+        # Every route of the app passes the token check; it only acts on mutating methods,
+        # so a route added later cannot forget it.
+        dependencies=[Depends(require_token)],
+    )
+    app.state.settings = settings
+    app.state.manager = None
+    app.state.demo = False
+    app.state.request_metrics = RequestMetrics()
+    errors.install(app)
+
+    from api.routes import campaigns, candidates, dashboard, events, meta
+
+    for module in (campaigns, events, candidates):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(meta.router, prefix=API_PREFIX)
+    app.include_router(meta.service_router)
+    app.include_router(dashboard.router)
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
+
+    install_openapi(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.request_metrics,
+                       prefixes=(API_PREFIX,))
     return app

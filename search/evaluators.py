@@ -43,14 +43,25 @@ class Evaluator(Protocol):
         """Release workers."""
 
 
+def worker_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Translate a controller payload into the workers' job: candidate, proxies, config.
+
+    The payload's ``seed`` is added to every proxy's own seed, so the transfer stage's
+    repeated runs (seeds 0, 1, 2, ...) train differently while search evaluations (seed 0)
+    train exactly as the proxy says.
+    """
+    seed = int(payload.get("seed", 0))
+    proxies = [dict(p, seed=seed + int(p.get("seed", 0))) for p in payload["proxies"]]
+    return {"candidate": payload["graph"], "proxies": proxies,
+            "config": payload.get("rejection") or {}}
+
+
 def evaluate_payload(payload: dict[str, Any], *, device: str = "cpu") -> dict[str, Any]:
-    """Run the workers' rejection protocol and full evaluation on one payload."""
+    """Run the workers' rejection protocol and full evaluation on one payload, here."""
     from workers.rejection import evaluate_candidate
 
-    proxies = [dict(p, seed=int(payload.get("seed", 0)) + int(p.get("seed", 0)))
-               for p in payload["proxies"]]
-    return evaluate_candidate(payload["graph"], proxies, payload.get("rejection") or {},
-                              device=device)
+    job = worker_job(payload)
+    return evaluate_candidate(job["candidate"], job["proxies"], job["config"], device=device)
 
 
 class LocalEvaluator:
@@ -110,7 +121,8 @@ class SimulatedEvaluator:
             fp = fingerprint(Graph.from_dict(payload["graph"]))
             digest = hashlib.sha256(f"{fp}:{payload.get('seed', 0)}".encode()).digest()
             score = digest[0] / 255
-            if score < self.reject_fraction:
+            stages = (payload.get("rejection") or {}).get("stages", ["quality"])
+            if score < self.reject_fraction and "quality" in stages:
                 result = {"status": "rejected", "stage": "quality", "reason": "simulated",
                           "stages": [{"name": "quality", "seconds": 0.0, "passed": False}],
                           "proxies": [], "costs": {}, "fingerprint": fp}
@@ -148,7 +160,7 @@ class RayEvaluator:
 
     def submit(self, job_id: str, payload: dict[str, Any]) -> None:
         """Send a job to the pool."""
-        self.pool.submit(job_id, payload)
+        self.pool.submit(job_id, worker_job(payload))
 
     def poll(self, timeout_s: float) -> list[Outcome]:
         """Outcomes the pool has finished."""

@@ -179,3 +179,34 @@ def test_bad_specs_name_the_field_and_store_nothing(db, change, field):
     assert field in str(info.value)
     with session_scope(get_engine(db), readonly=True) as s:
         assert repo.list_campaigns(s) == []
+
+
+def test_transfer_stage_reevaluates_the_top_k_with_several_seeds(db):
+    from search.campaign import transfer_ranking
+
+    spec = validate_spec(dict(SPEC, budget={"max_candidates": 20},
+                              transfer={"top_k": 3, "seeds": 4, "proxies": [
+                                  {"arch": "mlp", "dataset": "synthetic", "steps": 100}]}))
+    campaign_id = create_campaign(db, spec)
+    assert run(db, campaign_id) == "completed"
+    with session_scope(get_engine(db), readonly=True) as s:
+        transfer = s.scalars(select(Evaluation).where(
+            Evaluation.campaign_id == campaign_id, Evaluation.kind == "transfer")).all()
+        assert len(transfer) == 12 and all(e.status == "completed" for e in transfer)
+        assert sorted({e.seed for e in transfer}) == [0, 1, 2, 3]
+        assert len({e.candidate_id for e in transfer}) == 3
+    ranking = transfer_ranking(db, campaign_id)
+    assert len(ranking) == 3 and all(r["runs"] == 4 for r in ranking)
+    assert [r["mean"] for r in ranking] == sorted((r["mean"] for r in ranking), reverse=True)
+    assert any(r["std"] > 0 for r in ranking)  # seeds really differ
+
+
+def test_optuna_with_its_nsga2_sampler_runs_a_campaign(db):
+    spec = validate_spec(dict(SPEC, strategy={"name": "optuna", "sampler": "nsga2",
+                                              "population": 8, "tournament": 2}))
+    campaign_id = create_campaign(db, spec)
+    assert run(db, campaign_id) == "completed"
+    with session_scope(get_engine(db), readonly=True) as s:
+        origins = [c.origin for c in s.scalars(select(Candidate).where(
+            Candidate.campaign_id == campaign_id))]
+        assert origins.count("optuna") == 56

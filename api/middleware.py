@@ -1,0 +1,145 @@
+"""Pure ASGI middleware: the request-body limit (413) and the HTTP request counter."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised from ``receive``; an HTTPException so FastAPI's body reader re-raises it as is."""
+
+    def __init__(self, message: str):
+        super().__init__(413, message)
+
+
+async def _send_error(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    """Reject request bodies over ``max_bytes`` with 413.
+
+    Checks the declared ``Content-Length`` first, then counts the bytes actually received
+    (chunked uploads and lying headers), so no route ever sees more than ``max_bytes``.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes
+        too_large = f"the request body is larger than the limit of {limit} bytes"
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _send_error(send, 400, "bad_request", "Content-Length is not a number")
+                    return
+                if declared > limit:
+                    await _send_error(send, 413, "payload_too_large", too_large)
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge(too_large)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _send_error(send, 413, "payload_too_large", too_large)
+        except Exception as err:  # FastAPI wraps body-reading errors; unwrap ours
+            if _caused_by_limit(err) and not started:
+                await _send_error(send, 413, "payload_too_large", too_large)
+                return
+            raise
+
+
+def _caused_by_limit(err: BaseException | None) -> bool:
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, _BodyTooLarge):
+            return True
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return False
+
+
+class RequestMetrics:
+    """Thread-safe counter of HTTP requests by method, route template and status."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[tuple[str, str, int]] = Counter()
+
+    def add(self, method: str, route: str, status: int) -> None:
+        with self._lock:
+            self.counts[(method, route, status)] += 1
+
+    def snapshot(self) -> dict[tuple[str, str, int], int]:
+        with self._lock:
+            return dict(self.counts)
+
+
+class MetricsMiddleware:
+    """Count every HTTP request under its route template (``/api/v1/campaigns/{campaign_id}``)."""
+
+    def __init__(self, app: ASGIApp, metrics: RequestMetrics, prefixes: tuple[str, ...] = ()):
+        self.app = app
+        self.metrics = metrics
+        self.prefixes = prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path_format", None) or getattr(route, "path", None)
+            path = scope.get("path", "")
+            if template is None:
+                template = "/static" if path.startswith("/static/") else "unmatched"
+            else:  # routes of an included router report their path without the prefix
+                for prefix in self.prefixes:
+                    if path.startswith(prefix + "/") and not template.startswith(prefix + "/"):
+                        template = prefix + template
+                        break
+            self.metrics.add(scope.get("method", "GET"), template, status)

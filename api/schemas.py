@@ -1,0 +1,196 @@
+"""Pydantic schemas of the HTTP API: what clients send (Create) and what they get (Public).
+
+The body of ``POST /campaigns`` is :class:`search.spec.CampaignSpec` itself (re-exported
+here as :data:`CampaignCreate`), so the HTTP API and ``layerforge run`` accept exactly the
+same documents. Non-finite numbers (NaN, ±inf) are sent as ``null``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from search.spec import CampaignSpec
+
+CampaignCreate = CampaignSpec
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes that are UTC; say so explicitly."""
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+
+
+Timestamp = Annotated[dt.datetime, AfterValidator(_utc)]
+
+CampaignStatus = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
+CandidateStatus = Literal["proposed", "running", "completed", "rejected", "failed", "duplicate"]
+ExportFormat = Literal["pytorch", "numpy", "jax", "latex", "sympy", "json"]
+
+
+class ObjectivePublic(BaseModel):
+    name: str
+    maximize: bool
+
+
+class ProgressPublic(BaseModel):
+    candidates: int = Field(description="candidates proposed so far")
+    budget: int = Field(description="the campaign's max_candidates")
+    fraction: float = Field(description="candidates / budget, in [0, 1]")
+
+
+class CampaignPublic(BaseModel):
+    """A campaign as listed."""
+
+    id: int
+    name: str
+    status: CampaignStatus
+    space_kind: str
+    strategy: str
+    objectives: list[ObjectivePublic]
+    progress: ProgressPublic
+    error: str | None = None
+    created_at: Timestamp
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
+
+
+class FunnelStage(BaseModel):
+    rejected: int
+    cost_seconds: float
+    mean_cost_seconds: float
+
+
+class EstimatePublic(BaseModel):
+    """What is left, from the rate so far and the budget (null while unknown)."""
+
+    remaining_candidates: int
+    remaining_seconds: float | None = None
+    rate_per_second: float | None = None
+    limited_by: Literal["candidates", "seconds"] | None = None
+
+
+class CampaignDetail(CampaignPublic):
+    """A campaign with its progress: counts, funnel, best values, hypervolume, estimate."""
+
+    spec: dict[str, Any]
+    counts: dict[str, int] = Field(description="candidates per status")
+    evaluations: dict[str, int] = Field(description="evaluations per status")
+    funnel: dict[str, FunnelStage] = Field(description="rejections per stage")
+    best: dict[str, float | None] = Field(description="best value per objective")
+    hypervolume: float | None = Field(None, description="latest hypervolume")
+    elapsed_seconds: float
+    estimate: EstimatePublic
+
+
+class CampaignPage(BaseModel):
+    items: list[CampaignPublic]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page")
+
+
+class CandidateSummary(BaseModel):
+    id: int
+    campaign_id: int
+    seq: int
+    status: CandidateStatus
+    origin: str
+    text: str
+    num_nodes: int
+    parent_ids: list[int]
+    objectives: dict[str, float | None]
+    created_at: Timestamp
+
+
+class CandidatePage(BaseModel):
+    items: list[CandidateSummary]
+    next_cursor: str | None = None
+
+
+class LineageEntry(BaseModel):
+    id: int
+    text: str
+    origin: str
+    status: CandidateStatus
+
+
+class EvaluationPublic(BaseModel):
+    id: int
+    kind: str
+    seed: int
+    status: str
+    attempts: int
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    error: str | None = None
+    result: dict[str, Any] | None = None
+
+
+class RejectionPublic(BaseModel):
+    stage: str
+    reason: str
+    cost_seconds: float
+
+
+class CandidateDetail(CandidateSummary):
+    """One candidate with everything known about it."""
+
+    space: str
+    graph: dict[str, Any]
+    latex: str | None = None
+    fingerprint: str
+    duplicate_of: int | None = None
+    lineage: list[LineageEntry]
+    evaluations: list[EvaluationPublic]
+    rejection: RejectionPublic | None = None
+
+
+class CurvePublic(BaseModel):
+    """Points to plot: an activation's y and dy/dx, or a norm-act layer's response."""
+
+    kind: Literal["activation", "normact"]
+    x: list[float]
+    y: list[float | None]
+    dy: list[float | None] | None = Field(None, description="derivative (activation only)")
+    description: str
+
+
+class ParetoPoint(BaseModel):
+    candidate_id: int
+    text: str
+    origin: str
+    values: dict[str, float | None]
+    on_front: bool
+
+
+class ParetoPublic(BaseModel):
+    campaign_id: int
+    objectives: list[ObjectivePublic]
+    reference_point: list[float | None] | None = None
+    front: list[ParetoPoint]
+    dominated: list[ParetoPoint]
+
+
+class HypervolumePointPublic(BaseModel):
+    evaluations: int
+    hypervolume: float | None
+    elapsed_seconds: float
+    created_at: Timestamp
+
+
+class HypervolumeHistory(BaseModel):
+    campaign_id: int
+    points: list[HypervolumePointPublic]
+
+
+class OpPublic(BaseModel):
+    name: str
+    arity: int
+    kinds: list[str]
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str
+    database: dict[str, Any]

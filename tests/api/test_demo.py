@@ -1,0 +1,30 @@
+"""`layerforge serve --demo` (what `make serve` runs) submits a demo campaign once."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from api.app import DEMO_SPEC
+from search.spec import validate_spec
+from tests.api.helpers import API, live_server
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_spec_is_valid_and_small():
+    spec = validate_spec(DEMO_SPEC)
+    assert spec.budget.max_candidates <= 50 and spec.parallelism == 2
+    assert spec.proxies[0]["dataset"] == "mnist1d" and spec.proxies[0]["steps"] <= 200
+    assert "relu" in spec.seeds and "x * sigmoid(x)" in spec.seeds
+
+
+def test_serve_demo_submits_one_campaign_and_runs_it(tmp_path):
+    env = {"LAYERFORGE_EVALUATOR": "simulated"}
+    with live_server(tmp_path, env=env, args=("--demo",)) as base:
+        items = httpx.get(f"{base}{API}/campaigns").json()["items"]
+        assert [c["name"] for c in items] == ["demo-swish"]
+    with live_server(tmp_path, env=env, args=("--demo",)) as base:  # restart: no second one
+        items = httpx.get(f"{base}{API}/campaigns").json()["items"]
+        assert len(items) == 1
+        assert items[0]["progress"]["candidates"] > 0

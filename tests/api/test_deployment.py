@@ -1,0 +1,103 @@
+"""docker-compose.yml and Dockerfile, checked without Docker: every service's command exists
+in the image, and the api gets the environment it needs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import yaml
+
+from storage import validate_database_url
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+BIN = Path(sys.executable).parent
+
+
+def substitute(value: str) -> str:
+    """Apply compose's ${VAR:-default} / ${VAR:?error} with no variables set."""
+    value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+    return re.sub(r"\$\{[A-Z_]+:\?[^}]*\}", "set-by-operator", value)
+
+
+def test_services_and_their_wiring():
+    assert {"postgres", "ray-head", "ray-worker", "api"} <= set(SERVICES)
+    postgres = SERVICES["postgres"]
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
+    api = SERVICES["api"]
+    assert api["depends_on"]["postgres"]["condition"] == "service_healthy"
+    devices = SERVICES["ray-worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+    assert "container_name" not in SERVICES["ray-worker"]  # --scale ray-worker=N works
+    for name in ("ray-head", "ray-worker", "api"):
+        assert SERVICES[name]["build"] == "." and SERVICES[name]["image"] == "layerforge:latest"
+
+
+def test_api_environment():
+    env = {k: substitute(str(v)) for k, v in SERVICES["api"]["environment"].items()}
+    url = env["LAYERFORGE_DATABASE_URL"]
+    assert url.startswith("postgresql+psycopg://") and "@postgres:5432/" in url
+    validate_database_url(url)
+    assert env["RAY_ADDRESS"] == "ray-head:6379"
+    assert env["LAYERFORGE_EVALUATOR"] == "ray"
+    assert env["LAYERFORGE_API_TOKEN"]  # the api listens on 0.0.0.0 inside the network
+    from api.settings import load_settings
+
+    import os
+    saved = dict(os.environ)
+    try:
+        os.environ.update(env)
+        settings = load_settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert settings.ray_address == "ray-head:6379" and settings.evaluator == "ray"
+    command = SERVICES["api"]["command"]
+    assert command[:2] == ["layerforge", "serve"] and "0.0.0.0" in command
+
+
+def script_exists(name: str) -> bool:
+    if name == "layerforge":
+        return PYPROJECT["project"]["scripts"].get("layerforge") == "api.cli:app"
+    if name == "ray":
+        declared = any(re.match(r"ray\b", d) for d in PYPROJECT["project"]["dependencies"])
+        installed = any(ep.name == "ray" for ep in entry_points(group="console_scripts"))
+        return declared and installed
+    return False
+
+
+@pytest.mark.parametrize("service", ["ray-head", "ray-worker", "api"])
+def test_every_command_exists_in_the_image_and_accepts_its_flags(service):
+    command = SERVICES[service]["command"]
+    assert script_exists(command[0]), command
+    executable = BIN / command[0]
+    assert executable.exists() or shutil.which(command[0]), executable
+    sub = command[1]
+    help_text = subprocess.run([str(executable), sub, "--help"], capture_output=True, text=True,
+                               timeout=120).stdout
+    for flag in command[2:]:
+        if flag.startswith("--"):
+            assert flag.split("=")[0] in help_text, (service, flag)
+
+
+def test_dockerfile():
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG BASE=python:3\.11-slim$", text, re.M)
+    assert "ARG TORCH_VERSION=2.13.0" in text
+    assert "https://download.pytorch.org/whl/cpu" in text
+    assert "torch==${TORCH_VERSION}" in text
+    assert 'CMD ["layerforge", "serve", "--host", "0.0.0.0"]' in text
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and ".git" in ignored
+    for package in ("grammar", "workers", "search", "storage", "api"):
+        assert f"COPY {package} ./{package}" in text
