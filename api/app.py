@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from importlib.metadata import version as package_version
 
 import anyio
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api import errors
+from api import errors, layerforge_version
 from api.deps import require_token
 from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
 from api.settings import Settings, get_settings
@@ -37,14 +36,6 @@ DEMO_SPEC = {
     "parallelism": 2,
     "seed": 0,
 }
-
-
-def layerforge_version() -> str:
-    """The installed version of layerforge."""
-    try:
-        return package_version("layerforge")
-    except Exception:  # noqa: BLE001 - running from a source tree without metadata
-        return "0+unknown"
 
 
 def make_evaluator_factory(settings: Settings):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from api.app import layerforge_version
-from api.settings import SettingsError, load_settings
+from api import layerforge_version
 
 app = typer.Typer(
     name="layerforge",
@@ -26,6 +25,8 @@ def fail(message: str, code: int = 2) -> None:
 
 def settings_or_exit(**overrides):
     """Load settings, turning a configuration error into a clean exit."""
+    from api.settings import SettingsError, load_settings
+
     try:
         return load_settings(**{k: v for k, v in overrides.items() if v is not None})
     except SettingsError as err:

@@ -13,8 +13,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-import grammar
-from grammar import GrammarError
 
 _SPACES = ("activation", "normact")
 
@@ -32,6 +30,8 @@ def _check_space(space: str) -> str:
 
 def ops_command() -> None:
     """List the grammar's ops with their arity and the spaces they may appear in."""
+    import grammar
+
     table = Table(title="layerforge ops")
     table.add_column("op")
     table.add_column("arity", justify="right")
@@ -47,6 +47,9 @@ def show_command(
     space: str = typer.Option("activation", "--space", help="activation or normact"),
 ) -> None:
     """Parse an expression and print its canonical text, LaTeX and functional fingerprint."""
+    import grammar
+    from grammar import GrammarError
+
     _check_space(space)
     try:
         g = grammar.parse(expr, space)
@@ -73,6 +76,9 @@ def export_command(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="write to this file"),
 ) -> None:
     """Export an expression or a built-in as code (stdout, or a file with -o)."""
+    import grammar
+    from grammar import GrammarError
+
     if (expr is None) == (builtin is None):
         _fail("give exactly one of --expr or --builtin")
     try:

@@ -40,7 +40,7 @@ def list_builtins(kind: Annotated[SpaceKind | None, Query()] = None) -> list[str
 @service_router.get("/healthz", response_model=HealthPublic)
 def healthz(settings: SettingsDep) -> dict[str, Any]:
     """Liveness and database reachability, with the schema revision and version."""
-    from api.app import layerforge_version
+    from api import layerforge_version
 
     engine = get_engine(settings.database_url)
     database: dict[str, Any] = {"backend": engine.dialect.name}
