@@ -30,7 +30,7 @@ DEMO_SPEC = {
     "seeds": ["relu", "x * sigmoid(x)"],
     "strategy": {"name": "evolution", "population": 16, "tournament": 4},
     "proxies": [{"arch": "mlp", "dataset": "mnist1d", "steps": 150}],
-    "objectives": ["accuracy"],
+    "objectives": ["accuracy", "nodes"],
     "rejection": {"quality_steps": 30},
     "budget": {"max_candidates": 40, "max_seconds": 1800},
     "parallelism": 2,
