@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import keyword
 import re
+from collections.abc import Callable
 
 from . import _rt_numpy, _rt_torch
 from .errors import GrammarError
@@ -125,22 +126,34 @@ def _expr_lines(graph: Graph, target: str, names: dict[int, str]) -> list[str]:
     return lines
 
 
-def torch_source(graph: Graph, name: str) -> str:
-    """Standalone PyTorch module source for ``graph`` with class ``name``."""
-    check_name(name)
-    g = graph.pruned()
-    text = to_text(g)
-    attrs = param_attrs(g)
+def _leaf_names(
+    g: Graph, attrs: dict[str, str], const: Callable[[int, float], str]
+) -> dict[int, str]:
+    """Names of the graph's leaves: ``x``, each parameter's attribute, and ``const(i, value)``
+    for the constant at node ``i``."""
     names: dict[int, str] = {}
-    pre: list[str] = []
     for i, n in enumerate(g.nodes):
         if n.op == "x":
             names[i] = "x"
         elif n.op == "param":
             names[i] = attrs[n.name]  # type: ignore[index]
         elif n.op == "const":
-            names[i] = f"c{i}"
-            pre.append(f"c{i} = x.new_full((), {float(n.value)!r})")
+            names[i] = const(i, float(n.value))
+    return names
+
+
+def torch_source(graph: Graph, name: str) -> str:
+    """Standalone PyTorch module source for ``graph`` with class ``name``."""
+    check_name(name)
+    g = graph.pruned()
+    text = to_text(g)
+    attrs = param_attrs(g)
+    names = _leaf_names(g, attrs, lambda i, value: f"c{i}")
+    pre = [
+        f"c{i} = x.new_full((), {float(n.value)!r})"
+        for i, n in enumerate(g.nodes)
+        if n.op == "const"
+    ]
     body = _expr_lines(g, "torch", names)
     out = names[len(g.nodes) - 1]
     if not full_shape(g)[-1]:
@@ -264,15 +277,7 @@ def array_source(graph: Graph, name: str, target: str) -> str:
     attrs = param_attrs(g)
     bufs = buffer_names(g)
     xp = "np" if target == "numpy" else "jnp"
-    names: dict[int, str] = {}
-    pre: list[str] = []
-    for i, n in enumerate(g.nodes):
-        if n.op == "x":
-            names[i] = "x"
-        elif n.op == "param":
-            names[i] = attrs[n.name]  # type: ignore[index]
-        elif n.op == "const":
-            names[i] = repr(float(n.value))
+    names = _leaf_names(g, attrs, lambda i, value: repr(value))
     body = _expr_lines(g, target, names)
     out = names[len(g.nodes) - 1]
     ind = "    "
@@ -296,7 +301,7 @@ def array_source(graph: Graph, name: str, target: str) -> str:
         lines.append(ind + "params = params or {}")
         for p, a in attrs.items():
             lines.append(ind + f"{a} = {xp}.asarray(params.get({a!r}, {xp}.full((x.shape[1],), {param_init(g.space, p)!r}))).reshape(1, -1, 1, 1)")
-    lines += [ind + ln for ln in pre + body]
+    lines += [ind + ln for ln in body]
     if not full_shape(g)[-1]:
         out = f"{xp}.broadcast_to({out}, x.shape)"
     lines.append(ind + (f"return {out}" if g.space == ACTIVATION else f"return {xp}.reshape({out}, shape)"))

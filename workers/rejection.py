@@ -594,7 +594,10 @@ def evaluate_candidate(
             return "skipped: activation candidates have no stability test"
         return _stage_stability(cand, cfg, device, deadline)
 
-    def quality() -> str:
+    def build_trainers(*, reject_errors: bool) -> None:
+        """One trainer per proxy task. A setup error (bad task, missing dependency) fails the
+        evaluation; with ``reject_errors`` any other error (not OOM) rejects the candidate,
+        otherwise it propagates (recorded as an unexpected error)."""
         from workers.training import make_trainer
 
         for task in tasks:
@@ -611,11 +614,14 @@ def evaluate_candidate(
             except (WorkersError, ImportError) as exc:
                 raise _Fail(f"cannot set up proxy {task.name}: {exc}") from exc
             except Exception as exc:
-                if is_oom(exc):
+                if not reject_errors or is_oom(exc):
                     raise
                 raise _Reject(
                     f"building proxy {task.name} raised {_describe(exc)}"
                 ) from exc
+
+    def quality() -> str:
+        build_trainers(reject_errors=True)
         notes = []
         for tr in trainers:
             q = min(cfg.quality_steps, tr.task.steps)
@@ -637,22 +643,8 @@ def evaluate_candidate(
         return "; ".join(notes)
 
     def full() -> str:
-        from workers.training import make_trainer
-
         if not trainers:  # quality stage skipped
-            for task in tasks:
-                try:
-                    trainers.append(
-                        make_trainer(
-                            task,
-                            cand.factory,
-                            cand.kind,
-                            device=device,
-                            cache=datasets_cache,
-                        )
-                    )
-                except (WorkersError, ImportError) as exc:
-                    raise _Fail(f"cannot set up proxy {task.name}: {exc}") from exc
+            build_trainers(reject_errors=False)
         notes = []
         for tr in trainers:
             _train_to(tr, tr.task.steps, "full")

@@ -291,18 +291,24 @@ def train(
     time_limit_s: float | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` for ``task.steps`` steps and evaluate it. A diverged run (NaN/Inf loss)
-    stops early and reports ``diverged=True`` and accuracy 0; a run over ``time_limit_s``
-    stops and reports ``timed_out=True`` (and is evaluated as it is)."""
-    trainer = Trainer(
-        model,
-        dataset,
-        task,
-        device=device,
-        time_limit_s=time_limit_s,
-        progress=progress,
+    """Train ``model`` for ``task.steps`` steps and evaluate it (see :func:`_run_to_end`)."""
+    return _run_to_end(
+        Trainer(
+            model,
+            dataset,
+            task,
+            device=device,
+            time_limit_s=time_limit_s,
+            progress=progress,
+        )
     )
-    trainer.run_until(task.steps)
+
+
+def _run_to_end(trainer: Trainer) -> TrainResult:
+    """Train to the task's ``steps`` and evaluate. A diverged run (NaN/Inf loss) stops early
+    and reports ``diverged=True`` and accuracy 0; a run over ``time_limit_s`` stops and
+    reports ``timed_out=True`` (and is evaluated as it is)."""
+    trainer.run_until(trainer.task.steps)
     return trainer.result()
 
 
@@ -353,14 +359,14 @@ def run_proxy(
 ) -> TrainResult:
     """Build ``task.arch`` with the candidate, train it on ``task.dataset``, evaluate it."""
     task = ProxyTask.from_dict(task) if isinstance(task, dict) else task
-    trainer = make_trainer(
-        task,
-        layer_factory,
-        kind,
-        device=device,
-        cache=cache,
-        time_limit_s=time_limit_s,
-        progress=progress,
+    return _run_to_end(
+        make_trainer(
+            task,
+            layer_factory,
+            kind,
+            device=device,
+            cache=cache,
+            time_limit_s=time_limit_s,
+            progress=progress,
+        )
     )
-    trainer.run_until(task.steps)
-    return trainer.result()

@@ -20,16 +20,12 @@ from tests.api.helpers import API, LAYERFORGE, live_server, small_spec
 
 pytestmark = pytest.mark.slow
 
-E2E_SPEC = {
-    "name": "e2e",
-    "space": {"kind": "activation", "ops": "swish", "max_nodes": 4},
-    "seeds": ["x * sigmoid(x)"],
-    "strategy": {"name": "evolution", "population": 4, "tournament": 2},
-    "proxies": [{"arch": "mlp", "dataset": "mnist1d", "steps": 30}],
-    "rejection": {"quality_steps": 10},
-    "budget": {"max_candidates": 6},
-    "parallelism": 1,
-}
+E2E_SPEC = small_spec(
+    name="e2e",
+    strategy={"name": "evolution", "population": 4, "tournament": 2},
+    budget={"max_candidates": 6},
+    parallelism=1,
+)
 
 
 def test_submit_poll_pareto_export_and_run_the_layer(tmp_path):

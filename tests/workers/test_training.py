@@ -143,31 +143,21 @@ def test_time_limit_stops_training():
 def test_trainer_resumes_where_it_stopped():
     ds = load_dataset("digits", cache=CACHE)
     task = ProxyTask(arch="mlp", dataset="digits", steps=40, batch_size=32)
-    torch.manual_seed(0)
-    one = Trainer(
-        build_model(
+
+    def seeded_trainer() -> Trainer:
+        torch.manual_seed(0)
+        model = build_model(
             "mlp",
             input_shape=ds.input_shape,
             num_classes=10,
             kind="activation",
             layer_factory=lambda c: nn.ReLU(),
-        ),
-        ds,
-        task,
-    )
+        )
+        return Trainer(model, ds, task)
+
+    one = seeded_trainer()
     one.run_until(40)
-    torch.manual_seed(0)
-    two = Trainer(
-        build_model(
-            "mlp",
-            input_shape=ds.input_shape,
-            num_classes=10,
-            kind="activation",
-            layer_factory=lambda c: nn.ReLU(),
-        ),
-        ds,
-        task,
-    )
+    two = seeded_trainer()
     two.run_until(15)
     mid = two.evaluate()
     two.run_until(40)

@@ -18,6 +18,7 @@ keeps the GPU depth.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -104,3 +105,91 @@ def init_weights(model: nn.Module) -> None:
             nn.init.kaiming_uniform_(m.weight, a=5**0.5)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+class InvertedBottleneck(nn.Module):
+    """``[1x1 expand -> NA] -> middle -> 1x1 project -> BN``, residual when the shape allows.
+
+    The expansion is left out when ``t == 1``; the projection is a linear bottleneck (its BN
+    has no activation, so it stays BN in normact campaigns). ``middle(hidden)`` returns the
+    family's own depthwise part (MobileNetV2's inverted residual, EfficientNet's MBConv).
+    """
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        stride: int,
+        t: int,
+        kind: str,
+        factory: LayerFactory,
+        middle: Callable[[int], list[nn.Module]],
+    ):
+        super().__init__()
+        hidden = cin * t
+        layers: list[nn.Module] = []
+        if t != 1:
+            layers += [
+                nn.Conv2d(cin, hidden, 1, bias=False),
+                NormAct(hidden, kind, factory),
+            ]
+        layers += [*middle(hidden), *conv_bn(hidden, cout, 1)]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        return x + out if self.residual else out
+
+
+class MobileSkeleton(nn.Module):
+    """The network shared by MobileNetV2 and EfficientNet: stem ``conv3x3 -> NA``, the block
+    table, head ``1x1 conv -> NA -> pool -> fc``.
+
+    A family sets the class attributes ``cpu_config``/``gpu_config`` (rows ``(t, channels,
+    repeats, stride, *extra)``) and ``block``: a row's blocks are ``block(cin, cout, stride,
+    t, *extra, kind, factory)``, the first with the row's stride and the rest with stride 1. Scale ``"cpu"``: stem 8, head 64, the table's
+    widths as written; otherwise stem 32, head 1280 and the widths times the multiplier (the
+    head never below 1280).
+    """
+
+    cpu_config: ClassVar[list[tuple[int, ...]]]
+    gpu_config: ClassVar[list[tuple[int, ...]]]
+    block: ClassVar[Callable[..., nn.Module]]
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        kind: str,
+        factory: LayerFactory,
+        scale: str | float = "cpu",
+    ):
+        super().__init__()
+        small, mult = resolve_scale(scale)
+        config = self.cpu_config if small else self.gpu_config
+        stem = 8 if small else width(32, mult)
+        head = 64 if small else width(1280, max(1.0, mult))
+        self.stem = nn.Sequential(
+            nn.Conv2d(image_channels(input_shape), stem, 3, 1, 1, bias=False),
+            NormAct(stem, kind, factory),
+        )
+        blocks: list[nn.Module] = []
+        c = stem
+        for t, ch, n, s, *extra in config:
+            out = ch if small else width(ch, mult)
+            for i in range(n):
+                blocks.append(
+                    self.block(c, out, s if i == 0 else 1, t, *extra, kind, factory)
+                )
+                c = out
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(
+            nn.Conv2d(c, head, 1, bias=False), NormAct(head, kind, factory)
+        )
+        self.fc = nn.Linear(head, num_classes)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.blocks(self.stem(to_image(x))))
+        return self.fc(x.mean(dim=(2, 3)))

@@ -14,15 +14,11 @@ import torch
 from torch import nn
 
 from workers.architectures.common import (
+    InvertedBottleneck,
     LayerFactory,
+    MobileSkeleton,
     NormAct,
     act_only,
-    conv_bn,
-    image_channels,
-    init_weights,
-    resolve_scale,
-    to_image,
-    width,
 )
 
 # (expansion, channels, repeats, stride, kernel)
@@ -50,31 +46,23 @@ class SqueezeExcite(nn.Module):
         return x * torch.sigmoid(self.expand(self.act(self.reduce(s))))
 
 
-class MBConv(nn.Module):
+class MBConv(InvertedBottleneck):
     def __init__(self, cin, cout, stride, t, k, kind: str, factory: LayerFactory):
-        super().__init__()
-        hidden = cin * t
-        layers: list[nn.Module] = []
-        if t != 1:
-            layers += [
-                nn.Conv2d(cin, hidden, 1, bias=False),
+        def middle(hidden: int) -> list[nn.Module]:
+            return [
+                nn.Conv2d(hidden, hidden, k, stride, k // 2, groups=hidden, bias=False),
                 NormAct(hidden, kind, factory),
+                SqueezeExcite(hidden, max(1, cin // 4), kind, factory),
             ]
-        layers += [
-            nn.Conv2d(hidden, hidden, k, stride, k // 2, groups=hidden, bias=False),
-            NormAct(hidden, kind, factory),
-            SqueezeExcite(hidden, max(1, cin // 4), kind, factory),
-            *conv_bn(hidden, cout, 1),
-        ]
-        self.body = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(x)
-        return x + out if self.residual else out
+        super().__init__(cin, cout, stride, t, kind, factory, middle)
 
 
-class EfficientNet(nn.Module):
+class EfficientNet(MobileSkeleton):
+    cpu_config = CPU_CONFIG
+    gpu_config = GPU_CONFIG
+    block = MBConv
+
     def __init__(
         self,
         input_shape: tuple[int, ...],
@@ -83,29 +71,4 @@ class EfficientNet(nn.Module):
         factory: LayerFactory,
         scale: str | float = "cpu",
     ):
-        super().__init__()
-        small, mult = resolve_scale(scale)
-        config = CPU_CONFIG if small else GPU_CONFIG
-        stem = 8 if small else width(32, mult)
-        head = 64 if small else width(1280, max(1.0, mult))
-        self.stem = nn.Sequential(
-            nn.Conv2d(image_channels(input_shape), stem, 3, 1, 1, bias=False),
-            NormAct(stem, kind, factory),
-        )
-        blocks: list[nn.Module] = []
-        c = stem
-        for t, ch, n, s, k in config:
-            out = ch if small else width(ch, mult)
-            for i in range(n):
-                blocks.append(MBConv(c, out, s if i == 0 else 1, t, k, kind, factory))
-                c = out
-        self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Sequential(
-            nn.Conv2d(c, head, 1, bias=False), NormAct(head, kind, factory)
-        )
-        self.fc = nn.Linear(head, num_classes)
-        init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.blocks(self.stem(to_image(x))))
-        return self.fc(x.mean(dim=(2, 3)))
+        super().__init__(input_shape, num_classes, kind, factory, scale)
