@@ -9,6 +9,9 @@ plus their state), so they can cross process boundaries.
 from __future__ import annotations
 
 import linecache
+import sys
+import types
+import weakref
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -28,8 +31,15 @@ def _generated_class(graph: Graph) -> type:
     filename = f"<layerforge-{graph.key}>"
     code = compile(src, filename, "exec")  # our generated source, never user text
     linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-    ns: dict[str, Any] = {"__name__": "grammar.generated"}
+    # A real, registered module per graph: torch.compile (dynamo) resolves an inlined
+    # function's globals by importing its ``__name__``, so a bare dict namespace breaks
+    # compiling a whole model that contains generated layers.
+    modname = f"grammar.generated.{name}_{graph.key}"
+    module = types.ModuleType(modname)
+    module.__file__ = filename
+    ns: dict[str, Any] = module.__dict__
     exec(code, ns)  # noqa: S102 - generated from whitelisted templates
+    sys.modules[modname] = module
     base = ns[name]
 
     graph_dict = graph.to_dict()
@@ -39,7 +49,16 @@ def _generated_class(graph: Graph) -> type:
 
     cls = type(name, (base,), {"__reduce_ex__": __reduce_ex__, "__module__": "grammar.generated",
                                "graph": graph, "source": src})
+    # Once the class is gone (evicted from the cache, no instance left), its module and
+    # source go too: a long campaign compiles hundreds of thousands of graphs.
+    weakref.finalize(cls, _forget_module, modname, module, filename)
     return cls
+
+
+def _forget_module(modname: str, module: types.ModuleType, filename: str) -> None:
+    if sys.modules.get(modname) is module:
+        del sys.modules[modname]
+        linecache.cache.pop(filename, None)
 
 
 def _rebuild(graph_dict: dict, init: dict) -> nn.Module:

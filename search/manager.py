@@ -14,9 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from storage import get_engine, repository as repo, session_scope
+from storage import ConflictError, get_engine, is_transient, repository as repo, session_scope
 
-from search.campaign import CampaignRunner, _timestamp, owner_is_dead
+from search.campaign import CampaignRunner, _timestamp, new_owner, owner_is_dead
 from search.evaluators import Evaluator
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class ControllerManager:
         scan_s: float = 1.0,
         stale_after_s: float = 30.0,
         runner_options: dict | None = None,
+        max_backoff_s: float = 10.0,
     ):
         self.url = database_url
         self.evaluator_factory = evaluator_factory
@@ -41,6 +42,7 @@ class ControllerManager:
         self.scan_s = scan_s
         self.stale_after_s = stale_after_s
         self.runner_options = dict(runner_options or {})
+        self.max_backoff_s = max_backoff_s
         self.stop_event = threading.Event()
         self.wake_event = threading.Event()
         self.runners: dict[int, threading.Thread] = {}
@@ -105,24 +107,60 @@ class ControllerManager:
             thread.start()
 
     def _run(self, campaign_id: int) -> None:
-        evaluator = None
-        try:
-            evaluator = self.evaluator_factory()
-            runner = CampaignRunner(self.url, campaign_id, evaluator, stop=self.stop_event,
-                                    stale_after_s=self.stale_after_s, **self.runner_options)
-            status = runner.run()
-            log.info("campaign %s left the controller as %s", campaign_id, status)
-        except Exception as err:  # noqa: BLE001 - recorded on the campaign, never fatal
-            log.exception("campaign %s failed", campaign_id)
-            self.errors[campaign_id] = f"{type(err).__name__}: {err}"
+        """Run one campaign; a lost database connection is retried, not a failure.
+
+        A transient storage error (the server terminated the connection, restarted, SQLite
+        was locked) ends the runner; after a back-off a new runner with the same owner takes
+        the campaign up again from storage (``_claim`` re-queues what was in flight, and the
+        evaluations' uniqueness keeps each stored once). Only other errors mark the campaign
+        failed, and never one that another controller has taken over meanwhile.
+        """
+        owner = new_owner()
+        failures = 0
+        while True:
+            evaluator = None
+            started = time.monotonic()
             try:
-                with session_scope(get_engine(self.url)) as s:
-                    repo.set_campaign_status(s, campaign_id=campaign_id, status="failed",
-                                             expected=["queued", "running"],
-                                             error=self.errors[campaign_id])
-            except Exception:  # noqa: BLE001
-                log.exception("could not mark campaign %s failed", campaign_id)
-        finally:
-            if evaluator is not None:
-                evaluator.shutdown()
-            self.wake_event.set()
+                evaluator = self.evaluator_factory()
+                runner = CampaignRunner(self.url, campaign_id, evaluator, stop=self.stop_event,
+                                        stale_after_s=self.stale_after_s, owner=owner,
+                                        **self.runner_options)
+                status = runner.run()
+                log.info("campaign %s left the controller as %s", campaign_id, status)
+                return
+            except Exception as err:  # noqa: BLE001 - recorded on the campaign, never fatal
+                if is_transient(err) and not self.stop_event.is_set():
+                    failures = 1 if time.monotonic() - started > 60 else failures + 1
+                    delay = min(self.max_backoff_s, 0.25 * 2 ** failures)
+                    log.warning("campaign %s: database unavailable (%s); retrying in %.1f s",
+                                campaign_id, err, delay)
+                    self.stop_event.wait(delay)
+                    continue
+                if self.stop_event.is_set() and is_transient(err):
+                    return  # shutting down: the next start resumes the campaign
+                if isinstance(err, ConflictError) and self._owned_by_another(campaign_id, owner):
+                    log.info("campaign %s is run by another controller: %s", campaign_id, err)
+                    return
+                log.exception("campaign %s failed", campaign_id)
+                self.errors[campaign_id] = f"{type(err).__name__}: {err}"
+                try:
+                    with session_scope(get_engine(self.url)) as s:
+                        repo.set_campaign_status(s, campaign_id=campaign_id, status="failed",
+                                                 expected=["queued", "running"],
+                                                 error=self.errors[campaign_id])
+                except Exception:  # noqa: BLE001
+                    log.exception("could not mark campaign %s failed", campaign_id)
+                return
+            finally:
+                if evaluator is not None:
+                    evaluator.shutdown()
+                self.wake_event.set()
+
+    def _owned_by_another(self, campaign_id: int, owner: str) -> bool:
+        """True when a live controller other than ``owner`` holds the campaign."""
+        try:
+            with session_scope(get_engine(self.url), readonly=True) as s:
+                campaign = repo.get_campaign(s, campaign_id=campaign_id)
+                return campaign.owner not in (None, owner) and not owner_is_dead(campaign.owner)
+        except Exception:  # noqa: BLE001 - cannot tell: treat as not taken over
+            return False

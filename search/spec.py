@@ -25,7 +25,9 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: Infinity/NaN are not JSON; a spec holding one could not be stored
+    # on PostgreSQL (its JSON type rejects them) nor answered (JSON responses forbid them).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SpaceSpec(_Strict):

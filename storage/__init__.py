@@ -19,6 +19,7 @@ from storage.engine import (
     create_engine_for,
     dispose_engines,
     get_engine,
+    is_transient,
     session_scope,
     validate_database_url,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "encode_float",
     "get_engine",
     "head_revision",
+    "is_transient",
     "json_safe",
     "repository",
     "session_scope",

@@ -135,6 +135,32 @@ def _is_driver_error(err: BaseException) -> bool:
     return isinstance(err, psycopg.Error)
 
 
+def is_transient(err: BaseException) -> bool:
+    """True when ``err`` (a :class:`StorageError` or a driver error) is a lost or busy
+    connection that a retry may cure: the server terminated or restarted, the network
+    dropped, SQLite was locked. Constraint violations, missing rows and bad SQL are not."""
+    if isinstance(err, (ConflictError,)) or type(err).__name__ == "NotFoundError":
+        return False
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError,
+                                sqlite3.OperationalError)):
+            return True
+        try:
+            import psycopg
+        except ImportError:  # pragma: no cover - psycopg is a dependency
+            psycopg = None
+        if psycopg is not None and isinstance(current, (psycopg.OperationalError,
+                                                        psycopg.InterfaceError)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 @contextmanager
 def session_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
     """Yield a session that commits on success and rolls back on any error.
@@ -149,7 +175,10 @@ def session_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Session
         yield session
         session.commit()
     except BaseException as err:
-        session.rollback()
+        try:
+            session.rollback()
+        except Exception:  # noqa: BLE001 - a dead connection cannot roll back; close() drops it
+            pass
         if isinstance(err, exc.IntegrityError):
             raise ConflictError(f"the write conflicts with stored data: {err.orig}") from err
         if _is_driver_error(err) and not isinstance(err, StorageError):

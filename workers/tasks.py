@@ -15,6 +15,10 @@ from typing import Any
 
 from workers.errors import InvalidConfigError, UnknownNameError
 
+# Upper bound of steps, batch sizes and check intervals: a bigger number is a typo, and one
+# past 2**63 cannot even be stored (PostgreSQL's JSON keeps it, torch's indexing does not).
+MAX_COUNT = 1_000_000_000
+
 __all__ = ["ProxyTask"]
 
 
@@ -64,9 +68,9 @@ class ProxyTask:
         if self.dataset not in DATASETS:
             raise UnknownNameError("dataset", self.dataset, DATASETS)
         for name in ("steps", "batch_size", "eval_batch", "divergence_check_every"):
-            if _number(name, getattr(self, name), integer=True) < 1:
+            if not 1 <= _number(name, getattr(self, name), integer=True) <= MAX_COUNT:
                 raise InvalidConfigError(
-                    name, f"must be >= 1, got {getattr(self, name)!r}"
+                    name, f"must be >= 1 and <= {MAX_COUNT}, got {getattr(self, name)!r}"
                 )
             setattr(self, name, int(getattr(self, name)))
         _number("seed", self.seed, integer=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -22,7 +23,7 @@ from api.schemas import (
     HypervolumePointPublic,
     ParetoPublic,
 )
-from storage import ConflictError, get_engine, repository as repo, session_scope
+from storage import ConflictError, StorageError, get_engine, is_transient, repository as repo, session_scope
 from storage.models import CAMPAIGN_FINISHED, Campaign, Candidate, HypervolumePoint, ObjectiveValue
 
 router = APIRouter(tags=["campaigns"])
@@ -246,15 +247,26 @@ for _action in ACTIONS:
 
 @router.delete("/campaigns/{campaign_id}", status_code=204,
                responses=responses(401, 404, 409, 422))
-def delete_campaign(campaign_id: CampaignId, session: WriteSessionDep) -> Response:
+def delete_campaign(campaign_id: CampaignId, settings: SettingsDep) -> Response:
     """Delete a finished (completed, cancelled or failed) campaign and all it holds."""
-    campaign = repo.get_campaign(session, campaign_id=campaign_id)
-    if campaign.status not in CAMPAIGN_FINISHED:
-        raise ApiError(409, f"cannot delete campaign {campaign_id}: it is {campaign.status!r}; "
-                       "only completed, cancelled or failed campaigns can be deleted "
-                       "(cancel it first)", "invalid_state")
-    repo.delete_campaign(session, campaign_id=campaign_id)
-    return Response(status_code=204)
+    # Right after a cancel, the campaign's runner may still be closing its evaluations; on
+    # PostgreSQL the cascade and that write can deadlock and one of them is aborted. The
+    # aborted delete is retried here (twice) rather than answered with a 503.
+    for attempt in range(3):
+        try:
+            with session_scope(get_engine(settings.database_url)) as session:
+                campaign = repo.get_campaign(session, campaign_id=campaign_id)
+                if campaign.status not in CAMPAIGN_FINISHED:
+                    raise ApiError(409, f"cannot delete campaign {campaign_id}: it is "
+                                   f"{campaign.status!r}; only completed, cancelled or failed "
+                                   "campaigns can be deleted (cancel it first)", "invalid_state")
+                repo.delete_campaign(session, campaign_id=campaign_id)
+            return Response(status_code=204)
+        except StorageError as err:
+            if attempt == 2 or not is_transient(err):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 @router.get("/campaigns/{campaign_id}/pareto", response_model=ParetoPublic,

@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from api.deps import SettingsDep
 from api.errors import responses
 from api.routes.campaigns import CampaignId
-from storage import NotFoundError, get_engine, repository as repo, session_scope
+from storage import NotFoundError, StorageError, get_engine, repository as repo, session_scope
 from storage.models import CAMPAIGN_FINISHED
 
 router = APIRouter(tags=["campaigns"])
@@ -30,7 +30,13 @@ KEEPALIVE_SECONDS = 15.0
 MAX_STREAM_SECONDS = 300.0
 
 
+# Event ids are 32-bit integers on PostgreSQL: a larger cursor would make the query fail
+# ("integer out of range") instead of returning nothing.
+MAX_EVENT_ID = 2**31 - 1
+
+
 def _read(url: str, campaign_id: int, after: int) -> tuple[str | None, list[tuple[int, str, dict]]]:
+    after = min(after, MAX_EVENT_ID)
     with session_scope(get_engine(url), readonly=True) as s:
         try:
             status = repo.get_campaign(s, campaign_id=campaign_id).status
@@ -74,7 +80,15 @@ async def stream_events(
         started = last_sent = time.monotonic()
         yield f"retry: 2000\n: campaign {campaign_id}\n\n"
         while True:
-            current, events = await anyio.to_thread.run_sync(_read, url, campaign_id, cursor)
+            try:
+                current, events = await anyio.to_thread.run_sync(_read, url, campaign_id, cursor)
+            except StorageError:
+                # a dropped database connection must not kill the stream: try again
+                # next round (the engine reconnects; the cursor loses nothing)
+                if time.monotonic() - started >= lifetime or await request.is_disconnected():
+                    return
+                await anyio.sleep(poll)
+                continue
             for event_id, kind, payload in events:
                 cursor = event_id
                 data = json.dumps(payload, separators=(",", ":"), default=str)
