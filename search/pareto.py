@@ -59,13 +59,33 @@ def non_dominated_sort(points: Sequence[Sequence[float]] | np.ndarray) -> list[l
 
 
 def pareto_front(points: Sequence[Sequence[float]] | np.ndarray) -> list[int]:
-    """Indices of the non-dominated points (duplicates of a front point are all kept)."""
-    fronts = non_dominated_sort(points)
-    if not fronts:
-        return []
+    """Indices of the non-dominated points, ascending (duplicates of a front point all kept).
+
+    Only the first front is computed: points are visited in lexicographic order, so a point
+    can only be dominated by one visited before it, and it is compared with the front found
+    so far, not with every point. That is O(N log N + N F) for a front of F points, against
+    the O(N^2) of a full :func:`non_dominated_sort`; the API serves this on every request.
+    """
     matrix = _as_matrix(points)
-    first = fronts[0]
-    return first if not np.isnan(matrix[first]).any() else []
+    if matrix.size == 0:
+        return []
+    valid = np.flatnonzero(~np.isnan(matrix).any(axis=1))
+    if valid.size == 0:
+        return []
+    sub = matrix[valid]
+    order = np.lexsort(sub.T[::-1])
+    front_rows: list[int] = []
+    front_values = np.empty((0, sub.shape[1]))
+    for row in order:
+        point = sub[row]
+        if front_values.size:
+            no_worse = (front_values <= point).all(axis=1)
+            better = (front_values < point).any(axis=1)
+            if (no_worse & better).any():
+                continue
+        front_rows.append(int(row))
+        front_values = np.vstack([front_values, point])
+    return sorted(int(valid[row]) for row in front_rows)
 
 
 def crowding_distance(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:

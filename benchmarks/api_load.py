@@ -1,0 +1,302 @@
+"""Benchmark 7: the HTTP API under load.
+
+Fills a SQLite database (temp dir) with a campaign of 10,000 candidates through the real
+controller loop (``search.campaign.CampaignRunner`` with ``SimulatedEvaluator``), starts
+``layerforge serve`` as a subprocess on a free port (``LAYERFORGE_EVALUATOR=simulated``), submits
+a second campaign over HTTP so the service's controller keeps writing during the test, and
+runs 50 concurrent clients (threads, one ``httpx.Client`` each) that cycle through reading the
+full campaign's Pareto front, candidate pages (by id and sorted by an objective) and single
+candidates. Reports p50 / p99 latency per endpoint, throughput and the error count (non-2xx or
+transport errors).
+
+Baseline (same process): the same requests from one client with nothing else running, so the
+p99 ratio separates the cost of concurrency from the cost of the endpoint itself. When the
+goal is missed, the slowest endpoint is profiled in-process (cProfile of the route function
+plus its response model's validation and JSON serialisation) and the top functions reported.
+
+Goal: p99 <= 100 ms on every endpoint, 0 errors.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import os
+import pstats
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+GOAL = "p99 <= 100 ms per endpoint with 50 concurrent clients on a 10,000-candidate campaign; 0 errors"
+CONFIG: dict[str, Any] = {
+    "candidates": 10_000, "quick_candidates": 1_000, "clients": 50, "quick_clients": 10,
+    "seconds": 30.0, "quick_seconds": 6.0, "baseline_requests": 20, "page_limit": 50,
+    "p99_goal_ms": 100.0, "fill_workers": 1000,
+    "spec": {
+        "name": "api-load", "space": {"kind": "activation", "ops": "swish", "max_nodes": 8},
+        "strategy": {"name": "evolution", "population": 256, "tournament": 16},
+        "proxies": [{"arch": "mlp", "dataset": "mnist1d"}, {"arch": "mlp", "dataset": "digits"}],
+        "objectives": ["accuracy", "nodes"],
+    },
+    "background_spec": {
+        "name": "background", "space": {"kind": "normact", "ops": "evonorm"},
+        "strategy": {"name": "evolution", "population": 64},
+        "proxies": [{"arch": "resnet", "dataset": "digits"}],
+        "budget": {"max_candidates": 1_000_000, "max_seconds": 3600},
+        "parallelism": 64,
+    },
+}
+
+
+def _fill(url: str, n: int) -> int:
+    from search.campaign import CampaignRunner, create_campaign
+    from search.evaluators import SimulatedEvaluator
+    from search.spec import validate_spec
+    from storage import upgrade_database
+
+    upgrade_database(url)
+    spec = validate_spec({**CONFIG["spec"], "parallelism": CONFIG["fill_workers"],
+                          "budget": {"max_candidates": n, "max_seconds": 3600}})
+    cid = create_campaign(url, spec)
+    status = CampaignRunner(url, cid, SimulatedEvaluator(workers=CONFIG["fill_workers"]), poll_s=0.0).run()
+    if status != "completed":
+        raise RuntimeError(f"filling campaign ended {status}")
+    return cid
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _endpoints(cid: int, ids: list[int], rng: random.Random) -> list[tuple[str, str]]:
+    lim = CONFIG["page_limit"]
+    return [
+        ("pareto", f"/api/v1/campaigns/{cid}/pareto"),
+        ("candidates_by_id", f"/api/v1/campaigns/{cid}/candidates?limit={lim}"),
+        ("candidates_sorted", f"/api/v1/campaigns/{cid}/candidates?sort=accuracy:mlp/mnist1d&limit={lim}"),
+        ("candidate", f"/api/v1/candidates/{rng.choice(ids)}"),
+    ]
+
+
+def _pct(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, int(round(q * (len(xs) - 1)))))]
+
+
+def _summ(lat: dict[str, list[float]], errors: dict[str, int]) -> dict[str, dict[str, Any]]:
+    return {k: {"requests": len(v), "p50_ms": round(_pct(v, 0.5) * 1e3, 1) if v else None,
+                "p99_ms": round(_pct(v, 0.99) * 1e3, 1) if v else None,
+                "max_ms": round(max(v) * 1e3, 1) if v else None, "errors": errors.get(k, 0)}
+            for k, v in lat.items()}
+
+
+def _load(base: str, cid: int, ids: list[int], clients: int, seconds: float) -> dict[str, Any]:
+    import httpx
+
+    lat: dict[str, list[float]] = {}
+    errors: dict[str, int] = {}
+    samples: list[str] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        mine: dict[str, list[float]] = {}
+        errs: dict[str, int] = {}
+        with httpx.Client(base_url=base, timeout=30.0) as http:
+            while time.perf_counter() < stop:
+                for name, path in _endpoints(cid, ids, rng):
+                    t0 = time.perf_counter()
+                    try:
+                        r = http.get(path)
+                        ok = r.status_code == 200
+                        why = f"{name}: HTTP {r.status_code} {r.text[:120]}"
+                    except httpx.HTTPError as exc:
+                        ok, why = False, f"{name}: {type(exc).__name__} {exc}"
+                    mine.setdefault(name, []).append(time.perf_counter() - t0)
+                    if not ok:
+                        errs[name] = errs.get(name, 0) + 1
+                        with lock:
+                            if len(samples) < 5:
+                                samples.append(why)
+        with lock:
+            for k, v in mine.items():
+                lat.setdefault(k, []).extend(v)
+            for k, v in errs.items():
+                errors[k] = errors.get(k, 0) + v
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 120)
+    wall = time.perf_counter() - start
+    total = sum(len(v) for v in lat.values())
+    return {"endpoints": _summ(lat, errors), "errors": sum(errors.values()), "error_samples": samples,
+            "requests": total, "requests_per_s": round(total / wall, 1)}
+
+
+def _baseline(base: str, cid: int, ids: list[int], n: int) -> dict[str, Any]:
+    import httpx
+
+    rng = random.Random(99)
+    lat: dict[str, list[float]] = {}
+    errors: dict[str, int] = {}
+    with httpx.Client(base_url=base, timeout=30.0) as http:
+        for _ in range(n):
+            for name, path in _endpoints(cid, ids, rng):
+                t0 = time.perf_counter()
+                r = http.get(path)
+                lat.setdefault(name, []).append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    errors[name] = errors.get(name, 0) + 1
+    return _summ(lat, errors)
+
+
+def _profile(url: str, cid: int, endpoint: str, ids: list[int]) -> list[str]:
+    """cProfile of one endpoint's work in this thread: the route function with a read session,
+    then validation and JSON serialisation by its response model (what FastAPI does)."""
+    from api.routes import campaigns as rc
+    from api.routes import candidates as rd
+    from api.schemas import CandidateDetail, CandidatePage, ParetoPublic
+    from api.settings import Settings
+    from storage import get_engine, session_scope
+
+    settings = Settings(database_url=url, run_controller=False, evaluator="simulated")
+    lim = CONFIG["page_limit"]
+
+    def call() -> None:
+        with session_scope(get_engine(url), readonly=True) as session:
+            if endpoint == "pareto":
+                data, model = rc.get_pareto(cid, settings), ParetoPublic
+            elif endpoint == "candidate":
+                data, model = rd.get_candidate(ids[len(ids) // 2], session), CandidateDetail
+            else:
+                sort = "accuracy:mlp/mnist1d" if endpoint == "candidates_sorted" else None
+                data = rd.list_candidates(cid, session, status=None, sort=sort, order="desc",
+                                          cursor=None, limit=lim)
+                model = CandidatePage
+            model.model_validate(data).model_dump_json()
+
+    call()
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    for _ in range(5):
+        call()
+    prof.disable()
+    wall = (time.perf_counter() - t0) / 5
+    stats = pstats.Stats(prof, stream=io.StringIO()).stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in stats.values()) or 1.0
+    root = str(Path(__file__).resolve().parents[1])
+    ours, self_time = [], []
+    for (file, line, func), (cc, nc, tt, ct, callers) in stats.items():
+        name = f"{'/'.join(Path(file).parts[-2:])}:{func}" if file != "~" else func
+        self_time.append((tt, name))
+        if file.startswith(root) and "/.venv/" not in file and "/benchmarks/" not in file:
+            ours.append((ct, name))
+    ours.sort(reverse=True)
+    self_time.sort(reverse=True)
+    return ([f"one {endpoint} request alone, in-process: {wall * 1e3:.0f} ms"]
+            + [f"{n}: {ct / total:.0%} cumulative" for ct, n in ours[:10]]
+            + [f"{n}: {tt / total:.0%} self" for tt, n in self_time[:8]])
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    import httpx
+
+    n = CONFIG["quick_candidates"] if quick else CONFIG["candidates"]
+    clients = CONFIG["quick_clients"] if quick else CONFIG["clients"]
+    seconds = CONFIG["quick_seconds"] if quick else CONFIG["seconds"]
+    with tempfile.TemporaryDirectory(prefix="lf-api-load-") as tmp:
+        url = f"sqlite:///{tmp}/load.db"
+        t0 = time.perf_counter()
+        cid = _fill(url, n)
+        fill_s = time.perf_counter() - t0
+        from sqlalchemy import create_engine, text
+
+        eng = create_engine(url)
+        with eng.connect() as conn:
+            ids = [r[0] for r in conn.execute(text("SELECT id FROM candidate WHERE campaign_id = :c"), {"c": cid})]
+        eng.dispose()
+        port = _free_port()
+        env = {**os.environ, "LAYERFORGE_DATABASE_URL": url, "LAYERFORGE_PORT": str(port),
+               "LAYERFORGE_HOST": "127.0.0.1", "LAYERFORGE_EVALUATOR": "simulated",
+               "LAYERFORGE_API_TOKEN": ""}
+        env.pop("LAYERFORGE_API_TOKEN")
+        exe = Path(sys.executable).with_name("layerforge")
+        cmd = [str(exe), "serve"] if exe.exists() else [sys.executable, "-m", "api.cli", "serve"]
+        log = open(Path(tmp) / "server.log", "w")  # noqa: SIM115
+        server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("server did not start: " + (Path(tmp) / "server.log").read_text()[-2000:])
+                time.sleep(0.3)
+            baseline = _baseline(base, cid, ids, 3 if quick else CONFIG["baseline_requests"])
+            r = httpx.post(f"{base}/api/v1/campaigns", json=CONFIG["background_spec"], timeout=30)
+            if r.status_code not in (200, 201, 202):
+                raise RuntimeError(f"background campaign not accepted: {r.status_code} {r.text[:300]}")
+            bg_id = r.json().get("id")
+            time.sleep(1.0)
+            loaded = _load(base, cid, ids, clients, seconds)
+            bg = httpx.get(f"{base}/api/v1/campaigns/{bg_id}", timeout=30).json()
+            bg_info = {"status": bg.get("status"), "error": bg.get("error"),
+                       "counts": bg.get("counts") or bg.get("candidate_counts")}
+        finally:
+            server.terminate()
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+            log.close()
+        eps = loaded["endpoints"]
+        worst = max(eps, key=lambda k: eps[k]["p99_ms"] or 0)
+        met = loaded["errors"] == 0 and all((v["p99_ms"] or 0) <= CONFIG["p99_goal_ms"] for v in eps.values())
+        profile = None if met else _profile(url, cid, worst, ids)
+        for k, v in eps.items():
+            b = baseline.get(k, {})
+            if b.get("p99_ms"):
+                v["p99_ratio_to_single_client"] = round(v["p99_ms"] / b["p99_ms"], 2)
+    return {
+        "name": "api_load",
+        "goal": GOAL,
+        "met": met,
+        "figures": {
+            "headline": {**{f"{k} p99 ms": v["p99_ms"] for k, v in eps.items()}, "errors": loaded["errors"]},
+            "endpoints": eps, "single_client_baseline": baseline,
+            "requests": loaded["requests"], "requests_per_s": loaded["requests_per_s"],
+            "errors": loaded["errors"], "error_samples": loaded["error_samples"],
+            "stored_candidates": len(ids), "fill_seconds": round(fill_s, 1),
+            "background_campaign": bg_info, "profile_of_slowest": profile, "slowest_endpoint": worst,
+        },
+        "note": ("met" if met else f"slowest endpoint: {worst} (p99 {eps[worst]['p99_ms']} ms); "
+                 "see profile_of_slowest"),
+        "config": {**CONFIG, "quick": quick, "clients_used": clients, "seconds_used": seconds,
+                   "candidates_used": n},
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import json
+
+    print(json.dumps(run(quick=True), indent=1, default=str)[:8000])

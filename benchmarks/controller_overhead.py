@@ -1,0 +1,139 @@
+"""Benchmark 4: controller and storage overhead with a zero-cost simulated evaluator.
+
+Candidates per second through the whole loop (ask, store candidate + evaluation, dispatch,
+store result + objectives + hypervolume point + events, tell) with 1,000 and 10,000
+simulated workers in flight, on SQLite and PostgreSQL. The baseline in the same process is
+the bare strategy loop (ask + tell with no storage), so the ratio shows what storage costs.
+Goal: >= 500 candidates/s on SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from typing import Any
+
+GOAL = ">= 500 candidates/s through the whole loop on SQLite"
+
+SPEC: dict[str, Any] = {
+    "name": "controller-bench",
+    "space": {"kind": "activation", "ops": "swish", "max_nodes": 8},
+    "strategy": {"name": "evolution", "population": 256, "tournament": 16},
+    "proxies": [{"arch": "mlp", "dataset": "mnist1d"}, {"arch": "mlp", "dataset": "digits"}],
+    "objectives": ["accuracy", "nodes"],
+    "budget": {"max_candidates": 2000, "max_seconds": 3600},
+}
+
+PG_ADMIN = os.environ.get("LAYERFORGE_TEST_POSTGRES_URL",
+                          "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def _postgres_database() -> tuple[str, Any] | None:
+    try:
+        import psycopg
+    except ImportError:
+        return None
+    dsn = PG_ADMIN.replace("postgresql+psycopg://", "postgresql://")
+    name = f"lf_bench_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except Exception:  # noqa: BLE001 - no server: the PostgreSQL rows are skipped
+        return None
+
+    def drop() -> None:
+        from storage import dispose_engines
+
+        dispose_engines()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name, drop
+
+
+def run_loop(url: str, workers: int, candidates: int) -> dict[str, float]:
+    """One campaign through the real loop with ``workers`` simulated workers."""
+    from search.campaign import CampaignRunner, create_campaign
+    from search.evaluators import SimulatedEvaluator
+    from search.spec import validate_spec
+    from storage import upgrade_database
+
+    upgrade_database(url)
+    spec = validate_spec({**SPEC, "parallelism": workers,
+                          "budget": {"max_candidates": candidates, "max_seconds": 3600}})
+    campaign_id = create_campaign(url, spec)
+    runner = CampaignRunner(url, campaign_id, SimulatedEvaluator(workers=workers), poll_s=0.0)
+    start = time.perf_counter()
+    status = runner.run()
+    seconds = time.perf_counter() - start
+    assert status == "completed", status
+    return {"candidates": candidates, "seconds": seconds, "per_second": candidates / seconds}
+
+
+def bare_strategy_loop(candidates: int, batch: int) -> dict[str, float]:
+    """The baseline: the same strategy asked and told with no storage at all."""
+    from search.evaluators import SimulatedEvaluator
+    from search.objectives import campaign_objectives, to_minimize
+    from search.spec import validate_spec
+    from search.strategies import Member, create_strategy
+
+    spec = validate_spec(SPEC)
+    objectives = campaign_objectives(spec)
+    strategy = create_strategy("evolution", spec.space.build(), spec.strategy, len(objectives), 0)
+    evaluator = SimulatedEvaluator(workers=batch)
+    start = time.perf_counter()
+    next_id = 0
+    while next_id < candidates:
+        proposals = strategy.ask(min(batch, candidates - next_id))
+        for p in proposals:
+            p = p.with_fingerprint()
+            strategy.observe(Member(next_id, next_id, p.graph, p.fingerprint, p.origin))
+            evaluator.submit(str(next_id), {"graph": p.graph.to_dict(), "proxies": spec.proxies})
+            next_id += 1
+        for outcome in evaluator.poll(0):
+            result = outcome.result
+            if result["status"] == "completed":
+                row = [p["val_accuracy"] for p in result["proxies"]] + [1.0]
+                strategy.tell(int(outcome.job_id), to_minimize(objectives, [row])[0])
+            else:
+                strategy.tell(int(outcome.job_id), error="rejected", status="rejected")
+    seconds = time.perf_counter() - start
+    return {"candidates": candidates, "seconds": seconds, "per_second": candidates / seconds}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Measure every (backend, workers) pair; returns the result dict."""
+    candidates = 600 if quick else 5000
+    worker_counts = [100, 1000] if quick else [1000, 10_000]
+    rows = []
+    baseline = bare_strategy_loop(candidates, worker_counts[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        for workers in worker_counts:
+            n = max(candidates, workers) if not quick else candidates
+            url = f"sqlite:///{tmp}/bench-{workers}.db"
+            rows.append({"backend": "sqlite", "workers": workers, **run_loop(url, workers, n)})
+    for workers in worker_counts:
+        pg = _postgres_database()
+        if pg is None:
+            rows.append({"backend": "postgresql", "workers": workers,
+                         "skipped": f"PostgreSQL at {PG_ADMIN} is unreachable"})
+            continue
+        url, drop = pg
+        try:
+            n = max(candidates, workers) if not quick else candidates
+            rows.append({"backend": "postgresql", "workers": workers, **run_loop(url, workers, n)})
+        finally:
+            drop()
+    for row in rows:
+        if "per_second" in row:
+            row["ratio_to_bare_strategy"] = row["per_second"] / baseline["per_second"]
+    sqlite_rates = [r["per_second"] for r in rows if r["backend"] == "sqlite"]
+    return {
+        "name": "controller_overhead",
+        "goal": GOAL,
+        "met": min(sqlite_rates) >= 500,
+        "figures": {"rows": rows, "bare_strategy": baseline},
+        "config": {"quick": quick, "candidates": candidates, "spec": SPEC},
+    }

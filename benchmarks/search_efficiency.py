@@ -1,0 +1,289 @@
+"""Benchmark 6: does the search beat random search, on real proxies?
+
+``evolution``, ``random`` and ``optuna`` (TPE) each run campaigns in the Swish space on the
+same real proxies with the same budget, for several seeds. Everything runs through the real
+campaign loop, storage and the Ray evaluator pool; functionally equal candidates share one
+result across all campaigns (the evaluation is seeded by the proxy, not the campaign, so
+the shared result is exact).
+
+Reported: hypervolume against evaluations (mean over seeds, and a PNG plot), the number of
+evaluations until the first candidate that beats the ReLU baseline on every proxy, and the
+best functions found, re-trained with several seeds and compared to ReLU on the same seeds.
+
+Goals (issue 7): evolution reaches random search's final hypervolume in half the
+evaluations; and finds candidates that beat ReLU on both proxies by more than twice the seed
+standard deviation.
+
+The baseline in the same process is random search itself (the study's control arm), plus
+ReLU re-trained with the same seeds as the winners.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+GOAL = ("evolution reaches random search's final hypervolume in half the evaluations, and "
+        "finds candidates beating ReLU on both proxies by > 2 seed standard deviations")
+
+CONFIG: dict[str, Any] = {
+    "space": {"kind": "activation", "ops": "swish", "max_nodes": 4, "max_depth": 4},
+    "proxies": [
+        {"arch": "mlp", "dataset": "mnist1d", "steps": 400, "batch_size": 128},
+        {"arch": "mlp", "dataset": "synthetic", "steps": 250, "batch_size": 128,
+         "dataset_options": {"modality": "sequence", "noise": 1.0, "distractor": 0.9,
+                             "max_shift": 8, "num_classes": 20, "length": 48}},
+    ],
+    "rejection": {"quality_steps": 60, "quality_min_accuracy": 0.15},
+    "strategies": {
+        "evolution": {"name": "evolution", "population": 32, "tournament": 8},
+        "random": {"name": "random"},
+        "optuna": {"name": "optuna", "sampler": "tpe"},
+    },
+    "seeds": [0, 1, 2],
+    "budget": 150,
+    "parallelism": 2,
+    "workers": 2,
+    "confirm_top": 3,
+    "confirm_seeds": [11, 12, 13, 14],
+    "builtins_for_spread": ["relu", "silu", "gelu", "tanh"],
+}
+
+QUICK: dict[str, Any] = {
+    **CONFIG,
+    "proxies": [
+        {"arch": "mlp", "dataset": "mnist1d", "steps": 60, "batch_size": 64},
+        {"arch": "mlp", "dataset": "digits", "steps": 40, "batch_size": 64},
+    ],
+    "rejection": {"quality_steps": 20, "quality_min_accuracy": 0.1},
+    "strategies": {"evolution": {"name": "evolution", "population": 6, "tournament": 3},
+                   "random": {"name": "random"}},
+    "seeds": [0],
+    "budget": 10,
+    "confirm_top": 1,
+    "confirm_seeds": [11, 12],
+    "builtins_for_spread": ["relu", "tanh"],
+}
+
+
+def _campaign_spec(config: dict[str, Any], strategy: dict[str, Any], seed: int):
+    from search.spec import validate_spec
+
+    return validate_spec({
+        "name": f"efficiency-{strategy['name']}-{seed}",
+        "space": config["space"],
+        "strategy": strategy,
+        "proxies": config["proxies"],
+        "objectives": ["accuracy"],
+        "rejection": config["rejection"],
+        "budget": {"max_candidates": config["budget"], "max_seconds": 10_000},
+        "parallelism": config["parallelism"],
+        "seed": seed,
+    })
+
+
+def _curve(url: str, campaign_id: int) -> list[tuple[int, float]]:
+    from storage import get_engine, repository as repo, session_scope
+
+    with session_scope(get_engine(url), readonly=True) as s:
+        return [(p.evaluations, p.hypervolume)
+                for p in repo.list_hypervolume(s, campaign_id=campaign_id)]
+
+
+def _first_beating_baseline(url: str, campaign_id: int) -> int | None:
+    """Evaluations (candidate order) until one beats the ReLU baseline on every proxy."""
+    from sqlalchemy import select
+
+    from storage import get_engine, repository as repo, session_scope
+    from storage.models import Candidate
+
+    with session_scope(get_engine(url), readonly=True) as s:
+        candidates = s.scalars(select(Candidate).where(Candidate.campaign_id == campaign_id)
+                               .order_by(Candidate.seq)).all()
+        values = {c.id: repo.get_objective_values(s, candidate_id=c.id) for c in candidates}
+        baseline = next((values[c.id] for c in candidates if c.origin == "baseline"), None)
+        if not baseline:
+            return None
+        for c in candidates:
+            v = values[c.id]
+            if c.origin != "baseline" and v and all(v[k] > baseline[k] for k in baseline):
+                return c.seq + 1
+    return None
+
+
+def _value_at(curve: list[tuple[int, float]], evaluations: int) -> float:
+    best = 0.0
+    for n, hv in curve:
+        if n <= evaluations:
+            best = hv
+    return best
+
+
+def _mean_curve(curves: list[list[tuple[int, float]]], budget: int) -> list[float]:
+    return [statistics.fmean(_value_at(c, n) for c in curves) for n in range(1, budget + 1)]
+
+
+def _confirm(evaluator, graph_dicts: dict[str, dict], config: dict[str, Any]) -> dict[str, Any]:
+    """Re-train each graph on every proxy with the confirmation seeds; mean and SD per proxy."""
+    jobs = {}
+    rejection = {"stages": ["full"], "measure_costs": False}
+    for label, graph in graph_dicts.items():
+        for seed in config["confirm_seeds"]:
+            job = f"confirm:{label}:{seed}"
+            jobs[job] = label
+            evaluator.submit(job, {"graph": graph, "proxies": config["proxies"],
+                                   "rejection": rejection, "seed": seed, "kind": "transfer"})
+    accs: dict[str, list[list[float]]] = {label: [] for label in graph_dicts}
+    while evaluator.in_flight():
+        for outcome in evaluator.poll(1.0):
+            label = jobs.get(outcome.job_id)
+            if label is None or outcome.status != "ok":
+                continue
+            accs[label].append([float(p.get("val_accuracy") or 0.0)
+                                for p in outcome.result.get("proxies", [])])
+    summary = {}
+    for label, rows in accs.items():
+        per_proxy = list(zip(*rows)) if rows else []
+        summary[label] = {
+            "runs": len(rows),
+            "mean": [statistics.fmean(col) for col in per_proxy],
+            "std": [statistics.stdev(col) if len(col) > 1 else 0.0 for col in per_proxy],
+        }
+    return summary
+
+
+def _plot(curves: dict[str, list[list[tuple[int, float]]]], budget: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (name, runs), colour in zip(curves.items(), ["tab:green", "tab:grey", "tab:blue"]):
+        for run in runs:
+            xs = list(range(1, budget + 1))
+            ax.plot(xs, [_value_at(run, n) for n in xs], color=colour, alpha=0.25, lw=1)
+        ax.plot(range(1, budget + 1), _mean_curve(runs, budget), color=colour, lw=2.5,
+                label=f"{name} (mean of {len(runs)})")
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel("hypervolume (accuracy on both proxies)")
+    ax.set_title("Search efficiency in the Swish space")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(quick: bool = False, results_dir: Path | None = None) -> dict[str, Any]:
+    """Run the study; returns the result dict (and writes the PNG plot)."""
+    from grammar import fingerprint, get_builtin, Graph
+    from search.campaign import CampaignRunner, create_campaign, pareto_of_campaign
+    from search.evaluators import CachingEvaluator, RayEvaluator
+    from storage import get_engine, session_scope, upgrade_database
+    from storage.models import Candidate
+
+    from benchmarks.common import RESULTS_DIR
+
+    config = QUICK if quick else CONFIG
+    results_dir = results_dir or RESULTS_DIR
+    started = time.perf_counter()
+    evaluator = CachingEvaluator(RayEvaluator(num_actors=config["workers"], num_cpus=1,
+                                              task_timeout_s=600))
+    curves: dict[str, list[list[tuple[int, float]]]] = {}
+    first_beats: dict[str, list[int | None]] = {}
+    best: dict[str, tuple[float, str, dict, str]] = {}
+    campaign_seconds: dict[str, list[float]] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{tmp}/efficiency.db"
+            upgrade_database(url)
+            for name, strategy in config["strategies"].items():
+                for seed in config["seeds"]:
+                    campaign_id = create_campaign(url, _campaign_spec(config, strategy, seed))
+                    t0 = time.perf_counter()
+                    status = CampaignRunner(url, campaign_id, evaluator, poll_s=0.5).run()
+                    campaign_seconds.setdefault(name, []).append(time.perf_counter() - t0)
+                    print(f"search_efficiency: {name} seed {seed}: {status} in "
+                          f"{time.perf_counter() - t0:.0f} s ({evaluator.hits} cache hits)",
+                          file=sys.stderr, flush=True)
+                    if status != "completed":
+                        raise RuntimeError(f"{name} seed {seed} ended {status}")
+                    curves.setdefault(name, []).append(_curve(url, campaign_id))
+                    first_beats.setdefault(name, []).append(_first_beating_baseline(url, campaign_id))
+                    front = pareto_of_campaign(url, campaign_id)
+                    with session_scope(get_engine(url), readonly=True) as s:
+                        for point in front["front"] + front["dominated"]:
+                            if point["origin"] == "baseline":
+                                continue
+                            candidate = s.get(Candidate, point["candidate_id"])
+                            mean = statistics.fmean(point["values"].values())
+                            key = candidate.fingerprint
+                            if key not in best or mean > best[key][0]:
+                                best[key] = (mean, point["text"], candidate.graph, name)
+            budget = config["budget"]
+            mean_curves = {name: _mean_curve(runs, budget) for name, runs in curves.items()}
+            random_final = mean_curves.get("random", [0.0])[-1]
+            reach = {}
+            for name, curve in mean_curves.items():
+                reach[name] = next((i + 1 for i, v in enumerate(curve) if v >= random_final - 1e-12),
+                                   None)
+            top = sorted(best.values(), key=lambda t: -t[0])[: config["confirm_top"]]
+            graphs = {"relu": get_builtin("relu").to_dict()}
+            for mean, text, graph, origin in top:
+                graphs[text] = graph
+            for name in config["builtins_for_spread"]:
+                graphs.setdefault(f"builtin:{name}", get_builtin(name).to_dict())
+            confirmed = _confirm(evaluator, graphs, config)
+            relu = confirmed["relu"]
+            winners = []
+            for mean, text, graph, origin in top:
+                c = confirmed[text]
+                margins = [
+                    (cm - rm) / max(2 * max(cs, rs), 1e-9)
+                    for cm, cs, rm, rs in zip(c["mean"], c["std"], relu["mean"], relu["std"])
+                ] if c["mean"] and relu["mean"] else []
+                winners.append({
+                    "text": text, "found_by": origin, "search_mean_accuracy": mean,
+                    "confirm_mean": c["mean"], "confirm_std": c["std"],
+                    "beats_relu_by_2sd_on_every_proxy": bool(margins) and all(m > 1 for m in margins),
+                    "margin_in_2sd_units": margins,
+                    "fingerprint": fingerprint(Graph.from_dict(graph)),
+                })
+            spread = {label.split(":", 1)[1]: confirmed[label] for label in confirmed
+                      if label.startswith("builtin:")}
+            plot_path = results_dir / "search_efficiency.png"
+            results_dir.mkdir(parents=True, exist_ok=True)
+            _plot(curves, budget, plot_path)
+    finally:
+        evaluator.shutdown()
+    evolution_reach = reach.get("evolution")
+    hv_goal = evolution_reach is not None and evolution_reach <= budget / 2
+    winner_goal = any(w["beats_relu_by_2sd_on_every_proxy"] and w["found_by"] == "evolution"
+                      for w in winners)
+    return {
+        "name": "search_efficiency",
+        "goal": GOAL,
+        "met": bool(hv_goal and winner_goal),
+        "figures": {
+            "final_hypervolume_mean": {n: c[-1] for n, c in mean_curves.items()},
+            "final_hypervolume_per_seed": {n: [_value_at(r, budget) for r in runs]
+                                           for n, runs in curves.items()},
+            "evaluations_to_reach_random_final_hv": reach,
+            "evolution_reaches_random_final_in_half": hv_goal,
+            "evaluations_until_first_beats_relu": first_beats,
+            "best_functions": winners,
+            "relu_confirmed": relu,
+            "builtin_spread_vs_seed_noise": spread,
+            "cache_hits": evaluator.hits,
+            "campaign_seconds": campaign_seconds,
+            "total_seconds": time.perf_counter() - started,
+            "plot": str(plot_path.name),
+        },
+        "config": config,
+    }
