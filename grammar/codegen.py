@@ -120,10 +120,44 @@ def _expr_lines(graph: Graph, target: str, names: dict[int, str]) -> list[str]:
                     f"op {n.op!r} has no {target} translation; rewrite the expression without "
                     f"{n.op!r} or add a {target} template for it in grammar/ops.py"
                 )
-            expr = tmpl.format(*args)
+            expr = _torch_fast_path(graph, n, args) if target == "torch" else None
+            expr = expr or tmpl.format(*args)
         names[i] = f"t{i}"
         lines.append(f"t{i} = {expr}")
+    if target == "torch":
+        lines = _drop_unused(lines, names.get(graph.output, ""))
     return lines
+
+
+def _drop_unused(lines: list[str], output: str) -> list[str]:
+    """Remove assignments nothing reads any more (inputs of a fused fast path)."""
+    needed, kept = {output}, []
+    for line in reversed(lines):
+        target, expr = line.split(" = ", 1)
+        if target in needed:
+            kept.append(line)
+            needed.update(re.findall(r"\bt\d+\b", expr))
+    return kept[::-1]
+
+
+def _torch_fast_path(graph: Graph, node, args: list[str]) -> str | None:
+    """A fused PyTorch kernel for a node whose pattern has one, else None.
+
+    ``max(a, 0)`` is ``torch.relu(a)`` and ``a * sigmoid(a)`` is SiLU: the same function,
+    one kernel instead of two or three in the forward and the backward pass (the
+    benchmark's profile showed ``torch.maximum``'s tie handling dominating ReLU's cost).
+    """
+    nodes = graph.nodes
+    if node.op == "max":
+        for k, j in enumerate(node.inputs):
+            if nodes[j].op == "const" and nodes[j].value == 0:
+                return f"torch.relu({args[1 - k]})"
+    if node.op == "mul":
+        a, b = node.inputs
+        for k, (u, v) in enumerate(((a, b), (b, a))):
+            if nodes[v].op == "sigmoid" and nodes[v].inputs == (u,):
+                return f"torch.nn.functional.silu({args[k]})"
+    return None
 
 
 def _leaf_names(
