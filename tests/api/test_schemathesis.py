@@ -1,7 +1,7 @@
 """schemathesis over the app's OpenAPI schema: no 500, and every response matches the schema.
 
-Bounded for the default suite (``LAYERFORGE_SCHEMATHESIS_EXAMPLES``, default 25 per
-operation); the reliability suite raises it to 100+. The app runs in process (ASGI) without
+100 examples per operation by default (issue 8 asks for at least 100; about 45 s on this
+machine); ``LAYERFORGE_SCHEMATHESIS_EXAMPLES`` changes it. The app runs in process (ASGI) without
 a controller, on a database that already holds a finished simulated campaign, so generated
 ids sometimes hit real rows.
 """
@@ -30,7 +30,7 @@ from api.settings import load_settings
 from storage import upgrade_database
 from tests.api.helpers import API, small_spec
 
-EXAMPLES = int(os.environ.get("LAYERFORGE_SCHEMATHESIS_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("LAYERFORGE_SCHEMATHESIS_EXAMPLES", "100"))
 
 
 def _not_a_server_error(ctx, response, case):
