@@ -16,7 +16,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from api.cli import fail, settings_or_exit
 
@@ -56,20 +55,11 @@ def make_evaluator(kind: str, settings, workers: int | None):
 
 def print_front(database_url: str, campaign_id: int) -> None:
     """Print the campaign's Pareto front as a table on stdout."""
+    from api.cli_client import pareto_table
     from search.campaign import pareto_of_campaign
 
-    front = pareto_of_campaign(database_url, campaign_id)
-    table = Table(title=f"Pareto front of campaign {campaign_id}")
-    table.add_column("id", justify="right")
-    table.add_column("layer")
-    table.add_column("origin")
-    for objective in front["objectives"]:
-        arrow = "↑" if objective["maximize"] else "↓"
-        table.add_column(f"{objective['name']} {arrow}", justify="right")
-    for point in sorted(front["front"], key=lambda p: p["candidate_id"]):
-        table.add_row(str(point["candidate_id"]), point["text"], point["origin"],
-                      *(f"{point['values'][o['name']]:.4f}" for o in front["objectives"]))
-    Console().print(table)
+    Console(width=200).print(pareto_table(pareto_of_campaign(database_url, campaign_id),
+                                          campaign_id))
 
 
 def run(

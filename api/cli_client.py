@@ -181,6 +181,11 @@ def pareto(
 ) -> None:
     """Print the campaign's Pareto front as a table."""
     data = Client(server, token).get(f"/campaigns/{campaign_id}/pareto")
+    Console(width=200).print(pareto_table(data, campaign_id))
+
+
+def pareto_table(data: dict[str, Any], campaign_id: int) -> Table:
+    """A Pareto front (the shape of ``GET /campaigns/{id}/pareto``) as a rich table."""
     table = Table(title=f"Pareto front of campaign {campaign_id}")
     table.add_column("id", justify="right")
     table.add_column("layer")
@@ -192,7 +197,7 @@ def pareto(
         values = [point["values"].get(o["name"]) for o in data["objectives"]]
         table.add_row(str(point["candidate_id"]), point["text"], point["origin"],
                       *("–" if v is None else f"{v:.4f}" for v in values))
-    Console(width=200).print(table)
+    return table
 
 
 def export(
