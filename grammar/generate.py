@@ -108,15 +108,14 @@ def mutate(graph: Graph, space: Space, rng: random.Random, attempts: int = 25) -
         return random_graph(space, rng)
     depths = base._depths
     xd = base._xdep
+    base.node_hashes  # noqa: B018 - computed once here, reused by every trial below
     for _ in range(attempts):
         i = cands[rng.randrange(len(cands))]
         lim = space.max_depth
         pool = [j for j in range(i) if depths[j] < lim]
         xdep = [j for j in pool if xd[j]]
         new = _make_node(_pick_op(space, rng, avoid=nodes[i].op), pool, xdep, bool(xdep), space, rng)
-        trial = nodes.copy()
-        trial[i] = new
-        g = Graph._trusted(base.space, tuple(trial), base.eps, base.momentum, base.groups)
+        g = base._replaced(i, new)
         if g.key == graph.key:
             continue
         try:

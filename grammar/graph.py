@@ -157,6 +157,40 @@ def _check_node(i: int, node: Node, kind: str) -> None:
         raise GrammarError(f"{where}: op {op!r} takes no value or name")
 
 
+def _node_depth(n: Node, depths: list) -> int:
+    return 1 + max(depths[j] for j in n.inputs) if n.inputs else 0
+
+
+def _node_xdep(n: Node, deps: list) -> bool:
+    return n.op == "x" or any(deps[j] for j in n.inputs)
+
+
+def _node_hash(n: Node, hashes: list) -> str:
+    if n.op == "x":
+        return "x"
+    if n.op == "const":
+        return "c:" + repr(float(n.value) + 0.0)  # type: ignore[arg-type]
+    if n.op == "param":
+        return "p:" + str(n.name)
+    kids = [hashes[j] for j in n.inputs]
+    if OPS[n.op].commutative:
+        kids.sort()
+    s = n.op + ("@" + n.axis if n.axis else "") + "(" + ",".join(kids) + ")"
+    return hashlib.blake2b(s.encode(), digest_size=16).hexdigest()
+
+
+#: Facts computed node by node from earlier nodes' facts (so they depend on a node's
+#: subtree alone): the cached attribute of Graph and the function of one node.
+_PER_NODE = {"node_hashes": _node_hash, "_depths": _node_depth, "_xdep": _node_xdep}
+
+
+def _per_node(fn, nodes, prefix=()) -> tuple:
+    values = list(prefix)
+    for n in nodes:
+        values.append(fn(n, values))
+    return tuple(values)
+
+
 @dataclass(frozen=True)
 class Graph:
     """Immutable computation DAG; ``nodes[-1]`` is the output. See the module docstring."""
@@ -210,17 +244,11 @@ class Graph:
 
     @cached_property
     def _depths(self) -> tuple[int, ...]:
-        d: list[int] = []
-        for node in self.nodes:
-            d.append(1 + max(d[j] for j in node.inputs) if node.inputs else 0)
-        return tuple(d)
+        return _per_node(_node_depth, self.nodes)
 
     @cached_property
     def _xdep(self) -> tuple[bool, ...]:
-        dep: list[bool] = []
-        for node in self.nodes:
-            dep.append(node.op == "x" or any(dep[j] for j in node.inputs))
-        return tuple(dep)
+        return _per_node(_node_xdep, self.nodes)
 
     @property
     def depth(self) -> int:
@@ -274,28 +302,32 @@ class Graph:
             if lv:
                 remap[i] = len(nodes)
                 nodes.append(Node(n.op, tuple(remap[j] for j in n.inputs), n.value, n.name, n.axis))
-        return Graph._trusted(self.space, tuple(nodes), self.eps, self.momentum, self.groups)
+        g = Graph._trusted(self.space, tuple(nodes), self.eps, self.momentum, self.groups)
+        # What is already known carries over: these depend on each node's subtree alone, and
+        # the key on the output node, which is always live.
+        for name in _PER_NODE:
+            if name in self.__dict__:
+                g.__dict__[name] = tuple(v for v, lv in zip(self.__dict__[name], self.live) if lv)
+        if "key" in self.__dict__:
+            g.__dict__["key"] = self.__dict__["key"]
+        return g
+
+    def _replaced(self, index: int, node: Node) -> Graph:
+        """The graph with ``nodes[index]`` replaced by ``node`` (trusted: its inputs come
+        before ``index``). Per-node facts of the unchanged prefix are reused, so trying many
+        mutations of one graph costs only the nodes from ``index`` on."""
+        nodes = self.nodes[:index] + (node,) + self.nodes[index + 1:]
+        g = Graph._trusted(self.space, nodes, self.eps, self.momentum, self.groups)
+        for name, fn in _PER_NODE.items():
+            if name in self.__dict__:
+                g.__dict__[name] = _per_node(fn, nodes[index:], self.__dict__[name][:index])
+        return g
 
     # ------------------------------------------------------------------ identity
     @cached_property
     def node_hashes(self) -> tuple[str, ...]:
         """Structural hash of each node (commutative ops sort their inputs)."""
-        hs: list[str] = []
-        for n in self.nodes:
-            if n.op == "x":
-                s = "x"
-            elif n.op == "const":
-                s = "c:" + repr(float(n.value) + 0.0)  # type: ignore[arg-type]
-            elif n.op == "param":
-                s = "p:" + str(n.name)
-            else:
-                kids = [hs[j] for j in n.inputs]
-                if OPS[n.op].commutative:
-                    kids.sort()
-                s = n.op + ("@" + n.axis if n.axis else "") + "(" + ",".join(kids) + ")"
-                s = hashlib.blake2b(s.encode(), digest_size=16).hexdigest()
-            hs.append(s)
-        return tuple(hs)
+        return _per_node(_node_hash, self.nodes)
 
     @cached_property
     def key(self) -> str:

@@ -129,3 +129,22 @@ def test_fuzz_from_dict_plausible_nodes(space, nodes):
         return
     # anything accepted prints and parses back to the same key
     assert parse(to_text(g), space).key == g.key
+
+
+@pytest.mark.parametrize("kind,ops", [("activation", "swish"), ("normact", "evonorm")])
+def test_facts_carried_by_mutation_and_pruning_equal_fresh_ones(kind, ops):
+    """mutate() and pruned() reuse cached per-node facts (hashes, depths, x-dependence) and
+    the key; each must equal what a freshly built graph of the same nodes computes."""
+    import random
+
+    from grammar import make_space, mutate, random_graph
+
+    space = make_space(kind, ops=ops)
+    rng = random.Random(5)
+    graph = random_graph(space, rng)
+    for _ in range(300):
+        graph = mutate(graph, space, rng)
+        fresh = Graph._trusted(graph.space, graph.nodes, graph.eps, graph.momentum, graph.groups)
+        for name in ("node_hashes", "_depths", "_xdep", "key"):
+            assert getattr(graph, name) == getattr(fresh, name), name
+        assert graph.depth == fresh.depth and graph.uses_x == fresh.uses_x
