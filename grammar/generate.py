@@ -91,12 +91,17 @@ def _with_leaves(graph: Graph, space: Space) -> list[Node]:
     return nodes
 
 
-def mutate(graph: Graph, space: Space, rng: random.Random, attempts: int = 25) -> Graph:
+def mutate(graph: Graph, space: Space, rng: random.Random, attempts: int = 25,
+           valid_keys: set[str] | None = None) -> Graph:
     """EvoNorm mutation: pick an op node, replace its op, re-pick its inputs from earlier nodes.
 
     Tries up to ``attempts`` times for a result that passes :func:`check_static` and differs
     from ``graph``; falls back to :func:`random_graph` (e.g. for a seed outside the space).
     Deterministic given the rng state.
+
+    ``valid_keys`` memoizes :func:`check_static` across calls for one ``space``: the keys of
+    graphs known to pass it (read and extended here). A search that keeps meeting the same
+    structures skips re-checking them; the result is the same with or without it.
     """
     if graph.space != space.kind:
         raise GrammarError(f"cannot mutate a {graph.space} graph in a {space.kind} space")
@@ -118,9 +123,12 @@ def mutate(graph: Graph, space: Space, rng: random.Random, attempts: int = 25) -
         g = base._replaced(i, new)
         if g.key == graph.key:
             continue
-        try:
-            check_static(g, space)
-        except GrammarError:
-            continue
+        if valid_keys is None or g.key not in valid_keys:
+            try:
+                check_static(g, space)
+            except GrammarError:
+                continue
+            if valid_keys is not None:
+                valid_keys.add(g.key)
         return g.pruned()
     return random_graph(space, rng)

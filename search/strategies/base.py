@@ -81,6 +81,7 @@ class Strategy(ABC):
         self.order: list[int] = []
         self.seen: set[str] = set()
         self._known_keys: set[str] = set()
+        self._valid_keys: set[str] = set()
 
     # ---------------------------------------------------------------- protocol
     @abstractmethod
@@ -135,17 +136,20 @@ class Strategy(ABC):
     def is_new(self, graph: Graph, taken: set[str]) -> tuple[bool, str]:
         """Whether ``graph`` passes the static checks and its function was never proposed.
 
-        Structures already judged (same :attr:`Graph.key`) are answered from a cache, which
-        is derived state: it only ever holds structures whose function is known or invalid.
+        Structures already judged (same :attr:`Graph.key`) are answered from caches, which
+        are derived state: structures whose function is known or invalid, and structures
+        known to pass the static checks (shared with :func:`grammar.mutate`).
         """
         key = graph.key
         if key in self._known_keys:
             return False, ""
-        try:
-            check_static(graph, self.space)
-        except GrammarError:
-            self._known_keys.add(key)
-            return False, ""
+        if key not in self._valid_keys:
+            try:
+                check_static(graph, self.space)
+            except GrammarError:
+                self._known_keys.add(key)
+                return False, ""
+            self._valid_keys.add(key)
         fp = fingerprint(graph)
         if fp in self.seen or fp in taken:
             self._known_keys.add(key)

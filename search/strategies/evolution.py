@@ -50,7 +50,8 @@ class Evolution(Strategy):
         for attempt in range(int(self.settings.max_attempts)):
             # keep mutating the last child: a chain of mutations escapes a parent whose
             # every single mutation is a known function; restart from the parent now and then
-            graph = mutate(parent.graph if attempt % 16 == 0 else graph, self.space, rng)
+            graph = mutate(parent.graph if attempt % 16 == 0 else graph, self.space, rng,
+                           valid_keys=self._valid_keys)
             ok, fp = self.is_new(graph, taken)
             if ok:
                 taken.add(fp)

@@ -107,7 +107,8 @@ class NSGA2(Strategy):
         parent = min((a, b), key=lambda m: (rank[m.id], -crowd[m.id], m.seq))
         graph = parent.graph
         for attempt in range(int(self.settings.max_attempts)):
-            graph = mutate(parent.graph if attempt % 16 == 0 else graph, self.space, rng)
+            graph = mutate(parent.graph if attempt % 16 == 0 else graph, self.space, rng,
+                           valid_keys=self._valid_keys)
             ok, fp = self.is_new(graph, taken)
             if ok:
                 taken.add(fp)

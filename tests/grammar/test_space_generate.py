@@ -144,3 +144,20 @@ def test_random_graphs_round_trip_text_and_json(kind):
         assert back.key == g.key
         assert fingerprint(back) == fingerprint(g)
         assert Graph.from_dict(g.to_dict()).key == g.key
+
+
+@pytest.mark.parametrize("kind,ops", [("activation", "swish"), ("normact", "evonorm")])
+def test_mutate_with_a_validity_memo_gives_the_same_graphs(kind, ops):
+    """The ``valid_keys`` memo only skips re-checking structures known to be valid."""
+    space = make_space(kind, ops=ops)
+    memo: set[str] = set()
+    runs = []
+    for valid_keys in (None, memo, memo):  # no memo, an empty memo, then a warm one
+        rng = random.Random(11)
+        graph, keys = random_graph(space, rng), []
+        for _ in range(200):
+            graph = mutate(graph, space, rng, valid_keys=valid_keys)
+            keys.append(graph.key)
+        runs.append(keys)
+    assert runs[0] == runs[1] == runs[2]
+    assert set(runs[0]) <= memo and len(memo) >= len(set(runs[0]))
