@@ -635,9 +635,7 @@ def worker_rejection_config(spec: CampaignSpec, *, transfer: bool = False) -> di
     rejection = spec.rejection
     return {
         "stages": [*rejection.stages, "full"],
-        "quality_steps": rejection.quality_steps,
-        "quality_min_accuracy": rejection.quality_min_accuracy,
-        "stability_max_grad_norm": rejection.stability_max_grad_norm,
+        **rejection.model_dump(exclude={"stages"}),  # every threshold, named as the workers name it
         "space": {"ops": "full", "max_nodes": 64, "max_depth": 64},
         "measure_costs": "runtime" in spec.objectives or "params" in spec.objectives,
     }

@@ -10,6 +10,16 @@ A candidate arrives as one of:
 :func:`resolve_candidate` turns any of these into a :class:`Candidate` with a ``kind``
 (``"activation"`` or ``"normact"``), a ``factory(num_features) -> nn.Module`` and, where it
 came from the grammar, the graph (for the static check and the functional fingerprint).
+
+Group statistics at proxy widths: a normact graph's ``groups`` option (32 for GN-ReLU and
+EvoNorm-S0/S1, as in the GroupNorm and EvoNorm papers) is a count chosen for ResNet-50 widths,
+where every group holds at least 2 channels (64 / 32). The grammar shrinks it to divide the
+channel count, so at CPU proxy widths (8-32 channels) it becomes one group per channel: the
+"group" moment turns into a per-channel instance moment over a few spatial positions (4 at a
+2x2 feature map), a different and much less stable layer (EvoNorm-S0 then fails the quality
+stage). The workers therefore build grammar layers with at least :data:`MIN_GROUP_SIZE`
+channels per group: ``groups = min(graph.groups, C // MIN_GROUP_SIZE)`` (then shrunk to a
+divisor of ``C``), which leaves every width >= 64 exactly as the graph says.
 """
 
 from __future__ import annotations
@@ -24,7 +34,16 @@ from torch import nn
 
 from workers.errors import InvalidConfigError
 
-__all__ = ["Candidate", "functional_fingerprint", "resolve_candidate"]
+__all__ = [
+    "MIN_GROUP_SIZE",
+    "Candidate",
+    "GraphLayerFactory",
+    "functional_fingerprint",
+    "group_count",
+    "resolve_candidate",
+]
+
+MIN_GROUP_SIZE = 2  # channels per group, at least (ResNet-50's smallest: 64 channels / 32 groups)
 
 
 @dataclass
@@ -74,9 +93,36 @@ def _grammar():
     return grammar
 
 
+def group_count(channels: int, groups: int, min_group_size: int = MIN_GROUP_SIZE) -> int:
+    """Groups for a group moment over ``channels``: at most ``groups``, and at least
+    ``min_group_size`` channels in each (the grammar then shrinks it to a divisor)."""
+    return max(1, min(int(groups), int(channels) // max(1, int(min_group_size))))
+
+
+class GraphLayerFactory:
+    """Picklable ``factory(num_features) -> nn.Module`` for a grammar graph, as the workers
+    build it: a graph with a group moment gets :func:`group_count` groups at each width."""
+
+    def __init__(self, graph: Any, min_group_size: int = MIN_GROUP_SIZE):
+        self.graph = graph
+        self.min_group_size = int(min_group_size)
+        self.uses_groups = graph.space == "normact" and any(
+            getattr(n, "axis", None) == "group" for n in graph.nodes
+        )
+
+    def __call__(self, num_features: int | None = None) -> nn.Module:
+        g = _grammar()
+        if self.uses_groups and isinstance(num_features, int) and num_features >= 1:
+            groups = group_count(num_features, self.graph.groups, self.min_group_size)
+            return g.layer_factory(self.graph, groups=groups)(num_features)
+        return g.layer_factory(self.graph)(num_features)
+
+    def __repr__(self) -> str:
+        return f"GraphLayerFactory({_graph_name(self.graph)!r}, min_group_size={self.min_group_size})"
+
+
 def _from_graph(graph: Any, spec: Any, name: str | None = None) -> Candidate:
-    g = _grammar()
-    factory = g.layer_factory(graph)
+    factory = GraphLayerFactory(graph)
     return Candidate(
         kind=graph.space,
         factory=factory,

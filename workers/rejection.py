@@ -14,9 +14,20 @@ Stages (a campaign picks which run through ``RejectionConfig.stages``; order is 
    moved by ``stability_step_size`` times its own norm) to maximise the norm of the loss
    gradient w.r.t. the weights; reject when that norm exceeds ``stability_max_grad_norm`` or
    stops being finite.
-5. ``quality``: train every proxy for ``quality_steps`` (default 100) steps; reject when any
-   proxy's validation accuracy is under ``quality_min_accuracy`` (default 0.2) or it diverged.
-6. ``full``: continue the same runs to each proxy's full ``steps`` (the quality stage is the
+5. ``trainability``: a few cheap checks on the proxy networks themselves, before any real
+   training. Build each proxy's network with the candidate (the same network and run that the
+   quality stage continues) and, on one batch of training inputs at initialisation, reject when
+   the logits are not finite, when their mean magnitude exceeds ``trainability_max_logit``
+   (the signal explodes through the stack), or when their standard deviation across the batch
+   is under ``trainability_min_logit_spread`` (the network's output ignores its input: the
+   signal dies in the stack, and such a network predicts one class). Then take the first
+   ``trainability_steps`` (default 10) training steps, reading the loss after every step, and
+   reject at the first NaN/Inf loss. A rejection here costs a network build, one forward pass
+   and at most ``trainability_steps`` steps, a small fraction of the quality stage.
+6. ``quality``: continue every proxy's run to ``quality_steps`` (default 100) steps; reject when
+   any proxy's validation accuracy is under ``quality_min_accuracy`` (default 0.2) or it
+   diverged (noticed at the training loop's next loss check, so a diverging run stops early).
+7. ``full``: continue the same runs to each proxy's full ``steps`` (the quality stage is the
    first ``quality_steps`` of the full run, as in EvoNorm, so nothing is trained twice).
 
 :func:`evaluate_candidate` never raises for a bad candidate: NaN/Inf, out-of-memory, an
@@ -52,7 +63,7 @@ __all__ = [
     "evaluate_candidate",
 ]
 
-STAGES = ("static", "probe", "duplicate", "stability", "quality", "full")
+STAGES = ("static", "probe", "duplicate", "stability", "trainability", "quality", "full")
 
 
 @dataclass
@@ -73,6 +84,10 @@ class RejectionConfig:
     stability_step_size: float = 0.1
     stability_max_grad_norm: float = 1e3
     stability_batch: int = 16
+    # trainability
+    trainability_steps: int = 10
+    trainability_min_logit_spread: float = 1e-3
+    trainability_max_logit: float = 1e3
     # quality
     quality_steps: int = 100
     quality_min_accuracy: float = 0.2
@@ -100,6 +115,7 @@ class RejectionConfig:
             "probe_size",
             "stability_steps",
             "stability_batch",
+            "trainability_steps",
             "quality_steps",
             "cost_repeats",
         )
@@ -112,6 +128,7 @@ class RejectionConfig:
             "probe_max_grad",
             "stability_step_size",
             "stability_max_grad_norm",
+            "trainability_max_logit",
         )
         for name in positives:
             v = getattr(self, name)
@@ -122,11 +139,15 @@ class RejectionConfig:
             raise InvalidConfigError(
                 "quality_min_accuracy", f"must be a number in [0, 1], got {v!r}"
             )
-        v = self.probe_min_range
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise InvalidConfigError(
-                "probe_min_range", f"must be a number >= 0, got {v!r}"
-            )
+        for name in ("probe_min_range", "trainability_min_logit_spread"):
+            v = getattr(self, name)
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not math.isfinite(v)
+                or v < 0
+            ):
+                raise InvalidConfigError(name, f"must be a finite number >= 0, got {v!r}")
         if (
             not isinstance(self.probe_scales, (list, tuple))
             or not self.probe_scales
@@ -476,6 +497,67 @@ def _stage_stability(
     )
 
 
+def _initial_logits(tr: Any) -> tuple[torch.Tensor, int]:
+    """Logits of ``tr``'s network at its current weights on the first training batch, in
+    training mode as the training loop runs it, leaving no trace on the run (running
+    statistics and random state are restored)."""
+    model, ds = tr.model, tr.dataset
+    x = ds.train_x[: max(2, min(tr.task.batch_size, ds.num_train))]
+    saved = [b.detach().clone() for b in model.buffers()]
+    devices = []
+    if tr.device.type == "cuda":
+        devices = [tr.device.index if tr.device.index is not None else torch.cuda.current_device()]
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=tr.device.type == "cuda"):
+                logits = model(x)
+            logits = logits.float()
+    finally:
+        with torch.no_grad():
+            for b, v in zip(model.buffers(), saved):
+                b.copy_(v)
+    return logits, int(x.shape[0])
+
+
+def _stage_trainability(tr: Any, cfg: RejectionConfig, train_to: Callable[[Any, int], None]) -> str:
+    """The ``trainability`` checks on one proxy's trainer (see the module docstring)."""
+    name = tr.task.name
+    try:
+        logits, n = _initial_logits(tr)
+    except Exception as exc:
+        if is_oom(exc):
+            raise
+        raise _Reject(f"forward pass of the {name} network raised {_describe(exc)}") from exc
+    if not torch.isfinite(logits).all():
+        bad = (~torch.isfinite(logits)).float().mean().item()
+        raise _Reject(
+            f"logits at initialisation are not finite ({bad:.0%} NaN/Inf) on {name}"
+        )
+    scale = logits.abs().mean().item()
+    if scale > cfg.trainability_max_logit:
+        raise _Reject(
+            f"signal explodes through the network: mean |logit| at initialisation {scale:.3g} > "
+            f"{cfg.trainability_max_logit:g} on {name}"
+        )
+    spread = logits.std(dim=0).mean().item() if n > 1 else 0.0
+    if spread < cfg.trainability_min_logit_spread:
+        raise _Reject(
+            f"the network's output ignores its input at initialisation: logit std across {n} "
+            f"inputs {spread:.3g} < {cfg.trainability_min_logit_spread:g} on {name}"
+        )
+    k = min(cfg.trainability_steps, tr.task.steps)
+    losses = []
+    for step in range(tr.step + 1, k + 1):  # one loss read-back per step
+        train_to(tr, step)
+        if tr.diverged:
+            raise _Reject(
+                f"training diverged (NaN/Inf loss) at step {tr.diverged_step} on {name}"
+            )
+        losses.append(tr.train_loss)
+    trend = f", loss {losses[0]:.3g} -> {losses[-1]:.3g} in {k} steps" if losses else ""
+    return f"{name}: logit std {spread:.3g}, mean |logit| {scale:.3g}{trend}"
+
+
 # --------------------------------------------------------------------------- protocol
 
 
@@ -620,8 +702,16 @@ def evaluate_candidate(
                     f"building proxy {task.name} raised {_describe(exc)}"
                 ) from exc
 
-    def quality() -> str:
+    def trainability() -> str:
         build_trainers(reject_errors=True)
+        return "; ".join(
+            _stage_trainability(tr, cfg, lambda t, n: _train_to(t, n, "trainability"))
+            for tr in trainers
+        )
+
+    def quality() -> str:
+        if not trainers:  # trainability stage skipped
+            build_trainers(reject_errors=True)
         notes = []
         for tr in trainers:
             q = min(cfg.quality_steps, tr.task.steps)
@@ -693,6 +783,7 @@ def evaluate_candidate(
         "probe": probe,
         "duplicate": duplicate,
         "stability": stability,
+        "trainability": trainability,
         "quality": quality,
         "full": full,
     }

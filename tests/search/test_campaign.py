@@ -210,3 +210,20 @@ def test_optuna_with_its_nsga2_sampler_runs_a_campaign(db):
         origins = [c.origin for c in s.scalars(select(Candidate).where(
             Candidate.campaign_id == campaign_id))]
         assert origins.count("optuna") == 56
+
+
+def test_every_rejection_setting_of_the_spec_reaches_the_workers():
+    """Each threshold of the spec's ``rejection`` section arrives in the workers' config
+    under its own name (a new spec field cannot be silently ignored)."""
+    from search.campaign import worker_rejection_config
+    from workers.rejection import RejectionConfig
+
+    custom = {"quality_steps": 37, "quality_min_accuracy": 0.31, "stability_max_grad_norm": 77.0,
+              "trainability_steps": 7, "trainability_min_logit_spread": 0.002,
+              "trainability_max_logit": 55.0}
+    spec = validate_spec(dict(SPEC, rejection={**custom, "stages": ["static", "quality"]}))
+    assert set(custom) == set(spec.rejection.model_dump()) - {"stages"}
+    config = RejectionConfig.from_dict(worker_rejection_config(spec))
+    assert config.stages == ["static", "quality", "full"]
+    for name, value in custom.items():
+        assert getattr(config, name) == value, name

@@ -60,7 +60,7 @@ def test_good_layers_pass_every_stage(cand):
     expected = (
         ["static", "probe", "duplicate"]
         + (["stability"] if cand["builtin"] in ("bn_relu", "evonorm_b0") else [])
-        + ["quality", "full"]
+        + ["trainability", "quality", "full"]
     )
     assert names == expected and all(s["passed"] for s in out["stages"])
     assert (
@@ -106,7 +106,8 @@ def test_stability_stage_on_a_torch_layer():
 
 @pytest.mark.slow
 def test_useless_but_finite_function_is_rejected_at_quality():
-    out = evaluate(act("sin(100 * x) * 0.0001"))
+    stages = ["static", "probe", "duplicate", "quality"]  # no trainability stage before it
+    out = evaluate(act("sin(100 * x) * 0.0001"), config={**FAST, "stages": stages})
     assert (out["status"], out["stage"]) == ("rejected", "quality"), out
     assert "validation accuracy" in out["reason"] and "< 0.2" in out["reason"]
     assert out["proxies"] and out["proxies"][0]["steps"] == 100
@@ -195,9 +196,17 @@ def test_diverging_training_is_a_quality_verdict():
             "divergence_check_every": 2,
         }
     ]
-    out = evaluate(Candidate("activation", simple(ReLU)), proxies=proxies)
+    out = evaluate(
+        Candidate("activation", simple(ReLU)),
+        proxies=proxies,
+        config={**FAST, "stages": ["static", "probe", "quality"]},
+    )
     assert (out["status"], out["stage"]) == ("rejected", "quality")
     assert "diverged" in out["reason"]
+    # with the trainability stage (the default) the same run stops at its first NaN step
+    out = evaluate(Candidate("activation", simple(ReLU)), proxies=proxies)
+    assert (out["status"], out["stage"]) == ("rejected", "trainability")
+    assert "diverged" in out["reason"] and out["proxies"][0]["steps"] <= 10
 
 
 def test_out_of_memory_is_a_verdict():
@@ -212,6 +221,12 @@ def test_out_of_memory_is_a_verdict():
             return torch.relu(x)
 
     out = evaluate(Candidate("activation", simple(BigBatchOOM)))
+    assert (out["status"], out["stage"]) == ("rejected", "trainability")
+    assert out["reason"].startswith("out of memory during trainability")
+    out = evaluate(
+        Candidate("activation", simple(BigBatchOOM)),
+        config={**FAST, "stages": ["static", "probe", "quality"]},
+    )
     assert (out["status"], out["stage"]) == ("rejected", "quality")
     assert out["reason"].startswith("out of memory during quality")
 
@@ -223,7 +238,7 @@ def test_time_limit_is_a_verdict():
         proxies=proxies,
         config={**FAST, "time_limit_s": 1.0, "quality_min_accuracy": 0.0},
     )
-    assert out["status"] == "rejected" and out["stage"] in ("quality", "full")
+    assert out["status"] == "rejected" and out["stage"] in ("trainability", "quality", "full")
     assert "time limit of 1s exceeded" in out["reason"]
 
 
@@ -258,6 +273,11 @@ def test_rejection_config_validation_names_the_field():
         ({"probe_scales": []}, "probe_scales"),
         ({"time_limit_s": -1}, "time_limit_s"),
         ({"bogus": 1}, "bogus"),
+        ({"trainability_steps": 0}, "trainability_steps"),
+        ({"trainability_min_logit_spread": -1}, "trainability_min_logit_spread"),
+        ({"trainability_min_logit_spread": float("nan")}, "trainability_min_logit_spread"),
+        ({"trainability_max_logit": 0}, "trainability_max_logit"),
+        ({"trainability_max_logit": "big"}, "trainability_max_logit"),
     ]:
         with pytest.raises(InvalidConfigError) as exc:
             RejectionConfig.from_dict(bad)
@@ -282,3 +302,87 @@ def test_graph_dict_and_graph_forms_are_accepted():
         out = evaluate(form, proxies=[], config=cfg)
         assert out["status"] == "completed" and out["stage"] == "stability", out
         assert [s["name"] for s in out["stages"]] == ["static", "probe", "stability"]
+
+
+# ---------------------------------------------------------------- known-good layers, trainability
+
+FUNNEL = ["static", "probe", "duplicate", "stability", "trainability", "quality"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", ["evonorm_s0", "evonorm_s1", "evonorm_b0", "bn_relu", "gn_relu", "in_relu"]
+)
+def test_known_good_normact_layers_pass_quality_on_the_default_proxy(name):
+    """EvoNorm-S0 was rejected at quality (accuracy 0.084 after 100 steps) when its 32 groups
+    shrank to one channel each at the CPU proxy's widths; every known-good layer must pass."""
+    out = evaluate(
+        {"builtin": name},
+        proxies=[{"arch": "resnet", "dataset": "digits"}],  # the default proxy task
+        config={**FAST, "stages": FUNNEL},
+    )
+    assert out["status"] == "completed", out["reason"]
+    assert [s["name"] for s in out["stages"]] == FUNNEL
+    assert out["proxies"][0]["steps"] == 100
+    assert out["proxies"][0]["val_accuracy"] >= 0.2
+
+
+def test_group_moments_keep_at_least_two_channels_per_group():
+    from workers.candidates import MIN_GROUP_SIZE, group_count, resolve_candidate
+
+    factory = resolve_candidate({"builtin": "evonorm_s0"}).factory
+    assert MIN_GROUP_SIZE == 2
+    # CPU proxy widths: groups of 2 channels, never one per channel; ResNet-50 widths: 32 groups
+    assert [factory(c).groups for c in (8, 16, 32, 64, 256)] == [4, 8, 16, 32, 32]
+    assert factory(1).groups == 1 and group_count(24, 32) == 12 and group_count(6, 4, 4) == 1
+    import pickle
+
+    assert pickle.loads(pickle.dumps(factory))(8).groups == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        # the output is the same for every example: the network predicts one class
+        ("std(x, batch) * weight + bias", "ignores its input"),
+        ("mean(x, batch) * weight + bias", "ignores its input"),
+        # fine on one probe batch, but x^(2^depth) through the network's stack
+        ("x * x * weight + bias", "explodes"),
+    ],
+)
+def test_degenerate_networks_are_rejected_at_trainability(text, words):
+    out = evaluate(normact(text))
+    assert (out["status"], out["stage"]) == ("rejected", "trainability"), out
+    assert words in out["reason"] and "resnet/digits" in out["reason"]
+    assert out["proxies"] == []  # rejected before any training step
+    assert out["stages"][-1]["seconds"] < 5
+
+
+def test_trainability_steps_continue_into_the_quality_run():
+    config = {**FAST, "quality_steps": 20, "quality_min_accuracy": 0.0}
+    with_stage = evaluate({"builtin": "bn_relu"}, config={**config, "stages": FUNNEL})
+    without = evaluate(
+        {"builtin": "bn_relu"},
+        config={**config, "stages": [s for s in FUNNEL if s != "trainability"]},
+    )
+    assert with_stage["status"] == without["status"] == "completed"
+    a, b = with_stage["proxies"][0], without["proxies"][0]
+    assert a["steps"] == b["steps"] == 20
+    assert a["val_accuracy"] == b["val_accuracy"] and a["val_loss"] == b["val_loss"]
+    reason = with_stage["stages"][-2]["reason"]
+    assert with_stage["stages"][-2]["name"] == "trainability" and "logit std" in reason
+
+
+def test_trainability_thresholds_are_campaign_settings():
+    out = evaluate(
+        {"builtin": "bn_relu"},
+        config={**FAST, "stages": FUNNEL, "trainability_min_logit_spread": 100.0},
+    )
+    assert (out["status"], out["stage"]) == ("rejected", "trainability")
+    assert "< 100" in out["reason"]
+    out = evaluate(
+        {"builtin": "bn_relu"},
+        config={**FAST, "stages": FUNNEL, "trainability_max_logit": 1e-3},
+    )
+    assert (out["status"], out["stage"]) == ("rejected", "trainability")
+    assert "> 0.001" in out["reason"]
