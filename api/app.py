@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from api import errors, layerforge_version
+from api.cache import ResponseCache
 from api.deps import require_token
 from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
 from api.settings import Settings, get_settings
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.manager = None
     app.state.demo = False
     app.state.request_metrics = RequestMetrics()
+    app.state.response_cache = ResponseCache()
     errors.install(app)
 
     from api.routes import campaigns, candidates, dashboard, events, meta

@@ -9,18 +9,30 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from api.cache import CachedReads
 from api.errors import ApiError
 from api.settings import Settings
 from storage import get_engine, session_scope
 
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
-def get_app_settings(request: Request) -> Settings:
+# The dependencies that do no I/O are ``async def`` so that FastAPI runs them on the event
+# loop instead of handing each to the thread pool (a thread switch per request apiece).
+
+async def get_app_settings(request: Request) -> Settings:
     """The settings the application was created with."""
     return request.app.state.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+async def get_cached_reads(request: Request, settings: SettingsDep) -> CachedReads:
+    """Answers of read endpoints served from the application's cache (see :mod:`api.cache`)."""
+    return CachedReads(request, request.app.state.response_cache, settings.database_url)
+
+
+CachedReadsDep = Annotated[CachedReads, Depends(get_cached_reads)]
 
 
 def get_session(settings: SettingsDep) -> Iterator[Session]:
@@ -41,7 +53,7 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 WriteSessionDep = Annotated[Session, Depends(get_write_session, scope="function")]
 
 
-def require_token(request: Request) -> None:
+async def require_token(request: Request) -> None:
     """Mutating calls need ``Authorization: Bearer <token>`` when a token is configured.
 
     Installed as an application-wide dependency (``FastAPI(dependencies=...)``), so every

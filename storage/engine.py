@@ -25,6 +25,10 @@ from storage.errors import ConflictError, StorageError
 DATABASE_URL_VARIABLE = "LAYERFORGE_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///./layerforge.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Connections kept open per SQLite engine: one per worker thread of the API (AnyIO runs sync
+# routes on up to 40). A connection beyond the pool is opened, configured (the PRAGMAs below)
+# and closed again for every session, which under concurrent reads cost more than the reads.
+SQLITE_POOL_SIZE = 40
 _SUPPORTED = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
 
 _engines: dict[str, Engine] = {}
@@ -88,7 +92,8 @@ def create_engine_for(url: str, *, pool_size: int = 10) -> Engine:
     """Create an engine for ``url`` with layerforge's settings for its backend."""
     parsed = validate_database_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                               pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE)
         _configure_sqlite(engine)
         return engine
     return create_engine(

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Float,
@@ -81,6 +82,10 @@ class Campaign(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+    # Raised by every repository write to the campaign's candidates, evaluations, objective
+    # values, rejections or reference point, in the writer's transaction; readers cache what
+    # they derive from that data under it (see ``repository.data_version``).
+    data_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     candidates: Mapped[list[Candidate]] = relationship(
         back_populates="campaign", cascade="all, delete-orphan", passive_deletes=True

@@ -14,16 +14,19 @@ contract suite on both. Rules the callers rely on:
   passed through :func:`storage.encoding.json_safe`.
 * Listing functions use keyset pagination: they return rows and take the last row's cursor
   back (``after``), so pages stay stable while a campaign grows.
+* Every write to a campaign's candidates, evaluations, objective values, rejections or
+  reference point raises the campaign's data version in the same transaction, so a reader
+  that sees an unchanged :func:`data_version` may serve what it derived from that data before.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Float, and_, case, delete, func, insert, literal, or_, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import Float, Select, and_, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy.orm import Session, defer, joinedload, selectinload
 
 from storage.encoding import decode_float, encode_float, json_safe
 from storage.errors import ConflictError, NotFoundError
@@ -167,6 +170,7 @@ def set_reference_point(session: Session, *, campaign_id: int, point: Sequence[f
     if campaign.reference_point is not None:
         raise ConflictError(f"campaign {campaign_id} already has a reference point")
     campaign.reference_point = [float(v) for v in point]
+    _mark_data_changed(session, campaign_id)
 
 
 def delete_campaign(session: Session, *, campaign_id: int) -> None:
@@ -174,6 +178,58 @@ def delete_campaign(session: Session, *, campaign_id: int) -> None:
     campaign = get_campaign(session, campaign_id=campaign_id)
     session.delete(campaign)
     session.flush()
+
+
+# ---------------------------------------------------------------- data versions
+
+
+class DataVersion(NamedTuple):
+    """One state of the data stored under a campaign; equal versions mean equal data.
+
+    ``created_at`` tells a campaign from a later one that reused a deleted campaign's id.
+    """
+
+    campaign_id: int
+    created_at: dt.datetime
+    counter: int
+
+
+def _data_version_query() -> Select:
+    return select(Campaign.id, Campaign.created_at, Campaign.data_version)
+
+
+def data_version(session: Session, *, campaign_id: int) -> DataVersion:
+    """The campaign's current data version (one primary-key read), or :class:`NotFoundError`."""
+    row = session.execute(_data_version_query().where(Campaign.id == campaign_id)).first()
+    if row is None:
+        raise NotFoundError(f"campaign {campaign_id} does not exist")
+    return DataVersion(*row)
+
+
+def candidate_data_version(session: Session, *, candidate_id: int) -> DataVersion:
+    """The data version of the campaign the candidate belongs to, or :class:`NotFoundError`."""
+    row = session.execute(
+        _data_version_query().join(Candidate, Candidate.campaign_id == Campaign.id)
+        .where(Candidate.id == candidate_id)).first()
+    if row is None:
+        raise NotFoundError(f"candidate {candidate_id} does not exist")
+    return DataVersion(*row)
+
+
+def _mark_data_changed(session: Session, campaigns: int | Select) -> None:
+    """Raise the data version of one campaign, or of every campaign id ``campaigns`` selects."""
+    which = Campaign.id.in_(campaigns) if isinstance(campaigns, Select) else Campaign.id == campaigns
+    session.execute(
+        update(Campaign).where(which).values(data_version=Campaign.data_version + 1)
+        .execution_options(synchronize_session=False))
+
+
+def _campaigns_of_candidates(candidate_ids: Iterable[int]) -> Select:
+    return select(Candidate.campaign_id).where(Candidate.id.in_(list(candidate_ids)))
+
+
+def _campaigns_of_evaluations(evaluation_ids: Iterable[int]) -> Select:
+    return select(Evaluation.campaign_id).where(Evaluation.id.in_(list(evaluation_ids)))
 
 
 # ---------------------------------------------------------------- candidates
@@ -217,16 +273,18 @@ def add_candidate(
     )
     session.add(candidate)
     session.flush()
+    _mark_data_changed(session, campaign_id)
     return candidate
 
 
 def get_candidate(session: Session, *, candidate_id: int, full: bool = False) -> Candidate:
     """The candidate with this id (``full`` also loads evaluations, objectives, rejection)."""
+    # One query: a candidate has a handful of evaluations and objective values at most.
     options = (
         [
-            selectinload(Candidate.evaluations),
-            selectinload(Candidate.objective_values),
-            selectinload(Candidate.rejection),
+            joinedload(Candidate.evaluations),
+            joinedload(Candidate.objective_values),
+            joinedload(Candidate.rejection),
         ]
         if full
         else []
@@ -252,6 +310,7 @@ def set_candidate_status(
     result = session.execute(update(Candidate).where(Candidate.id == candidate_id).values(**values))
     if result.rowcount == 0:
         raise NotFoundError(f"candidate {candidate_id} does not exist")
+    _mark_data_changed(session, _campaigns_of_candidates([candidate_id]))
 
 
 def find_candidate_by_fingerprint(
@@ -283,8 +342,10 @@ def list_candidates(
     after: tuple[float, int] | int | None = None,
     limit: int = 50,
     load_objectives: bool = True,
+    load_graphs: bool = True,
 ) -> list[Candidate]:
-    """A page of a campaign's candidates.
+    """A page of a campaign's candidates (``load_graphs=False`` leaves the large ``graph`` and
+    ``strategy_data`` columns unloaded: reading them afterwards queries once per row).
 
     Without ``sort`` the order is by id (oldest first) and ``after`` is the last id seen.
     With ``sort=NAME`` the order is by that objective (missing and NaN last) then id, and
@@ -293,6 +354,8 @@ def list_candidates(
     query = select(Candidate).where(Candidate.campaign_id == campaign_id).limit(limit)
     if load_objectives:
         query = query.options(selectinload(Candidate.objective_values))
+    if not load_graphs:
+        query = query.options(defer(Candidate.graph), defer(Candidate.strategy_data))
     if status is not None:
         statuses = [status] if isinstance(status, str) else list(status)
         query = query.where(Candidate.status.in_(statuses))
@@ -400,6 +463,7 @@ def add_evaluation(
     )
     session.add(evaluation)
     session.flush()
+    _mark_data_changed(session, candidate.campaign_id)
     return evaluation
 
 
@@ -428,6 +492,7 @@ def lease_evaluation(
     )
     if result.rowcount == 0:
         raise ConflictError(f"evaluation {evaluation_id} is not queued or its lease is live")
+    _mark_data_changed(session, _campaigns_of_evaluations([evaluation_id]))
     evaluation = session.get(Evaluation, evaluation_id)
     assert evaluation is not None
     session.refresh(evaluation)
@@ -480,6 +545,7 @@ def finish_evaluation(
         if existing is None:
             raise NotFoundError(f"evaluation {evaluation_id} does not exist")
         raise ConflictError(f"evaluation {evaluation_id} has already finished ({existing.status})")
+    _mark_data_changed(session, _campaigns_of_evaluations([evaluation_id]))
     evaluation = session.get(Evaluation, evaluation_id)
     assert evaluation is not None
     session.refresh(evaluation)
@@ -502,12 +568,12 @@ def unfinished_evaluations(
 
 def requeue_expired(session: Session, *, campaign_id: int | None = None) -> int:
     """Put running evaluations whose lease has expired back in the queue; returns the count."""
-    stmt = update(Evaluation).where(
-        Evaluation.status == "running", Evaluation.lease_expires_at < utcnow()
-    )
+    expired = and_(Evaluation.status == "running", Evaluation.lease_expires_at < utcnow())
     if campaign_id is not None:
-        stmt = stmt.where(Evaluation.campaign_id == campaign_id)
-    result = session.execute(stmt.values(status="queued", lease_owner=None, lease_expires_at=None))
+        expired = and_(expired, Evaluation.campaign_id == campaign_id)
+    _mark_data_changed(session, select(Evaluation.campaign_id).where(expired))
+    result = session.execute(update(Evaluation).where(expired).values(
+        status="queued", lease_owner=None, lease_expires_at=None))
     return int(result.rowcount or 0)
 
 
@@ -545,6 +611,7 @@ def set_objective_values(
             )
         )
     session.flush()
+    _mark_data_changed(session, candidate.campaign_id)
 
 
 def get_objective_values(session: Session, *, candidate_id: int) -> dict[str, float]:
@@ -596,6 +663,7 @@ def record_rejection(
     session.add(rejection)
     candidate.status = "rejected"
     session.flush()
+    _mark_data_changed(session, candidate.campaign_id)
     return rejection
 
 
@@ -712,6 +780,7 @@ def add_candidates(
     result = session.execute(
         insert(Candidate).returning(Candidate.id, sort_by_parameter_order=True), values
     )
+    _mark_data_changed(session, campaign_id)
     return [int(row_id) for row_id in result.scalars()]
 
 
@@ -744,6 +813,7 @@ def add_running_evaluations(
     result = session.execute(
         insert(Evaluation).returning(Evaluation.id, sort_by_parameter_order=True), values
     )
+    _mark_data_changed(session, campaign_id)
     return [int(row_id) for row_id in result.scalars()]
 
 
@@ -780,6 +850,7 @@ def finish_evaluations(session: Session, *, rows: Sequence[Mapping[str, Any]]) -
                        "result": None if row.get("result") is None else json_safe(dict(row["result"])),
                        "error": row.get("error"), "finished_at": now, "lease_expires_at": None})
     session.execute(update(Evaluation), values)
+    _mark_data_changed(session, _campaigns_of_evaluations(row["id"] for row in rows))
 
 
 def set_candidate_statuses(session: Session, *, statuses: Mapping[int, str]) -> None:
@@ -792,6 +863,7 @@ def set_candidate_statuses(session: Session, *, statuses: Mapping[int, str]) -> 
     session.execute(update(Candidate), [
         {"id": cid, "status": status, "updated_at": now} for cid, status in statuses.items()
     ])
+    _mark_data_changed(session, _campaigns_of_candidates(statuses))
 
 
 def add_objective_values(
@@ -806,6 +878,7 @@ def add_objective_values(
                          "value": value, "value_kind": kind})
     if rows:
         session.execute(insert(ObjectiveValue), rows)
+        _mark_data_changed(session, campaign_id)
 
 
 def add_rejections(
@@ -820,6 +893,7 @@ def add_rejections(
              "reason": r["reason"], "cost_seconds": float(r.get("cost_seconds", 0.0)),
              "created_at": now} for r in rows
         ])
+        _mark_data_changed(session, campaign_id)
 
 
 def add_hypervolume_points(

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.deps import SessionDep, SettingsDep, WriteSessionDep
+from api.cache import CACHED_RESPONSES
+from api.deps import CachedReadsDep, SessionDep, SettingsDep, WriteSessionDep
 from api.errors import ApiError, responses
 from api.routes.common import decode_cursor, encode_cursor, finite
 from api.schemas import (
@@ -269,51 +270,37 @@ def delete_campaign(campaign_id: CampaignId, settings: SettingsDep) -> Response:
     raise AssertionError("unreachable")
 
 
-_PARETO_CACHE: dict[tuple[str, int], tuple[tuple[int, int], bytes]] = {}
-_PARETO_CACHE_SIZE = 64
-
-
-def _objective_version(database_url: str, campaign_id: int) -> tuple[int, int]:
-    """Changes whenever the campaign's objective values change (they are only ever added)."""
-    with session_scope(get_engine(database_url), readonly=True) as s:
-        repo.get_campaign(s, campaign_id=campaign_id)
-        count, last = s.execute(
-            select(func.count(), func.coalesce(func.max(ObjectiveValue.candidate_id), 0))
-            .where(ObjectiveValue.campaign_id == campaign_id)).one()
-    return int(count), int(last)
-
-
-@router.get("/campaigns/{campaign_id}/pareto", response_model=ParetoPublic,
-            responses=responses(404, 422))
-def get_pareto(campaign_id: CampaignId, settings: SettingsDep) -> Response:
-    """The Pareto front and the dominated points (values by objective name; NaN as null).
-
-    The answer is computed once per change of the campaign's objective values and served
-    from memory until the next one: dashboards poll this while a campaign runs.
-    """
+def pareto_answer(database_url: str, campaign_id: int) -> dict[str, Any]:
+    """The fields of :class:`api.schemas.ParetoPublic` (non-finite numbers as None)."""
     from search.campaign import pareto_of_campaign
 
-    key = (settings.database_url, campaign_id)
-    version = _objective_version(settings.database_url, campaign_id)
-    cached = _PARETO_CACHE.get(key)
-    if cached is not None and cached[0] == version:
-        return Response(content=cached[1], media_type="application/json")
-    data = pareto_of_campaign(settings.database_url, campaign_id)
+    data = pareto_of_campaign(database_url, campaign_id)
 
     def point(p: dict[str, Any]) -> dict[str, Any]:
         return {**p, "values": {k: finite(v) for k, v in (p.get("values") or {}).items()}}
 
-    body = ParetoPublic.model_validate({
+    return {
         **data,
         "reference_point": None if data.get("reference_point") is None
         else [finite(v) for v in data["reference_point"]],
         "front": [point(p) for p in data["front"]],
         "dominated": [point(p) for p in data["dominated"]],
-    }).model_dump_json().encode()
-    if len(_PARETO_CACHE) >= _PARETO_CACHE_SIZE:
-        _PARETO_CACHE.pop(next(iter(_PARETO_CACHE)))
-    _PARETO_CACHE[key] = (version, body)
-    return Response(content=body, media_type="application/json")
+    }
+
+
+@router.get("/campaigns/{campaign_id}/pareto", response_model=ParetoPublic,
+            responses={**responses(404, 422), **CACHED_RESPONSES})
+def get_pareto(campaign_id: CampaignId, reads: CachedReadsDep) -> Response:
+    """The Pareto front and the dominated points (values by objective name; NaN as null).
+
+    The answer is computed once per change of the campaign's data and served from memory
+    until the next one: dashboards poll this while a campaign runs.
+    """
+    return reads.respond(
+        key=("pareto", campaign_id),
+        version=lambda session: repo.data_version(session, campaign_id=campaign_id),
+        model=ParetoPublic,
+        build=lambda _session: pareto_answer(reads.database_url, campaign_id))
 
 
 @router.get("/campaigns/{campaign_id}/hypervolume", response_model=HypervolumeHistory,

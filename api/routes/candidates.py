@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
 
-from api.deps import SessionDep
+from api.cache import CACHED_RESPONSES
+from api.deps import CachedReadsDep, SessionDep
 from api.errors import ApiError, responses
 from api.routes.campaigns import MAX_ID, CampaignId
 from api.routes.common import decode_cursor, encode_cursor, finite
@@ -49,6 +52,7 @@ def _objectives(candidate: Candidate) -> dict[str, float | None]:
 
 
 def candidate_summary(candidate: Candidate) -> dict[str, Any]:
+    """The fields of :class:`api.schemas.CandidateSummary` (objective values loaded)."""
     return {"id": candidate.id, "campaign_id": candidate.campaign_id, "seq": candidate.seq,
             "status": candidate.status, "origin": candidate.origin, "text": candidate.text,
             "num_nodes": candidate.num_nodes, "parent_ids": list(candidate.parent_ids or []),
@@ -61,19 +65,10 @@ def _graph(candidate: Candidate):
     return Graph.from_dict(candidate.graph)
 
 
-@router.get("/campaigns/{campaign_id}/candidates", response_model=CandidatePage,
-            responses=responses(400, 404, 422))
-def list_candidates(
-    campaign_id: CampaignId,
-    session: SessionDep,
-    status: Annotated[CandidateStatus | None, Query()] = None,
-    sort: Annotated[str | None, Query(max_length=200,
-                                      description="an objective name; default: by id")] = None,
-    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> dict[str, Any]:
-    """A page of the campaign's candidates, by id or by any objective."""
+def candidate_page(session: Session, campaign_id: int, *, status: str | None, sort: str | None,
+                   order: str, cursor: str | None, limit: int) -> dict[str, Any]:
+    """The fields of :class:`api.schemas.CandidatePage`; 400 for a bad cursor, 422 for a sort
+    that is not one of the campaign's objectives."""
     campaign = repo.get_campaign(session, campaign_id=campaign_id)
     names = [str(o.get("name")) for o in campaign.objectives or []]
     if sort is not None and sort not in names:
@@ -95,7 +90,8 @@ def list_candidates(
                 raise ApiError(400, "the cursor is damaged", "bad_cursor")
             after = (float(value), data["id"])
     rows = repo.list_candidates(session, campaign_id=campaign_id, status=status, sort=sort,
-                                descending=descending, after=after, limit=limit + 1)
+                                descending=descending, after=after, limit=limit + 1,
+                                load_graphs=False)
     page, more = rows[:limit], len(rows) > limit
     next_cursor = None
     if more:
@@ -107,22 +103,32 @@ def list_candidates(
     return {"items": [candidate_summary(c) for c in page], "next_cursor": next_cursor}
 
 
-@router.get("/candidates/{candidate_id}", response_model=CandidateDetail,
-            responses=responses(404, 422))
-def get_candidate(candidate_id: CandidateId, session: SessionDep) -> dict[str, Any]:
-    """Graph, text, LaTeX, lineage, evaluations, rejection stage and reason, objective values."""
+@functools.lru_cache(maxsize=16384)
+def _memoised_latex(graph) -> str:
     from grammar import export
 
-    candidate = repo.get_candidate(session, candidate_id=candidate_id, full=True)
+    return export(graph, "latex")
+
+
+def _latex(candidate: Candidate) -> str | None:
+    """The candidate's LaTeX, or None for a graph the target cannot express. Memoised per
+    graph: SymPy takes milliseconds (a few graphs, a tenth of a second), and a candidate's
+    graph never changes while its detail answer is rebuilt after each write to its campaign."""
     try:
-        latex = export(_graph(candidate), "latex")
+        return _memoised_latex(_graph(candidate))
     except Exception:  # noqa: BLE001 - a target that cannot express the graph: no LaTeX
-        latex = None
+        return None
+
+
+def candidate_detail(session: Session, candidate_id: int) -> dict[str, Any]:
+    """The fields of :class:`api.schemas.CandidateDetail`."""
+    candidate = repo.get_candidate(session, candidate_id=candidate_id, full=True)
     rejection = candidate.rejection
     return {
         **candidate_summary(candidate),
         "space": str((candidate.graph or {}).get("space", "")),
-        "graph": candidate.graph, "latex": latex, "fingerprint": candidate.fingerprint,
+        "graph": candidate.graph, "latex": _latex(candidate),
+        "fingerprint": candidate.fingerprint,
         "duplicate_of": candidate.duplicate_of,
         "lineage": [{"id": a.id, "text": a.text, "origin": a.origin, "status": a.status}
                     for a in repo.lineage(session, candidate_id=candidate_id)],
@@ -134,6 +140,39 @@ def get_candidate(candidate_id: CandidateId, session: SessionDep) -> dict[str, A
             "stage": rejection.stage, "reason": rejection.reason,
             "cost_seconds": float(rejection.cost_seconds or 0.0)},
     }
+
+
+@router.get("/campaigns/{campaign_id}/candidates", response_model=CandidatePage,
+            responses={**responses(400, 404, 422), **CACHED_RESPONSES})
+def list_candidates(
+    campaign_id: CampaignId,
+    reads: CachedReadsDep,
+    status: Annotated[CandidateStatus | None, Query()] = None,
+    sort: Annotated[str | None, Query(max_length=200,
+                                      description="an objective name; default: by id")] = None,
+    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    """A page of the campaign's candidates, by id or by any objective (served from memory
+    while the campaign's data is unchanged; ``ETag`` / ``If-None-Match`` give 304)."""
+    return reads.respond(
+        key=("candidates", campaign_id, status, sort, order, cursor, limit),
+        version=lambda session: repo.data_version(session, campaign_id=campaign_id),
+        model=CandidatePage,
+        build=lambda session: candidate_page(session, campaign_id, status=status, sort=sort,
+                                             order=order, cursor=cursor, limit=limit))
+
+
+@router.get("/candidates/{candidate_id}", response_model=CandidateDetail,
+            responses={**responses(404, 422), **CACHED_RESPONSES})
+def get_candidate(candidate_id: CandidateId, reads: CachedReadsDep) -> Response:
+    """Graph, text, LaTeX, lineage, evaluations, rejection stage and reason, objective values
+    (served from memory while its campaign's data is unchanged)."""
+    return reads.respond(
+        key=("candidate", candidate_id),
+        version=lambda session: repo.candidate_data_version(session, candidate_id=candidate_id),
+        model=CandidateDetail, build=lambda session: candidate_detail(session, candidate_id))
 
 
 def _curve(graph, points: int) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def test_db_upgrade_creates_the_schema(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'lf.db'}"
     result = run_cli("db", "upgrade", env={"LAYERFORGE_DATABASE_URL": url})
     assert result.returncode == 0, result.stderr
-    assert "database at revision 0001" in result.stdout
+    assert "database at revision 0002" in result.stdout
     assert (tmp_path / "lf.db").stat().st_size > 0
 
 
@@ -78,8 +78,8 @@ def test_serve_answers_healthz_over_http(tmp_path: Path):
         assert response.status_code == 200
         body = response.json()
         assert body["status"] == "ok"
-        assert body["database"] == {"backend": "sqlite", "ok": True, "revision": "0001",
-                                    "head": "0001"}
+        assert body["database"] == {"backend": "sqlite", "ok": True, "revision": "0002",
+                                    "head": "0002"}
         assert body["version"].startswith("0.")
     finally:
         proc.terminate()
