@@ -6,7 +6,9 @@ launch one.  ``torch.compile`` fuses them, but compiling costs tens of seconds o
 on a GPU), which a short run (the 100-step quality stage) never earns back.  So:
 
 1. time a few eager forward+backward steps of the module (or take ``eager_step_s`` from the
-   caller), with no side effects on its buffers or gradients;
+   caller), with no side effects on its buffers or gradients; when even the first (warm-up)
+   step, an upper bound on the step time, predicts no pay-off, stop there (the common case
+   on a CPU: the decision then costs one step, not four);
 2. predict the compiled step as ``eager_step * speedup[device]`` and the compile time as
    ``compile_s[device]`` (conservative priors, replaced by what this process has measured:
    the slowest compile seen, the median speedup seen; a graph key already compiled in this
@@ -215,8 +217,10 @@ def maybe_torch_compile(
 
     The eager step time comes from ``eager_step_s``, else from timing ``measure_steps``
     forward+backward steps of ``step_fn()`` (or of ``module(example_input)`` with a random
-    cotangent) after one warm-up (the fastest step: robust to a loaded machine); buffers and
-    gradients are restored afterwards.  ``baseline_step_s`` (native layer, same step) bounds
+    cotangent) after one warm-up (the fastest step: robust to a loaded machine); when the
+    warm-up step alone already predicts no pay-off (and ``force`` is None) the decision is made
+    from it, an upper bound, without the further steps.  Buffers and gradients are restored
+    afterwards.  ``baseline_step_s`` (native layer, same step) bounds
     the predicted gain.  ``key``
     (e.g. ``graph.key`` plus the shape) lets a repeated candidate reuse the compile.
     ``force=True``/``False`` skips the decision (still measured and learned from).
@@ -232,7 +236,13 @@ def maybe_torch_compile(
         if step_fn is None:
             raise ValueError("give eager_step_s, step_fn or example_input to time the eager module")
         with _Preserve(module):
-            _time_steps(step_fn, 1, device)
+            first_step_s = _time_steps(step_fn, 1, device)[0]
+            # the predicted saving grows with the eager step, and the warm-up step is the slowest:
+            # if even it cannot pay, the measured steps cannot either
+            upper = policy.decide(first_step_s, steps, device.type, key, baseline_step_s)
+            if not upper.compiled and force is None:
+                upper.reason += " (from the warm-up step, an upper bound: not timed further)"
+                return module, upper
             eager_step_s = min(_time_steps(step_fn, max(1, measure_steps), device))
     decision = policy.decide(eager_step_s, steps, device.type, key, baseline_step_s)
     if force is not None:

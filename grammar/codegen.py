@@ -2,8 +2,16 @@
 
 The torch source is a standalone module (imports only ``math`` and ``torch``): the helpers a
 graph needs are copied from :mod:`grammar._rt_torch`, then one ``nn.Module`` class whose
-``forward`` is straight-line code, one line per live node.  ``compile_graph`` executes exactly
-this source, so the PyTorch export and the compiled module cannot drift apart.
+``forward`` is straight-line code, one line per live node (or per fused pattern).
+``compile_graph`` executes exactly this source, so the PyTorch export and the compiled module
+cannot drift apart.
+
+Fast paths (torch only, found by pattern on the graph so that evolved candidates get them too,
+each computing the grammar's value): ``(X - mean(X, axis)) / std(X, axis) [* p [+ q]]`` becomes
+one ``F.batch_norm`` / ``F.group_norm`` (:func:`normalization_fusions`), a division by a
+provably positive denominator drops the protected division's sign handling
+(:func:`positive_floors`), and ``max`` / ``min``, ``a * p + q``, ``a * sigmoid(b * a)`` use the
+lean helpers of :mod:`grammar._rt_torch` (see :func:`_torch_fast_path`).
 
 Naming (so that timm state_dicts load): per-channel ``weight`` / ``bias``; ``v1`` is called
 ``v`` when ``v0`` is unused (timm's EvoNorm ``v``); batch statistics keep buffers
@@ -21,7 +29,7 @@ from collections.abc import Callable
 from . import _rt_numpy, _rt_torch
 from .errors import GrammarError
 from .graph import Graph, param_init
-from .ops import ACTIVATION, OPS
+from .ops import ACTIVATION, NORMACT, OPS
 from .parser import to_text
 
 _BUF = {"mean": "running_mean", "var": "running_var", "std": "running_var",
@@ -73,15 +81,15 @@ def full_shape(graph: Graph) -> list[bool]:
 
 def helper_source(module, body: str) -> str:
     """Source of the helpers of ``module`` that ``body`` calls (transitively)."""
-    funcs = {n: f for n, f in vars(module).items() if n.startswith("_") and inspect.isfunction(f)
-             and f.__module__ == module.__name__}
+    funcs = {n: f for n, f in vars(module).items() if n.startswith("_")
+             and (inspect.isfunction(f) or inspect.isclass(f)) and f.__module__ == module.__name__}
     srcs = {n: inspect.getsource(f) for n, f in funcs.items()}
     needed: list[str] = []
     todo = [body]
     while todo:
         text = todo.pop()
         for n in funcs:
-            if n not in needed and re.search(r"\b" + re.escape(n) + r"\(", text):
+            if n not in needed and re.search(r"\b" + re.escape(n) + r"[(.]", text):
                 needed.append(n)
                 todo.append(srcs[n])
     order = list(funcs)
@@ -96,12 +104,17 @@ def _expr_lines(graph: Graph, target: str, names: dict[int, str]) -> list[str]:
     full = full_shape(graph)
     lines = []
     bufs = buffer_names(graph)
+    fused, absorbed = normalization_fusions(graph) if target == "torch" else ({}, set())
+    floors = positive_floors(graph) if target == "torch" else []
+    users = _consumers(graph)
     for i, n in enumerate(graph.nodes):
-        if not graph.live[i] or n.is_leaf:
+        if not graph.live[i] or n.is_leaf or i in absorbed:
             continue
         spec = OPS[n.op]
-        args = [names[j] for j in n.inputs]
-        if spec.aggregate:
+        args = [] if i in fused else [names[j] for j in n.inputs]
+        if i in fused:
+            expr = _normalization_call(fused[i], names, bufs)
+        elif spec.aggregate:
             a = args[0]
             if not full[n.inputs[0]]:
                 a = f"{a}.expand_as(x)" if target == "torch" else f"{'np' if target == 'numpy' else 'jnp'}.broadcast_to({a}, x.shape)"
@@ -120,7 +133,7 @@ def _expr_lines(graph: Graph, target: str, names: dict[int, str]) -> list[str]:
                     f"op {n.op!r} has no {target} translation; rewrite the expression without "
                     f"{n.op!r} or add a {target} template for it in grammar/ops.py"
                 )
-            expr = _torch_fast_path(graph, n, args) if target == "torch" else None
+            expr = _torch_fast_path(graph, i, names, floors, users) if target == "torch" else None
             expr = expr or tmpl.format(*args)
         names[i] = f"t{i}"
         lines.append(f"t{i} = {expr}")
@@ -140,24 +153,187 @@ def _drop_unused(lines: list[str], output: str) -> list[str]:
     return kept[::-1]
 
 
-def _torch_fast_path(graph: Graph, node, args: list[str]) -> str | None:
-    """A fused PyTorch kernel for a node whose pattern has one, else None.
+def _torch_fast_path(graph: Graph, index: int, names: dict[int, str], floors: list,
+                     users: list[list[int]]) -> str | None:
+    """A cheaper PyTorch form of node ``index`` when its pattern has one, else None.
 
-    ``max(a, 0)`` is ``torch.relu(a)`` and ``a * sigmoid(a)`` is SiLU: the same function,
-    one kernel instead of two or three in the forward and the backward pass (the
-    benchmark's profile showed ``torch.maximum``'s tie handling dominating ReLU's cost).
+    Every form computes the grammar's value; the inner nodes of a fused pattern are only
+    fused away when nothing else reads them (``_drop_unused`` then removes their lines).
+
+    * ``max(a, 0)`` is ``torch.relu(a)``; other ``max`` / ``min`` use ``_maximum`` /
+      ``_minimum`` (``torch.maximum``'s backward, ``where`` + ``masked_fill``, dominated its cost);
+    * ``a * sigmoid(a)`` is SiLU and ``a * sigmoid(b * a)`` is ``_sigmoid_gate(a, b)``
+      (``sigmoid_mul`` alike);
+    * ``a * p + q`` (``a`` full-size) is ``_affine(a, p, q)``, one ``addcmul``;
+    * ``div`` by a denominator that :func:`positive_floors` proves non-negative skips the
+      sign test of the protected division, and its clamp too when the floor is clearly above it.
     """
-    nodes = graph.nodes
-    if node.op == "max":
+    nodes, full = graph.nodes, full_shape(graph)
+    node = nodes[index]
+    args = [names[j] for j in node.inputs]
+
+    def exclusive(j: int) -> bool:  # read by one node only (the one being fused into)
+        return j != graph.output and len(users[j]) == 1
+
+    if node.op in ("max", "min"):
         for k, j in enumerate(node.inputs):
-            if nodes[j].op == "const" and nodes[j].value == 0:
+            if node.op == "max" and nodes[j].op == "const" and nodes[j].value == 0:
                 return f"torch.relu({args[1 - k]})"
-    if node.op == "mul":
-        a, b = node.inputs
-        for k, (u, v) in enumerate(((a, b), (b, a))):
-            if nodes[v].op == "sigmoid" and nodes[v].inputs == (u,):
-                return f"torch.nn.functional.silu({args[k]})"
+        return f"_{'maximum' if node.op == 'max' else 'minimum'}({args[0]}, {args[1]})"
+    if node.op in ("mul", "sigmoid_mul"):
+        # (value, sigmoid argument, whether the sigmoid is computed for this node only)
+        pairs = [(node.inputs[1], node.inputs[0], True)]
+        if node.op == "mul":
+            pairs = [(a, nodes[b].inputs[0], exclusive(b)) for a, b in (node.inputs, node.inputs[::-1])
+                     if nodes[b].op == "sigmoid"]
+        for value, arg, own_sigmoid in pairs:
+            if arg == value:
+                return f"torch.nn.functional.silu({names[value]})"
+            if (own_sigmoid and nodes[arg].op == "mul" and value in nodes[arg].inputs and full[value]
+                    and exclusive(arg)):
+                beta = [j for j in nodes[arg].inputs if j != value] or [value]
+                return f"_sigmoid_gate({names[value]}, {names[beta[0]]})"
+    if node.op == "add":
+        for prod, shift in (node.inputs, node.inputs[::-1]):
+            if nodes[prod].op == "mul" and exclusive(prod) and prod != shift:
+                a, scale = nodes[prod].inputs
+                if not full[a]:
+                    a, scale = scale, a
+                if full[a]:
+                    return f"_affine({names[a]}, {names[scale]}, {names[shift]})"
+    if node.op == "div" and floors[node.inputs[1]] is not None:
+        const_floor, eps_coeff = floors[node.inputs[1]]
+        floor = repr(const_floor)
+        if eps_coeff > 0:
+            floor = f"{eps_coeff!r} * math.sqrt(self.eps)" + (f" + {floor}" if const_floor > 0 else "")
+        return f"_div_positive({args[0]}, {args[1]}, {floor})"
     return None
+
+
+#: Elementwise ops whose value is >= 0 for every input (in floating point too).
+_NONNEGATIVE_OPS = frozenset(("abs", "square", "relu", "exp", "sigmoid", "softplus", "gauss",
+                              "laplace_diff", "gauss_diff", "hard_sigmoid", "var", "sqmean"))
+
+
+def positive_floors(graph: Graph) -> list[tuple[float, float] | None]:
+    """For each node, a proven lower bound ``(c, k)``: the value is >= ``c + k * sqrt(eps)``
+    >= 0 everywhere (``eps`` the layer's, so std and rms give ``(0, 1)``), or None when the
+    node may be negative.
+
+    Conservative interval reasoning on the graph: non-negative ops, constants, ``std`` /
+    ``rms``, ``cosh >= 1``; sums and products of bounded nodes; ``max`` with one bounded
+    input; ``min`` and ``mean`` of bounded inputs (a batch mean only >= 0: in eval mode it is
+    the running mean, which starts at 0).  Used to drop the protected division's sign
+    handling where it provably cannot trigger (e.g. EvoNorm's ``x / max(std(x, batch), ...)``).
+    """
+    floors: list[tuple[float, float] | None] = []
+    for n in graph.nodes:
+        ins = [floors[j] for j in n.inputs]
+        floor: tuple[float, float] | None = None
+        if n.op == "const":
+            floor = (float(n.value), 0.0) if n.value >= 0 else None
+        elif n.op in ("std", "rms"):
+            floor = (0.0, 1.0)
+        elif n.op in _NONNEGATIVE_OPS:
+            floor = (0.0, 0.0)
+        elif n.op == "cosh":
+            floor = (1.0, 0.0)
+        elif n.op == "mean" and ins[0] is not None:  # eval-mode batch mean: the running mean, init 0
+            floor = (0.0, 0.0) if n.axis == "batch" else ins[0]
+        elif n.op == "sqrt" and ins[0] is not None or n.op == "sigmoid_mul" and ins[1] is not None:
+            floor = (0.0, 0.0)
+        elif n.op in ("add", "mul", "min", "div") and ins[0] is not None and ins[1] is not None:
+            (c1, k1), (c2, k2) = ins
+            if n.op == "add":
+                floor = (c1 + c2, k1 + k2)
+            elif n.op == "mul":  # (c1 + k1 s)(c2 + k2 s) >= c1 c2 + (c1 k2 + k1 c2) s
+                floor = (c1 * c2, c1 * k2 + k1 * c2)
+            elif n.op == "min":
+                floor = (min(c1, c2), min(k1, k2))
+            else:
+                floor = (0.0, 0.0)
+        elif n.op == "max":
+            bounded = [f for f in ins if f is not None]
+            if bounded:  # either bound holds; keep the larger at the graph's eps
+                floor = max(bounded, key=lambda f: f[0] + f[1] * graph.eps ** 0.5)
+        floors.append(floor)
+    return floors
+
+
+def _consumers(graph: Graph) -> list[list[int]]:
+    """For each node, the live nodes that read it (once per reading node)."""
+    out: list[list[int]] = [[] for _ in graph.nodes]
+    for i, n in enumerate(graph.nodes):
+        if graph.live[i]:
+            for j in dict.fromkeys(n.inputs):
+                out[j].append(i)
+    return out
+
+
+def normalization_fusions(graph: Graph) -> tuple[dict[int, dict], set[int]]:
+    """Find ``(X - mean(X, axis)) / std(X, axis)``, optionally followed by ``* p`` and then
+    ``+ q`` (per-channel parameters), whose inner nodes nothing else reads.
+
+    Returns ``{root: info}`` (the node whose value the fused call computes, ``info`` holding
+    the indices of X, the mean and std nodes, the axis and the weight / bias leaves or None)
+    and the set of inner nodes the fused call absorbs.  The generated code computes such a
+    region with one ``F.batch_norm`` / ``F.group_norm`` (see ``_batch_norm`` and
+    ``_group_norm`` in :mod:`grammar._rt_torch`), which matches the grammar's statistics.
+    """
+    if graph.space != NORMACT:
+        return {}, set()
+    nodes, full = graph.nodes, full_shape(graph)
+    users = _consumers(graph)
+    output = graph.output
+
+    def only_user(i: int) -> int | None:
+        return users[i][0] if len(users[i]) == 1 and i != output else None
+
+    fused: dict[int, dict] = {}
+    absorbed: set[int] = set()
+    for i, n in enumerate(nodes):
+        if not graph.live[i] or n.op != "div":
+            continue
+        centred, std = n.inputs
+        if nodes[centred].op != "sub" or nodes[std].op != "std":
+            continue
+        source, mean = nodes[centred].inputs
+        if (nodes[mean].op != "mean" or nodes[mean].inputs != (source,) or nodes[std].inputs != (source,)
+                or nodes[mean].axis != nodes[std].axis or not full[source] or source == mean):
+            continue
+        if only_user(mean) != centred or only_user(centred) != i or only_user(std) != i:
+            continue
+        root, inner = i, {mean, centred, std}
+        weight = bias = None
+        user = only_user(root)
+        if user is not None and nodes[user].op == "mul":
+            other = [j for j in nodes[user].inputs if j != root]
+            if len(other) == 1 and nodes[other[0]].op == "param":
+                inner.add(root)
+                root, weight = user, other[0]
+                user = only_user(root)
+        # (a bias without a weight stays a separate add: torch's double backward of batch_norm /
+        # group_norm is wrong for weight=None with a bias, as of torch 2.13)
+        if weight is not None and user is not None and nodes[user].op == "add":
+            other = [j for j in nodes[user].inputs if j != root]
+            if len(other) == 1 and nodes[other[0]].op == "param":
+                inner.add(root)
+                root, bias = user, other[0]
+        fused[root] = {"source": source, "mean": mean, "std": std, "axis": nodes[std].axis,
+                       "weight": weight, "bias": bias}
+        absorbed |= inner
+    return fused, absorbed
+
+
+def _normalization_call(info: dict, names: dict[int, str], bufs: dict[int, str]) -> str:
+    """The ``_batch_norm`` / ``_group_norm`` call computing one fused normalisation region."""
+    weight = "None" if info["weight"] is None else f"{names[info['weight']]}.view(-1)"
+    bias = "None" if info["bias"] is None else f"{names[info['bias']]}.view(-1)"
+    source = names[info["source"]]
+    if info["axis"] == "batch":
+        return (f"_batch_norm({source}, self.{bufs[info['mean']]}, self.{bufs[info['std']]}, {weight}, {bias}, "
+                "self.training, self.momentum, self.eps)")
+    return f"_group_norm({source}, {info['axis']!r}, self.groups, {weight}, {bias}, self.eps)"
 
 
 def _leaf_names(
@@ -192,6 +368,8 @@ def torch_source(graph: Graph, name: str) -> str:
     out = names[len(g.nodes) - 1]
     if not full_shape(g)[-1]:
         out = f"{out}.expand_as(x)"
+    used = "\n".join(body + [out])  # constants a fast path made unnecessary are not built
+    pre = [ln for ln in pre if re.search(r"\b" + ln.split(" = ", 1)[0] + r"\b", used)]
     ind = "        "
     cls: list[str] = []
     if g.space == ACTIVATION:
