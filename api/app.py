@@ -7,6 +7,7 @@ submits a small demo campaign when the database holds none.
 
 from __future__ import annotations
 
+import functools
 import logging
 from contextlib import asynccontextmanager
 
@@ -44,7 +45,7 @@ def make_evaluator_factory(settings: Settings):
     from search.evaluators import LocalEvaluator, RayEvaluator, SimulatedEvaluator
 
     if settings.evaluator == "simulated":
-        return SimulatedEvaluator
+        return functools.partial(SimulatedEvaluator, seconds=settings.simulated_seconds)
     if settings.evaluator == "local":
         return LocalEvaluator
     return lambda: RayEvaluator(

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         "ray", description="ray (local Ray or RAY_ADDRESS), local (in-process) or simulated"
     )
     max_campaigns: int = Field(2, ge=1, description="campaigns the controller runs at once")
+    simulated_seconds: float = Field(
+        0.0, ge=0, le=86_400,
+        description="with the simulated evaluator: seconds each evaluation takes (0: none)")
     ray_address: str | None = Field(
         default_factory=lambda: os.environ.get("RAY_ADDRESS") or None,
         description="Ray cluster to join (RAY_ADDRESS); unset starts a local Ray",

@@ -96,28 +96,36 @@ class LocalEvaluator:
 
 @dataclass
 class SimulatedEvaluator:
-    """Zero-cost evaluator for controller benchmarks and tests: results from the fingerprint.
+    """Evaluator for controller benchmarks and tests: results from the fingerprint, no training.
 
     Accuracy per proxy is a deterministic pseudo-random number derived from the graph's
     fingerprint, so the same function always scores the same. ``workers`` bounds how many
-    jobs are in flight at once, as a cluster of that many workers would.
+    jobs are in flight at once, as a cluster of that many workers would. ``seconds`` is how
+    long each evaluation takes (0: it finishes at the next poll), so ``workers / seconds``
+    candidates per second model a cluster's pace rather than the controller's top speed.
     """
 
     workers: int = 1000
     reject_fraction: float = 0.3
+    seconds: float = 0.0
     pending: deque = field(default_factory=deque)
 
     def submit(self, job_id: str, payload: dict[str, Any]) -> None:
-        """Accept a job (it finishes at the next poll)."""
-        self.pending.append((job_id, payload))
+        """Accept a job; it finishes ``seconds`` from now (at the first poll after that)."""
+        self.pending.append((time.monotonic() + self.seconds, job_id, payload))
 
     def poll(self, timeout_s: float) -> list[Outcome]:
-        """Finish every pending job at once."""
+        """Finish every job that is due, waiting up to ``timeout_s`` for the next one."""
         from grammar import Graph, fingerprint
 
+        if self.pending and timeout_s:
+            wait = self.pending[0][0] - time.monotonic()
+            if wait > 0:
+                time.sleep(min(wait, timeout_s))
         done = []
-        while self.pending:
-            job_id, payload = self.pending.popleft()
+        now = time.monotonic()
+        while self.pending and self.pending[0][0] <= now:
+            _, job_id, payload = self.pending.popleft()
             fp = fingerprint(Graph.from_dict(payload["graph"]))
             digest = hashlib.sha256(f"{fp}:{payload.get('seed', 0)}".encode()).digest()
             score = digest[0] / 255

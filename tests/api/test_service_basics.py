@@ -57,6 +57,15 @@ def test_settings_default_to_loopback_and_name_bad_variables(monkeypatch):
     monkeypatch.setenv("LAYERFORGE_PORT", "99999")
     with pytest.raises(SettingsError, match="LAYERFORGE_PORT"):
         load_settings()
+    monkeypatch.delenv("LAYERFORGE_PORT")
+    monkeypatch.setenv("LAYERFORGE_SIMULATED_SECONDS", "-1")
+    with pytest.raises(SettingsError, match="LAYERFORGE_SIMULATED_SECONDS"):
+        load_settings()
+    monkeypatch.setenv("LAYERFORGE_SIMULATED_SECONDS", "0.25")
+    monkeypatch.setenv("LAYERFORGE_EVALUATOR", "simulated")
+    from api.app import make_evaluator_factory
+
+    assert make_evaluator_factory(load_settings())().seconds == 0.25
 
 
 def test_serve_answers_healthz_over_http(tmp_path: Path):

@@ -227,3 +227,21 @@ def test_every_rejection_setting_of_the_spec_reaches_the_workers():
     assert config.stages == ["static", "quality", "full"]
     for name, value in custom.items():
         assert getattr(config, name) == value, name
+
+
+def test_simulated_evaluations_take_their_seconds():
+    """``seconds`` holds each simulated job until it is due; poll waits for the next one."""
+    from grammar import parse
+
+    payload = {"graph": parse("x * sigmoid(x)", "activation").to_dict(),
+               "proxies": [{"arch": "mlp", "dataset": "digits"}], "rejection": {"stages": []}}
+    slow = SimulatedEvaluator(seconds=3600)
+    slow.submit("a", payload)
+    assert slow.poll(0) == [] and slow.in_flight() == 1
+    quick = SimulatedEvaluator(seconds=0.05)
+    quick.submit("b", payload)
+    outcomes = []
+    while not outcomes:
+        outcomes = quick.poll(1.0)
+    assert [(o.job_id, o.status, o.result["status"]) for o in outcomes] == [("b", "ok", "completed")]
+    assert quick.in_flight() == 0
