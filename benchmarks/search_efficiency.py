@@ -33,11 +33,19 @@ GOAL = ("evolution reaches random search's final hypervolume in half the evaluat
 
 CONFIG: dict[str, Any] = {
     "space": {"kind": "activation", "ops": "swish", "max_nodes": 4, "max_depth": 4},
+    # Two proxies that tell activations apart (measured on this machine, 3-4 seeds each,
+    # 20,000 generated mnist1d samples so the validation set is 4,000): a 2x128 MLP for 1500
+    # steps (ReLU 77.7 +- 0.7%, SiLU 67.8 +- 0.3, GELU 73.8 +- 0.8, tanh 74.3 +- 0.3,
+    # cos(x) - x 78.5 +- 1.2) and a deeper 3x256 MLP for 1000 steps (ReLU 80.5 +- 0.7, SiLU
+    # 61.6 +- 1.8, GELU 70.2 +- 1.1, tanh 72.1 +- 1.0, cos(x) - x diverges). Runs before
+    # 2026-12-01 used 400 steps on 5,000 samples (seed SD about 2%) and a synthetic sequence
+    # task on which the built-ins were within 3 points of each other (SD 2%): neither could
+    # show a 2-SD win.
     "proxies": [
-        {"arch": "mlp", "dataset": "mnist1d", "steps": 400, "batch_size": 128},
-        {"arch": "mlp", "dataset": "synthetic", "steps": 250, "batch_size": 128,
-         "dataset_options": {"modality": "sequence", "noise": 1.0, "distractor": 0.9,
-                             "max_shift": 8, "num_classes": 20, "length": 48}},
+        {"arch": "mlp", "dataset": "mnist1d", "steps": 1500, "batch_size": 128,
+         "dataset_options": {"num_samples": 20000}},
+        {"arch": "mlp", "dataset": "mnist1d", "steps": 1000, "batch_size": 128, "scale": 0.5,
+         "dataset_options": {"num_samples": 20000}},
     ],
     "rejection": {"quality_steps": 60, "quality_min_accuracy": 0.15},
     "strategies": {
@@ -144,8 +152,9 @@ def _confirm(evaluator, graph_dicts: dict[str, dict], config: dict[str, Any]) ->
             label = jobs.get(outcome.job_id)
             if label is None or outcome.status != "ok":
                 continue
-            accs[label].append([float(p.get("val_accuracy") or 0.0)
-                                for p in outcome.result.get("proxies", [])])
+            # a run that diverged or stopped early reports fewer proxies: those score 0
+            got = [float(p.get("val_accuracy") or 0.0) for p in outcome.result.get("proxies", [])]
+            accs[label].append(got + [0.0] * (len(config["proxies"]) - len(got)))
     summary = {}
     for label, rows in accs.items():
         per_proxy = list(zip(*rows)) if rows else []
@@ -233,7 +242,11 @@ def run(quick: bool = False, results_dir: Path | None = None) -> dict[str, Any]:
             for name, curve in mean_curves.items():
                 reach[name] = next((i + 1 for i, v in enumerate(curve) if v >= random_final - 1e-12),
                                    None)
-            top = sorted(best.values(), key=lambda t: -t[0])[: config["confirm_top"]]
+            ranked = sorted(best.values(), key=lambda t: -t[0])
+            top = ranked[: config["confirm_top"]]
+            # the goal is about evolution's finds: its best is confirmed even when outranked
+            top += [t for t in ranked if t[3] == "evolution"][:1] if all(
+                t[3] != "evolution" for t in top) else []
             graphs = {"relu": get_builtin("relu").to_dict()}
             for mean, text, graph, origin in top:
                 graphs[text] = graph
