@@ -12,7 +12,7 @@ import random
 from .errors import GrammarError
 from .graph import Graph, Node
 from .ops import NORMACT, OPS
-from .space import Space, check_static, final_affine
+from .space import Space, final_affine, passes_static
 
 
 def _leaves(space: Space) -> list[Node]:
@@ -99,16 +99,14 @@ def mutate(graph: Graph, space: Space, rng: random.Random, attempts: int = 25,
     from ``graph``; falls back to :func:`random_graph` (e.g. for a seed outside the space).
     Deterministic given the rng state.
 
-    ``valid_keys`` memoizes :func:`check_static` across calls for one ``space``: the keys of
-    graphs known to pass it (read and extended here). A search that keeps meeting the same
-    structures skips re-checking them; the result is the same with or without it.
+    ``valid_keys`` is :func:`grammar.space.passes_static`'s memo, kept by the caller across
+    calls for one ``space``; the result is the same with or without it.
     """
     if graph.space != space.kind:
         raise GrammarError(f"cannot mutate a {graph.space} graph in a {space.kind} space")
     base = Graph._trusted(graph.space, tuple(_with_leaves(graph, space)), graph.eps, graph.momentum, graph.groups)
-    nodes = list(base.nodes)
     skip = set(final_affine(base) or ())
-    cands = [i for i, n in enumerate(nodes) if not n.is_leaf and i not in skip]
+    cands = [i for i, n in enumerate(base.nodes) if not n.is_leaf and i not in skip]
     if not cands:
         return random_graph(space, rng)
     depths = base._depths
@@ -119,16 +117,9 @@ def mutate(graph: Graph, space: Space, rng: random.Random, attempts: int = 25,
         lim = space.max_depth
         pool = [j for j in range(i) if depths[j] < lim]
         xdep = [j for j in pool if xd[j]]
-        new = _make_node(_pick_op(space, rng, avoid=nodes[i].op), pool, xdep, bool(xdep), space, rng)
+        new = _make_node(_pick_op(space, rng, avoid=base.nodes[i].op), pool, xdep, bool(xdep), space, rng)
         g = base._replaced(i, new)
-        if g.key == graph.key:
+        if g.key == graph.key or not passes_static(g, space, valid_keys):
             continue
-        if valid_keys is None or g.key not in valid_keys:
-            try:
-                check_static(g, space)
-            except GrammarError:
-                continue
-            if valid_keys is not None:
-                valid_keys.add(g.key)
         return g.pruned()
     return random_graph(space, rng)

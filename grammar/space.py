@@ -137,3 +137,18 @@ def check_static(graph: Graph, space: Space) -> None:
             raise GrammarError(f"op {n.op!r} is not allowed in this space (allowed: {', '.join(space.ops)})")
         if n.axis is not None and n.axis not in space.axes:
             raise GrammarError(f"axis {n.axis!r} is not allowed in this space (allowed: {', '.join(space.axes)})")
+
+
+def passes_static(graph: Graph, space: Space, valid_keys: set[str] | None = None) -> bool:
+    """:func:`check_static` as a yes or no, memoized in ``valid_keys`` (the keys of graphs of
+    ``space`` known to pass it; read and extended): a search that keeps meeting the same
+    structures checks each once. The answer is the same with or without the memo."""
+    if valid_keys is not None and graph.key in valid_keys:
+        return True
+    try:
+        check_static(graph, space)
+    except GrammarError:
+        return False
+    if valid_keys is not None:
+        valid_keys.add(graph.key)
+    return True

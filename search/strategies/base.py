@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from grammar import Graph, GrammarError, Space, check_static, fingerprint, random_graph
+from grammar import Graph, Space, fingerprint, passes_static, random_graph
 
 FINISHED = ("completed", "rejected", "failed", "duplicate")
 
@@ -143,13 +143,9 @@ class Strategy(ABC):
         key = graph.key
         if key in self._known_keys:
             return False, ""
-        if key not in self._valid_keys:
-            try:
-                check_static(graph, self.space)
-            except GrammarError:
-                self._known_keys.add(key)
-                return False, ""
-            self._valid_keys.add(key)
+        if not passes_static(graph, self.space, self._valid_keys):
+            self._known_keys.add(key)
+            return False, ""
         fp = fingerprint(graph)
         if fp in self.seen or fp in taken:
             self._known_keys.add(key)

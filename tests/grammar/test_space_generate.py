@@ -161,3 +161,16 @@ def test_mutate_with_a_validity_memo_gives_the_same_graphs(kind, ops):
         runs.append(keys)
     assert runs[0] == runs[1] == runs[2]
     assert set(runs[0]) <= memo and len(memo) >= len(set(runs[0]))
+
+
+def test_passes_static_memoizes_only_valid_structures():
+    from grammar import passes_static
+
+    space = make_space("activation", "swish", max_nodes=2)
+    memo: set[str] = set()
+    good, ignores_x, too_big = (parse(t, "activation") for t in
+                                ("x * sigmoid(x)", "sigmoid(1.0)", "tanh(sin(cos(x)))"))
+    assert passes_static(good, space, memo) and memo == {good.key}
+    assert not passes_static(ignores_x, space, memo) and not passes_static(too_big, space, memo)
+    assert memo == {good.key}
+    assert passes_static(good, space) and not passes_static(too_big, space)
