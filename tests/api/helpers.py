@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
 from api.app import create_app
 from api.settings import load_settings
-
-LAYERFORGE = str(Path(sys.executable).with_name("layerforge"))
-API = "/api/v1"
+from tests.reliability.helpers import API, LAYERFORGE, Server  # noqa: F401 - API, LAYERFORGE re-exported
 
 
 def small_spec(**overrides) -> dict:
@@ -54,43 +46,14 @@ def wait_for(client, campaign_id: int, statuses=("completed", "failed", "cancell
         time.sleep(0.1)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def live_server(tmp_path: Path, env: dict[str, str] | None = None, args=()):
-    """``layerforge serve`` in a subprocess on a free port; yields its base URL."""
-    port = free_port()
-    full_env = {**os.environ, "LAYERFORGE_DATABASE_URL": f"sqlite:///{tmp_path / 'live.db'}",
-                "LAYERFORGE_PORT": str(port), "LAYERFORGE_EVALUATOR": "simulated",
-                **(env or {})}
-    if "LAYERFORGE_API_TOKEN" not in (env or {}):
-        full_env.pop("LAYERFORGE_API_TOKEN", None)
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([LAYERFORGE, "serve", *args], env=full_env, cwd=tmp_path,
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
+    """``layerforge serve`` in a subprocess on a free port (the simulated evaluator unless
+    ``env`` says otherwise); yields its base URL."""
+    server = Server(f"sqlite:///{tmp_path / 'live.db'}", tmp_path,
+                    env={"LAYERFORGE_EVALUATOR": "simulated", **(env or {})}, args=tuple(args))
+    server.start(timeout=90)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                raise AssertionError("server exited:\n" + (tmp_path / "server.log").read_text())
-            assert time.monotonic() < deadline, "server did not start within 90 s"
-            time.sleep(0.3)
-        yield base
+        yield server.base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        server.stop()

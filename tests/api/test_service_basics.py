@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,13 +12,7 @@ import pytest
 
 from api.settings import SettingsError, load_settings
 
-LAYERFORGE = str(Path(sys.executable).with_name("layerforge"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.reliability.helpers import LAYERFORGE, free_port
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None):
