@@ -6,6 +6,8 @@
   efficientnet, mlp, transformer; candidate placement per campaign kind; cpu/gpu scale).
 - :mod:`workers.tasks`: ``ProxyTask``.
 - :mod:`workers.training`: ``train``, ``run_proxy``, ``Trainer``, ``TrainResult``.
+- :mod:`workers.memory_format`: ``choose_memory_format`` (contiguous or channels_last per
+  architecture, kind, device and model; the measurements behind it).
 - :mod:`workers.costs`: ``measure_layer_cost``.
 - :mod:`workers.candidates`: ``resolve_candidate``, ``Candidate`` (the accepted JSON forms).
 - :mod:`workers.rejection`: ``RejectionConfig``, ``evaluate_candidate`` (the staged protocol).

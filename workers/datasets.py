@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from workers.errors import DatasetUnavailableError, InvalidConfigError, UnknownNameError
+from workers.memory_format import convert_batch, torch_memory_format
 
 __all__ = [
     "DATASETS",
@@ -147,8 +148,10 @@ class BatchSampler:
     """Endless on-device sampler: a fresh permutation per epoch, batches by index slicing.
 
     ``next()`` returns ``(x, y)`` on the dataset's device, augmented when the dataset asks for
-    it. All randomness comes from one generator seeded with ``seed`` (on the data's device),
-    so a run is reproducible.
+    it, 4-D image batches in ``memory_format`` (``"contiguous"`` or ``"channels_last"``, see
+    :mod:`workers.memory_format`; the dataset itself is never converted, each batch is). All
+    randomness comes from one generator seeded with ``seed`` (on the data's device), so a run
+    is reproducible, and the batches' values do not depend on the memory format.
     """
 
     def __init__(
@@ -157,9 +160,12 @@ class BatchSampler:
         batch_size: int,
         seed: int = 0,
         augment: bool = True,
+        memory_format: str = "contiguous",
     ):
         if batch_size < 1:
             raise InvalidConfigError("batch_size", f"must be >= 1, got {batch_size}")
+        torch_memory_format(memory_format)  # validates the name
+        self.memory_format = memory_format
         self.dataset = dataset
         self.batch_size = min(int(batch_size), dataset.num_train)
         self.augment = augment and dataset.augment is not None
@@ -187,6 +193,8 @@ class BatchSampler:
             x = augment_batch(
                 x, self.dataset.augment, self.dataset.crop_padding, self.generator
             )
+        if self.memory_format != "contiguous":
+            x = convert_batch(x, self.memory_format)
         return x, y
 
     __next__ = next
