@@ -25,6 +25,7 @@ from storage.engine import (
 )
 from storage.errors import ConflictError, NotFoundError, StorageError
 from storage.migrate import current_revision, downgrade_database, head_revision, upgrade_database
+from storage.versions import read_data_version
 
 __all__ = [
     "DATABASE_URL_VARIABLE",
@@ -43,6 +44,7 @@ __all__ = [
     "is_transient",
     "json_safe",
     "repository",
+    "read_data_version",
     "session_scope",
     "upgrade_database",
     "validate_database_url",

@@ -177,17 +177,29 @@ def session_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Session
     """
     session = _factory(engine, readonly)()
     try:
-        yield session
-        session.commit()
+        with wrap_driver_errors():
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                try:
+                    session.rollback()
+                except Exception:  # noqa: BLE001 - a dead connection cannot roll back; close() drops it
+                    pass
+                raise
+    finally:
+        session.close()
+
+
+@contextmanager
+def wrap_driver_errors() -> Iterator[None]:
+    """Let driver and SQLAlchemy errors leave as :class:`StorageError` (uniqueness violations
+    as :class:`ConflictError`) with the original chained; other exceptions pass unchanged."""
+    try:
+        yield
     except BaseException as err:
-        try:
-            session.rollback()
-        except Exception:  # noqa: BLE001 - a dead connection cannot roll back; close() drops it
-            pass
         if isinstance(err, exc.IntegrityError):
             raise ConflictError(f"the write conflicts with stored data: {err.orig}") from err
         if _is_driver_error(err) and not isinstance(err, StorageError):
             raise StorageError(f"database error: {err}") from err
         raise
-    finally:
-        session.close()

@@ -16,11 +16,12 @@ from storage import (
     downgrade_database,
     get_engine,
     head_revision,
+    read_data_version,
     repository as repo,
     session_scope,
     upgrade_database,
 )
-from storage.models import Evaluation
+from storage.models import Candidate, Evaluation
 
 TABLES = {"campaign", "candidate", "evaluation", "objective_value", "rejection",
           "hypervolume_point", "event"}
@@ -93,6 +94,48 @@ def test_every_model_round_trips(engine):
         assert repo.rejection_funnel(s, campaign_id=ids[0])["probe"]["rejected"] == 1
         assert repo.count_candidates(s, campaign_id=ids[0])["rejected"] == 1
         assert repo.campaign_fingerprints(s, campaign_id=ids[0]) == {"f0", "f1"}
+
+
+def test_lineage_walks_first_parents_nearest_first_and_stops_at_depth_and_loops(engine):
+    with session_scope(engine) as s:
+        cid = make_campaign(s).id
+        ids = [make_candidate(s, cid, fingerprint="f0", text="x").id]
+        for i in range(1, 60):  # a chain of 60: each candidate's first parent is the previous
+            ids.append(make_candidate(s, cid, fingerprint=f"f{i}", text=f"t{i}", origin="mutation",
+                                      parent_ids=[ids[-1], ids[0]]).id)
+        other = make_candidate(s, cid, fingerprint="other", parent_ids=[]).id
+    with session_scope(engine, readonly=True) as s:
+        chain = repo.lineage(s, candidate_id=ids[-1])
+        assert [a.id for a in chain] == ids[-2::-1][:50]  # max_depth 50, nearest first
+        assert (chain[0].text, chain[0].origin, chain[0].status) == ("t58", "mutation", "proposed")
+        assert [a.id for a in repo.lineage(s, candidate_id=ids[3], max_depth=2)] == [ids[2], ids[1]]
+        assert [a.id for a in repo.lineage(s, candidate_id=ids[2])] == [ids[1], ids[0]]
+        assert repo.lineage(s, candidate_id=other) == []
+        with pytest.raises(NotFoundError):
+            repo.lineage(s, candidate_id=10**9)
+    with session_scope(engine) as s:  # a damaged chain that loops back stops before the repeat
+        s.execute(update(Candidate).where(Candidate.id == ids[0]).values(parent_ids=[ids[2]]))
+    with session_scope(engine, readonly=True) as s:
+        assert [a.id for a in repo.lineage(s, candidate_id=ids[2])] == [ids[1], ids[0]]
+
+
+def test_the_fast_version_read_agrees_with_the_repository_and_follows_writes(engine):
+    with session_scope(engine) as s:
+        campaign_id = make_campaign(s).id
+        candidate_id = make_candidate(s, campaign_id).id
+    with session_scope(engine, readonly=True) as s:
+        before = repo.data_version(s, campaign_id=campaign_id)
+        assert repo.candidate_data_version(s, candidate_id=candidate_id) == before
+    assert read_data_version(engine, "campaign", campaign_id) == before
+    assert read_data_version(engine, "candidate", candidate_id) == before
+    with session_scope(engine) as s:
+        repo.set_candidate_status(s, candidate_id=candidate_id, status="running")
+    after = read_data_version(engine, "candidate", candidate_id)
+    assert after.counter > before.counter and after[:2] == before[:2]
+    assert read_data_version(engine, "campaign", 10**9) is None
+    assert read_data_version(engine, "candidate", 10**9) is None
+    with pytest.raises(ValueError, match="scope"):
+        read_data_version(engine, "evaluation", 1)
 
 
 def test_non_finite_objective_values_are_stored_explicitly(engine):
