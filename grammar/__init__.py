@@ -18,7 +18,7 @@ from . import builtins
 from .builtins import BUILTINS, baseline, get_builtin, list_builtins
 from .compile import LayerFactory, compile_graph, layer_factory
 from .errors import GrammarError, ParseError
-from .export import FORMATS, export
+from .export import FORMATS, export, formula_latex
 from .fingerprint import canonical_key, evaluate_numpy, fingerprint, to_sympy
 from .generate import mutate, random_graph
 from .graph import Graph, Node
@@ -31,7 +31,7 @@ compile = compile_graph  # noqa: A001 - public alias asked for by the design
 __all__ = [
     "BUILTINS", "FORMATS", "OPS", "PRESETS", "GrammarError", "Graph", "LayerFactory", "Node", "Op",
     "ParseError", "Space", "baseline", "builtins", "canonical_key", "check_static", "compile",
-    "compile_graph", "evaluate_numpy", "export", "fingerprint", "get_builtin", "get_op",
+    "compile_graph", "evaluate_numpy", "export", "fingerprint", "formula_latex", "get_builtin", "get_op",
     "layer_factory", "list_builtins", "list_ops", "make_space", "mutate", "parse",
     "passes_static", "random_graph",
     "to_sympy", "to_text",

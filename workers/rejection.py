@@ -593,10 +593,34 @@ def evaluate_candidate(
     ``stage`` (where it stopped; ``"full"`` when completed, ``"duplicate"`` when an earlier
     result was reused), ``reason``, ``stages`` (``[{name, seconds, passed, reason}]`` in order),
     ``proxies`` (one :meth:`TrainResult.to_dict` per proxy), ``costs``
-    (``{runtime_ratio, num_params}``) and ``fingerprint``. A reused duplicate also carries
-    ``duplicate_of`` (the earlier result's fingerprint) and ``reused: true``, with the earlier
-    result's status, proxies and costs.
+    (``{runtime_ratio, num_params}``), ``fingerprint`` and ``latex`` (the formula, None when
+    the graph has none: computed here, where it costs a few ms beside a training run, so the
+    service never has to). A reused duplicate also carries ``duplicate_of`` (the earlier
+    result's fingerprint) and ``reused: true``, with the earlier result's status, proxies and
+    costs.
     """
+    from grammar import formula_latex
+
+    result = _evaluate(graph_dict, proxies, config, seen=seen, device=device,
+                       datasets_cache=datasets_cache, progress=progress)
+    try:
+        graph = resolve_candidate(graph_dict).graph
+    except Exception:  # noqa: BLE001 - the result already says why the candidate is unusable
+        graph = None
+    result["latex"] = None if graph is None else formula_latex(graph)
+    return result
+
+
+def _evaluate(
+    graph_dict: Any,
+    proxies: list[dict[str, Any]],
+    config: dict[str, Any] | RejectionConfig | None,
+    *,
+    seen: Callable[[str], dict[str, Any] | None] | None,
+    device: str | torch.device,
+    datasets_cache: DatasetCache | None,
+    progress: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
     verdicts: list[StageVerdict] = []
     device = torch.device(device)
     try:

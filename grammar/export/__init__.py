@@ -39,4 +39,18 @@ def export(graph: Graph, fmt: str, name: str | None = None) -> str:
     raise GrammarError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
 
 
-__all__ = ["FORMATS", "export"]
+def formula_latex(graph: Graph | dict) -> str | None:
+    """The LaTeX formula of a graph (or of its ``to_dict`` form), or None when the graph
+    cannot be read or has no LaTeX form. Never raises.
+
+    What the detail view of a candidate shows. For activation graphs it goes through SymPy
+    (2-4 ms of CPU), so the evaluation workers compute it beside each result and the service
+    reads it from there; the service computes it itself only for candidates no worker saw.
+    """
+    try:
+        return export(graph if isinstance(graph, Graph) else Graph.from_dict(graph), "latex")
+    except Exception:  # noqa: BLE001 - a graph the target cannot express: no formula
+        return None
+
+
+__all__ = ["FORMATS", "export", "formula_latex"]
