@@ -144,6 +144,7 @@ class CampaignRunner:
         heartbeat_s: float = 2.0,
         poll_s: float = 0.2,
         control_s: float = 0.25,
+        batch_window_s: float = 0.05,
         stop: threading.Event | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         takeover: bool = False,
@@ -158,6 +159,7 @@ class CampaignRunner:
         self.heartbeat_s = heartbeat_s
         self.poll_s = poll_s
         self.control_s = control_s
+        self.batch_window_s = batch_window_s
         self.stop = stop or threading.Event()
         self.on_progress = on_progress
         self.takeover = takeover
@@ -291,11 +293,32 @@ class CampaignRunner:
                         return "paused"
                     if not searching or not self._can_ask():
                         return self._finish()
-                outcomes = self.evaluator.poll(self.poll_s)
+                outcomes = self._collect()
                 if outcomes:
                     self._store(outcomes)
         finally:
             self._release()
+
+    def _collect(self) -> list[Outcome]:
+        """Outcomes from the evaluator: wait up to ``poll_s`` for the first, then keep
+        collecting for ``batch_window_s`` while jobs are still in flight.
+
+        On a cluster results trickle in one at a time (10,000 workers at a minute each: one
+        every 6 ms). Storing and refilling for each alone cost the controller two write
+        transactions per candidate, about 8 ms of CPU; a 50 ms window stores them in
+        batches of several at a few ms of added latency on minute-long evaluations. An
+        evaluator that runs its jobs inside ``poll`` (``synchronous``) is never lingered on.
+        """
+        outcomes = self.evaluator.poll(self.poll_s)
+        if not outcomes or self.batch_window_s <= 0 or getattr(self.evaluator, "synchronous", False):
+            return outcomes
+        deadline = time.monotonic() + self.batch_window_s
+        while self.evaluator.in_flight() and not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            outcomes += self.evaluator.poll(left)
+        return outcomes
 
     def _can_ask(self) -> bool:
         return bool(self.strategy.ask(1)) if self.evaluator.in_flight() == 0 else True

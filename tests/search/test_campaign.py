@@ -84,7 +84,8 @@ def test_a_stopped_campaign_resumes_without_losing_or_repeating_work(db):
             self.pending = rest
             return out
 
-    assert run(db, campaign_id, Slow(), stop=stop, on_progress=stop_after_20) == "stopped"
+    assert run(db, campaign_id, Slow(), stop=stop, on_progress=stop_after_20,
+               batch_window_s=0.0) == "stopped"  # store each outcome as it comes
     with session_scope(get_engine(db), readonly=True) as s:
         unfinished = repo.unfinished_evaluations(s, campaign_id=campaign_id)
         assert unfinished, "the test should leave evaluations in flight"
@@ -245,3 +246,45 @@ def test_simulated_evaluations_take_their_seconds():
         outcomes = quick.poll(1.0)
     assert [(o.job_id, o.status, o.result["status"]) for o in outcomes] == [("b", "ok", "completed")]
     assert quick.in_flight() == 0
+
+
+def test_simulated_results_carry_the_formula_only_when_asked_to_describe():
+    """Real workers add ``latex`` to each result; the simulation does so with ``describe``."""
+    from grammar import export, parse
+
+    graph = parse("x * sigmoid(x)", "activation")
+    payload = {"graph": graph.to_dict(), "proxies": [{"arch": "mlp", "dataset": "digits"}],
+               "rejection": {"stages": []}}
+    plain, described = SimulatedEvaluator(), SimulatedEvaluator(describe=True)
+    for evaluator in (plain, described):
+        evaluator.submit("a", payload)
+    assert "latex" not in plain.poll(0)[0].result
+    assert described.poll(0)[0].result["latex"] == export(graph, "latex")
+
+
+def test_outcomes_that_trickle_in_are_stored_in_batches(db):
+    """A cluster's results arrive one at a time; the runner collects them for its batch window
+    instead of writing (and refilling) once per result."""
+    campaign_id = create_campaign(db, validate_spec({**SPEC, "parallelism": 8,
+                                                     "budget": {"max_candidates": 40}}))
+    sizes = []
+
+    class Trickle(SimulatedEvaluator):
+        def poll(self, timeout_s):  # at most one outcome per poll, as from a busy cluster
+            if not self.pending:
+                return []
+            job = self.pending.popleft()
+            rest, self.pending = self.pending, type(self.pending)([job])
+            out = super().poll(0)
+            self.pending = rest
+            return out
+
+    runner = CampaignRunner(db, campaign_id, Trickle(), poll_s=0.0, control_s=0.0,
+                            batch_window_s=1.0)
+    store = runner._store
+    runner._store = lambda outcomes: (sizes.append(len(outcomes)), store(outcomes))[1]
+    assert runner.run() == "completed"
+    assert max(sizes) == 8 and len(sizes) <= 6  # a whole parallelism's worth at once
+    with session_scope(get_engine(db), readonly=True) as s:
+        assert s.scalar(select(func.count()).select_from(Candidate)
+                        .where(Candidate.campaign_id == campaign_id)) == 40
