@@ -9,3 +9,5 @@ def layerforge_version() -> str:
         return version("layerforge")
     except PackageNotFoundError:  # running from a source tree without metadata
         return "0+unknown"
+
+API_PREFIX = "/api/v1"  # every API route lives under it

@@ -15,16 +15,14 @@ import anyio
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api import errors, layerforge_version
-from api.cache import ResponseCache
+from api import API_PREFIX, errors, layerforge_version
+from api.cache import CachedAnswers, ResponseCache
 from api.deps import require_token
 from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
 from api.settings import Settings, get_settings
 from storage import get_engine, repository as repo, session_scope, upgrade_database
 
 log = logging.getLogger(__name__)
-
-API_PREFIX = "/api/v1"
 
 DEMO_SPEC = {
     "name": "demo-swish",
@@ -102,6 +100,20 @@ def install_openapi(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+class LayerforgeAPI(FastAPI):
+    """The FastAPI application, which first offers every request to its
+    :class:`api.cache.CachedAnswers`: a dashboard's repeated read of unchanged data is sent from
+    memory before the middleware stack and the router run at all."""
+
+    cached_answers: CachedAnswers | None = None
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        answers = self.cached_answers
+        if answers is not None and scope["type"] == "http" and await answers.serve(scope, send):
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; on start it upgrades the database to the newest schema."""
     settings = settings or get_settings()
@@ -128,11 +140,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            app.cached_answers.close()
             app.state.manager = None
             if manager is not None:
                 await anyio.to_thread.run_sync(manager.stop)
 
-    app = FastAPI(
+    app = LayerforgeAPI(
         title="layerforge",
         version=layerforge_version(),
         description="Discover activation functions and normalization-activation layers by "
@@ -148,6 +161,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.demo = False
     app.state.request_metrics = RequestMetrics()
     app.state.response_cache = ResponseCache()
+    app.cached_answers = CachedAnswers(app.state.response_cache, settings.database_url,
+                                       count=app.state.request_metrics.add)
     errors.install(app)
 
     from api.routes import campaigns, candidates, dashboard, events, meta

@@ -62,7 +62,46 @@ def serve(
     settings = settings_or_exit(host=host, port=port)
     application = create_app(settings)
     application.state.demo = demo
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info")
+    # httptools parses HTTP in C. The event loop stays asyncio's own: under 50 clients reading
+    # the 1.4 MB Pareto answer, uvloop's transport.write held the interpreter for about half
+    # of the server's time here (329 against 473 requests/s, p99 870 against 150 ms).
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info",
+                http="httptools", loop="asyncio")
+
+
+@app.command()
+def controller() -> None:
+    """Run the campaign controller alone, without HTTP, until Ctrl-C or SIGTERM.
+
+    For deployments that keep the API's processes free for readers: start the service with
+    LAYERFORGE_RUN_CONTROLLER=false and this beside it on the same database. Campaigns are
+    claimed through the database (owner and heartbeat), so several controllers and services
+    can share one; a new submission is picked up within a second.
+    """
+    import signal
+    import threading
+
+    from api.app import make_evaluator_factory
+    from search.manager import ControllerManager
+    from storage import StorageError, upgrade_database
+
+    settings = settings_or_exit()
+    try:
+        upgrade_database(settings.database_url)
+    except StorageError as err:
+        fail(str(err))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    manager = ControllerManager(settings.database_url, make_evaluator_factory(settings),
+                                max_concurrent=settings.max_campaigns)
+    manager.start()
+    typer.echo(f"controller running campaigns from {settings.database_url} "
+               f"(evaluator {settings.evaluator}, up to {settings.max_campaigns} at once)")
+    while not stop.wait(1.0):
+        pass
+    manager.stop()
+    typer.echo("controller stopped; running campaigns resume at the next start")
 
 
 @db_app.command("upgrade")

@@ -132,14 +132,19 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path_format", None) or getattr(route, "path", None)
-            path = scope.get("path", "")
-            if template is None:
-                template = "/static" if path.startswith("/static/") else "unmatched"
-            else:  # routes of an included router report their path without the prefix
-                for prefix in self.prefixes:
-                    if path.startswith(prefix + "/") and not template.startswith(prefix + "/"):
-                        template = prefix + template
-                        break
-            self.metrics.add(scope.get("method", "GET"), template, status)
+            self.metrics.add(scope.get("method", "GET"), route_template(scope, self.prefixes),
+                             status)
+
+
+def route_template(scope: Scope, prefixes: tuple[str, ...] = ()) -> str:
+    """The template of the route that answered (``/api/v1/campaigns/{campaign_id}``),
+    ``/static`` for static files, ``unmatched`` for anything no route took."""
+    route = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    path = scope.get("path", "")
+    if template is None:
+        return "/static" if path.startswith("/static/") else "unmatched"
+    for prefix in prefixes:  # routes of an included router report their path without it
+        if path.startswith(prefix + "/") and not template.startswith(prefix + "/"):
+            return prefix + template
+    return template

@@ -298,7 +298,7 @@ def get_pareto(campaign_id: CampaignId, reads: CachedReadsDep) -> Response:
     """
     return reads.respond(
         key=("pareto", campaign_id),
-        version=lambda session: repo.data_version(session, campaign_id=campaign_id),
+        scope=("campaign", campaign_id),
         model=ParetoPublic,
         build=lambda _session: pareto_answer(reads.database_url, campaign_id))
 

@@ -59,7 +59,7 @@ def candidate_summary(candidate: Candidate) -> dict[str, Any]:
             "objectives": _objectives(candidate), "created_at": candidate.created_at}
 
 
-def _graph(candidate: Candidate):
+def _graph(candidate: Any):
     from grammar import Graph
 
     return Graph.from_dict(candidate.graph)
@@ -104,38 +104,46 @@ def candidate_page(session: Session, campaign_id: int, *, status: str | None, so
 
 
 @functools.lru_cache(maxsize=16384)
-def _memoised_latex(graph) -> str:
-    from grammar import export
+def _memoised_latex(graph) -> str | None:
+    from grammar import formula_latex
 
-    return export(graph, "latex")
+    return formula_latex(graph)
 
 
-def _latex(candidate: Candidate) -> str | None:
-    """The candidate's LaTeX, or None for a graph the target cannot express. Memoised per
-    graph: SymPy takes milliseconds (a few graphs, a tenth of a second), and a candidate's
-    graph never changes while its detail answer is rebuilt after each write to its campaign."""
+def _latex(candidate: Any, evaluations: list[Any]) -> str | None:
+    """The candidate's LaTeX: as the evaluation workers stored it with their result, else
+    computed here (memoised per graph: SymPy takes milliseconds, and a candidate's graph never
+    changes while its detail answer is rebuilt after each write to its campaign). None for a
+    graph the target cannot express."""
+    for evaluation in evaluations:
+        stored = (evaluation.result or {}).get("latex") if isinstance(evaluation.result, dict) else None
+        if isinstance(stored, str):
+            return stored
     try:
         return _memoised_latex(_graph(candidate))
-    except Exception:  # noqa: BLE001 - a target that cannot express the graph: no LaTeX
+    except Exception:  # noqa: BLE001 - a graph that cannot be read: no LaTeX
         return None
 
 
 def candidate_detail(session: Session, candidate_id: int) -> dict[str, Any]:
     """The fields of :class:`api.schemas.CandidateDetail`."""
-    candidate = repo.get_candidate(session, candidate_id=candidate_id, full=True)
-    rejection = candidate.rejection
+    record = repo.read_candidate(session, candidate_id=candidate_id)
+    candidate, rejection = record.candidate, record.rejection
     return {
-        **candidate_summary(candidate),
+        "id": candidate.id, "campaign_id": candidate.campaign_id, "seq": candidate.seq,
+        "status": candidate.status, "origin": candidate.origin, "text": candidate.text,
+        "num_nodes": candidate.num_nodes, "parent_ids": list(candidate.parent_ids or []),
+        "objectives": {name: finite(value) for name, value in record.objectives.items()},
+        "created_at": candidate.created_at,
         "space": str((candidate.graph or {}).get("space", "")),
-        "graph": candidate.graph, "latex": _latex(candidate),
+        "graph": candidate.graph, "latex": _latex(candidate, record.evaluations),
         "fingerprint": candidate.fingerprint,
         "duplicate_of": candidate.duplicate_of,
-        "lineage": [{"id": a.id, "text": a.text, "origin": a.origin, "status": a.status}
-                    for a in repo.lineage(session, candidate_id=candidate_id)],
+        "lineage": [a._asdict() for a in repo.lineage(session, candidate_id=candidate_id)],
         "evaluations": [
             {"id": e.id, "kind": e.kind, "seed": e.seed, "status": e.status,
              "attempts": e.attempts, "started_at": e.started_at, "finished_at": e.finished_at,
-             "error": e.error, "result": e.result} for e in candidate.evaluations],
+             "error": e.error, "result": e.result} for e in record.evaluations],
         "rejection": None if rejection is None else {
             "stage": rejection.stage, "reason": rejection.reason,
             "cost_seconds": float(rejection.cost_seconds or 0.0)},
@@ -158,7 +166,7 @@ def list_candidates(
     while the campaign's data is unchanged; ``ETag`` / ``If-None-Match`` give 304)."""
     return reads.respond(
         key=("candidates", campaign_id, status, sort, order, cursor, limit),
-        version=lambda session: repo.data_version(session, campaign_id=campaign_id),
+        scope=("campaign", campaign_id),
         model=CandidatePage,
         build=lambda session: candidate_page(session, campaign_id, status=status, sort=sort,
                                              order=order, cursor=cursor, limit=limit))
@@ -171,7 +179,7 @@ def get_candidate(candidate_id: CandidateId, reads: CachedReadsDep) -> Response:
     (served from memory while its campaign's data is unchanged)."""
     return reads.respond(
         key=("candidate", candidate_id),
-        version=lambda session: repo.candidate_data_version(session, candidate_id=candidate_id),
+        scope=("candidate", candidate_id),
         model=CandidateDetail, build=lambda session: candidate_detail(session, candidate_id))
 
 

@@ -97,5 +97,13 @@ def metrics(request: Request, session: SessionDep) -> PlainTextResponse:
     family("layerforge_http_requests_total", "counter", "HTTP requests by method, route, status.",
            [({"method": m, "route": r, "status": s}, float(c))
             for (m, r, s), c in sorted(snapshot.items())])
+    cache = request.app.state.response_cache
+    family("layerforge_response_cache_entries", "gauge",
+           "Serialised read answers held in memory.", [({}, float(len(cache)))])
+    family("layerforge_response_cache_bytes", "gauge",
+           "Size of the serialised read answers held in memory.", [({}, float(cache.stored_bytes))])
+    family("layerforge_response_cache_served_total", "counter",
+           "Repeated reads answered from memory before routing (their data unchanged).",
+           [({}, float(cache.served_by_middleware))])
     return PlainTextResponse("\n".join(lines) + "\n",
                              media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -83,6 +83,26 @@ def test_candidate_detail_has_graph_text_latex_lineage_evaluations_rejection(fin
     assert client.get(f"{API}/candidates/{completed['id']}").json()["objectives"][OBJ] > 0
 
 
+def test_candidate_detail_shows_the_formula_the_workers_stored(app, client):
+    from grammar import export, parse
+
+    campaign_id = client.post(f"{API}/campaigns", json=small_spec()).json()["id"]
+    graph = parse("x * sigmoid(x)", "activation")
+    with session_scope(get_engine(app.state.settings.database_url)) as s:
+        stored, computed = repo.add_candidates(s, campaign_id=campaign_id, rows=[
+            {"graph": graph.to_dict(), "text": f"swish{i}", "fingerprint": f"fp{i}",
+             "origin": "seed", "num_nodes": 3} for i in range(2)])
+        [evaluation] = repo.add_running_evaluations(s, campaign_id=campaign_id,
+                                                    candidate_ids=[stored], owner="t",
+                                                    lease_seconds=60)
+        repo.lock_unfinished_evaluations(s, evaluation_ids=[evaluation])
+        repo.finish_evaluations(s, rows=[{"id": evaluation, "status": "completed",
+                                          "result": {"latex": "\\mathrm{stored}"}}])
+    assert client.get(f"{API}/candidates/{stored}").json()["latex"] == "\\mathrm{stored}"
+    # a candidate no worker saw gets its formula computed by the service
+    assert client.get(f"{API}/candidates/{computed}").json()["latex"] == export(graph, "latex")
+
+
 def test_pareto_front_and_dominated_points(finished):
     client, cid = finished
     pareto = client.get(f"{API}/campaigns/{cid}/pareto").json()

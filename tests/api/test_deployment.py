@@ -30,40 +30,50 @@ def substitute(value: str) -> str:
 
 
 def test_services_and_their_wiring():
-    assert {"postgres", "ray-head", "ray-worker", "api"} <= set(SERVICES)
+    assert {"postgres", "ray-head", "ray-worker", "controller", "api"} <= set(SERVICES)
     postgres = SERVICES["postgres"]
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
     assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
-    api = SERVICES["api"]
-    assert api["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("api", "controller"):
+        assert SERVICES[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
     devices = SERVICES["ray-worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
     assert "container_name" not in SERVICES["ray-worker"]  # --scale ray-worker=N works
-    for name in ("ray-head", "ray-worker", "api"):
+    for name in ("ray-head", "ray-worker", "controller", "api"):
         assert SERVICES[name]["build"] == "." and SERVICES[name]["image"] == "layerforge:latest"
 
 
-def test_api_environment():
-    env = {k: substitute(str(v)) for k, v in SERVICES["api"]["environment"].items()}
-    url = env["LAYERFORGE_DATABASE_URL"]
-    assert url.startswith("postgresql+psycopg://") and "@postgres:5432/" in url
-    validate_database_url(url)
-    assert env["RAY_ADDRESS"] == "ray-head:6379"
-    assert env["LAYERFORGE_EVALUATOR"] == "ray"
-    assert env["LAYERFORGE_API_TOKEN"]  # the api listens on 0.0.0.0 inside the network
+def _settings_of(service: str):
+    import os
+
     from api.settings import load_settings
 
-    import os
+    env = {k: substitute(str(v)) for k, v in SERVICES[service]["environment"].items()}
     saved = dict(os.environ)
     try:
         os.environ.update(env)
-        settings = load_settings()
+        return env, load_settings()
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    assert settings.ray_address == "ray-head:6379" and settings.evaluator == "ray"
+
+
+def test_api_and_controller_environment():
+    """The api serves HTTP and runs no campaigns; the controller runs them on Ray."""
+    api_env, api = _settings_of("api")
+    controller_env, controller = _settings_of("controller")
+    for env in (api_env, controller_env):
+        url = env["LAYERFORGE_DATABASE_URL"]
+        assert url.startswith("postgresql+psycopg://") and "@postgres:5432/" in url
+        validate_database_url(url)
+    assert api_env["LAYERFORGE_DATABASE_URL"] == controller_env["LAYERFORGE_DATABASE_URL"]
+    assert api_env["LAYERFORGE_API_TOKEN"]  # the api listens on 0.0.0.0 inside the network
+    assert api.run_controller is False
+    assert controller.ray_address == "ray-head:6379" and controller.evaluator == "ray"
+    assert controller.run_controller is True
     command = SERVICES["api"]["command"]
     assert command[:2] == ["layerforge", "serve"] and "0.0.0.0" in command
+    assert SERVICES["controller"]["command"] == ["layerforge", "controller"]
 
 
 def script_exists(name: str) -> bool:
@@ -76,7 +86,7 @@ def script_exists(name: str) -> bool:
     return False
 
 
-@pytest.mark.parametrize("service", ["ray-head", "ray-worker", "api"])
+@pytest.mark.parametrize("service", ["ray-head", "ray-worker", "controller", "api"])
 def test_every_command_exists_in_the_image_and_accepts_its_flags(service):
     command = SERVICES[service]["command"]
     assert script_exists(command[0]), command

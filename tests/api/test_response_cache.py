@@ -137,6 +137,54 @@ def test_errors_are_not_cached_and_304_needs_the_current_tag(client, stored):
     assert client.get(page, headers={"If-None-Match": f'"x", W/{ok.headers["ETag"]}'}).status_code == 304
 
 
+def _metric(client, name: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+def test_repeated_reads_are_answered_before_routing_with_the_same_bytes(app, client, stored):
+    campaign_id, ids = stored
+    served = _metric(client, "layerforge_response_cache_served_total")
+    paths = [f"{API}/campaigns/{campaign_id}/pareto", f"{API}/candidates/{ids[0]}",
+             f"{API}/campaigns/{campaign_id}/candidates?limit=2",
+             f"{API}/campaigns/{campaign_id}/candidates?sort={OBJ}&order=asc&limit=2"]
+    built = [client.get(path) for path in paths]  # built by the routes
+    again = [client.get(path) for path in paths]  # answered by the middleware
+    assert _metric(client, "layerforge_response_cache_served_total") == served + len(paths)
+    for first, second in zip(built, again):
+        assert second.status_code == first.status_code == 200
+        assert second.content == first.content
+        for header in ("content-type", "content-length", "etag", "cache-control"):
+            assert second.headers[header] == first.headers[header], header
+    # another spelling of a request shares its answer once the route has seen it
+    respelled = client.get(f"{API}/campaigns/{campaign_id}/candidates?order=desc&limit=2")
+    assert respelled.content == built[2].content
+    # answers from memory are counted under their route like any other
+    metrics = client.get("/metrics").text
+    assert f'route="{API}/candidates/{{candidate_id}}",status="200"}} 2' in metrics
+    # a write anywhere in the campaign sends the next read back to the route, fresh
+    with _session(app) as s:
+        repo.add_objective_values(s, campaign_id=campaign_id, values={ids[0]: {OBJ: 0.25}})
+    fresh = client.get(paths[1])
+    assert fresh.json()["objectives"] == {OBJ: 0.25} and fresh.headers["etag"] != built[1].headers["etag"]
+    served_before = _metric(client, "layerforge_response_cache_served_total")
+    assert client.get(paths[1], headers={"If-None-Match": fresh.headers["etag"]}).status_code == 304
+    assert _metric(client, "layerforge_response_cache_served_total") == served_before + 1
+    assert _metric(client, "layerforge_response_cache_entries") >= len(paths)
+
+
+def test_a_deleted_campaigns_answers_are_not_served_from_memory(client):
+    campaign_id = client.post(f"{API}/campaigns", json=small_spec(name="gone")).json()["id"]
+    path = f"{API}/campaigns/{campaign_id}/candidates?limit=3"
+    assert client.get(path).status_code == client.get(path).status_code == 200
+    client.post(f"{API}/campaigns/{campaign_id}/cancel")
+    assert client.delete(f"{API}/campaigns/{campaign_id}").status_code == 204
+    response = client.get(path)
+    assert response.status_code == 404 and "does not exist" in response.json()["error"]["message"]
+
+
 def test_the_cache_is_bounded_and_builds_each_answer_once():
     cache = ResponseCache(max_entries=3, max_bytes=10)
     for key in "abcd":
