@@ -40,10 +40,23 @@ def machine() -> dict[str, Any]:
         pass
     return {
         "cpu": cpu, "cores": os.cpu_count(), "memory": memory,
+        "python_loop_ms": python_loop_ms(),
         "python": platform.python_version(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def python_loop_ms() -> float:
+    """Milliseconds one core takes for ``sum(range(10**6))`` (best of 5): a yardstick of the
+    machine's speed, because absolute figures (proposals/s, requests/s, latency) move with it
+    while the ratios against in-process baselines stay put."""
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        sum(range(10**6))
+        best = min(best, time.perf_counter() - start)
+    return round(best * 1e3, 1)
 
 
 def timed(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> dict[str, float]:
