@@ -174,10 +174,10 @@ def list_candidates(
 
 @router.get("/candidates/{candidate_id}", response_model=CandidateDetail,
             responses={**responses(404, 422), **CACHED_RESPONSES})
-def get_candidate(candidate_id: CandidateId, reads: CachedReadsDep) -> Response:
+async def get_candidate(candidate_id: CandidateId, reads: CachedReadsDep) -> Response:
     """Graph, text, LaTeX, lineage, evaluations, rejection stage and reason, objective values
     (served from memory while its campaign's data is unchanged)."""
-    return reads.respond(
+    return await reads.respond_quick(
         key=("candidate", candidate_id),
         scope=("candidate", candidate_id),
         model=CandidateDetail, build=lambda session: candidate_detail(session, candidate_id))

@@ -210,3 +210,27 @@ def test_the_cache_is_bounded_and_builds_each_answer_once():
     for t in threads:
         t.join()
     assert builds == [1]
+
+
+def test_cached_reads_on_either_backend(database_url, tmp_path):
+    """On SQLite the version check and the detail build run on the event loop; on PostgreSQL
+    in the thread pool. Either way a repeat is served from memory and a write shows at once."""
+    application = make_app(tmp_path, database_url=database_url)
+    with TestClient(application) as client:
+        campaign_id = client.post(f"{API}/campaigns", json=small_spec()).json()["id"]
+        with session_scope(get_engine(database_url)) as s:
+            [candidate_id] = repo.add_candidates(s, campaign_id=campaign_id, rows=[
+                {"graph": {"space": "activation", "nodes": [{"op": "x"}]}, "text": "x",
+                 "fingerprint": "fp", "origin": "seed", "num_nodes": 1}])
+        paths = [f"{API}/candidates/{candidate_id}", f"{API}/campaigns/{campaign_id}/pareto",
+                 f"{API}/campaigns/{campaign_id}/candidates?limit=5"]
+        first = [client.get(path) for path in paths]
+        served = _metric(client, "layerforge_response_cache_served_total")
+        again = [client.get(path) for path in paths]
+        assert _metric(client, "layerforge_response_cache_served_total") == served + len(paths)
+        assert [r.content for r in again] == [r.content for r in first]
+        assert all(r.status_code == 200 for r in first + again)
+        with session_scope(get_engine(database_url)) as s:
+            repo.add_objective_values(s, campaign_id=campaign_id, values={candidate_id: {OBJ: 0.5}})
+        assert client.get(paths[0]).json()["objectives"] == {OBJ: 0.5}
+        assert client.get(f"{API}/candidates/999999").status_code == 404
