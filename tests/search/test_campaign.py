@@ -33,6 +33,19 @@ def db(database_url):
     return database_url
 
 
+class OneAtATime(SimulatedEvaluator):
+    """Returns at most one outcome per poll, leaving the rest in flight (a busy cluster)."""
+
+    def poll(self, timeout_s):
+        if not self.pending:
+            return []
+        job = self.pending.popleft()
+        rest, self.pending = self.pending, type(self.pending)([job])
+        out = super().poll(0)
+        self.pending = rest
+        return out
+
+
 def run(db, campaign_id, evaluator=None, **kwargs):
     return CampaignRunner(db, campaign_id, evaluator or SimulatedEvaluator(), poll_s=0.0,
                           control_s=0.0, **kwargs).run()
@@ -74,17 +87,7 @@ def test_a_stopped_campaign_resumes_without_losing_or_repeating_work(db):
         if progress.candidates >= 20:
             stop.set()
 
-    class Slow(SimulatedEvaluator):
-        def poll(self, timeout_s):  # return one outcome at a time, leaving work in flight
-            if not self.pending:
-                return []
-            job = self.pending.popleft()
-            rest, self.pending = self.pending, type(self.pending)([job])
-            out = super().poll(0)
-            self.pending = rest
-            return out
-
-    assert run(db, campaign_id, Slow(), stop=stop, on_progress=stop_after_20,
+    assert run(db, campaign_id, OneAtATime(), stop=stop, on_progress=stop_after_20,
                batch_window_s=0.0) == "stopped"  # store each outcome as it comes
     with session_scope(get_engine(db), readonly=True) as s:
         unfinished = repo.unfinished_evaluations(s, campaign_id=campaign_id)
@@ -269,17 +272,7 @@ def test_outcomes_that_trickle_in_are_stored_in_batches(db):
                                                      "budget": {"max_candidates": 40}}))
     sizes = []
 
-    class Trickle(SimulatedEvaluator):
-        def poll(self, timeout_s):  # at most one outcome per poll, as from a busy cluster
-            if not self.pending:
-                return []
-            job = self.pending.popleft()
-            rest, self.pending = self.pending, type(self.pending)([job])
-            out = super().poll(0)
-            self.pending = rest
-            return out
-
-    runner = CampaignRunner(db, campaign_id, Trickle(), poll_s=0.0, control_s=0.0,
+    runner = CampaignRunner(db, campaign_id, OneAtATime(), poll_s=0.0, control_s=0.0,
                             batch_window_s=1.0)
     store = runner._store
     runner._store = lambda outcomes: (sizes.append(len(outcomes)), store(outcomes))[1]

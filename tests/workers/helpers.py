@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run the test at one torch thread, as an evaluator actor does (import it into a test
+    module to apply it there)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _vec(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

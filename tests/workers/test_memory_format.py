@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 
+from tests.workers.helpers import one_thread  # noqa: F401 - autouse fixture
 from workers.architectures import ARCHITECTURES, build_model
 from workers.datasets import BatchSampler, DatasetCache, DeviceDataset, load_dataset
 from workers.errors import InvalidConfigError
@@ -42,14 +43,6 @@ def normact_builtins() -> list[str]:
     from grammar import list_builtins
 
     return list_builtins("normact")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --------------------------------------------------------------------------- policy

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tests.workers.helpers import Constant, NaNLayer, OOMLayer, ReLU, TorchXExp, simple
+from tests.workers.helpers import one_thread  # noqa: F401 - autouse fixture
 from workers.candidates import Candidate
 from workers.datasets import DatasetCache
 from workers.errors import InvalidConfigError, UnknownNameError
@@ -12,14 +13,6 @@ from workers.rejection import STAGES, RejectionConfig, evaluate_candidate
 CACHE = DatasetCache()
 PROXY = [{"arch": "resnet", "dataset": "digits", "steps": 120}]
 FAST = {"measure_costs": False}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def evaluate(cand, proxies=PROXY, config=FAST, **kw):

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from tests.workers.helpers import TorchBNReLU, TorchEvoNormB0
+from tests.workers.helpers import one_thread  # noqa: F401 - autouse fixture
 from workers.architectures import ARCHITECTURES, build_model
 from workers.datasets import DatasetCache, load_dataset
 from workers.tasks import ProxyTask
@@ -18,14 +19,6 @@ def grammar_factory(name):
     from grammar import get_builtin, layer_factory
 
     return layer_factory(get_builtin(name))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.slow
