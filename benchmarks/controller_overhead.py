@@ -130,10 +130,20 @@ def run(quick: bool = False) -> dict[str, Any]:
         if "per_second" in row:
             row["ratio_to_bare_strategy"] = row["per_second"] / baseline["per_second"]
     sqlite_rates = [r["per_second"] for r in rows if r["backend"] == "sqlite"]
+    met = min(sqlite_rates) >= 500
+    kept = min(r["ratio_to_bare_strategy"] for r in rows
+               if r["backend"] == "sqlite" and "ratio_to_bare_strategy" in r)
+    note = (f"the whole loop on SQLite keeps {kept:.0%} or more of the bare strategy's rate "
+            f"({baseline['per_second']:.0f} candidates/s: proposals, no storage, no controller)")
+    if not met and baseline["per_second"] < 500:
+        note += ("; the bare strategy alone is under the goal on this machine, so the limit is "
+                 "how fast proposals are made (Evolution.ask / mutate), not storage or the "
+                 "controller: see the machine's speed")
     return {
         "name": "controller_overhead",
         "goal": GOAL,
-        "met": min(sqlite_rates) >= 500,
+        "met": met,
+        "note": note,
         "figures": {"rows": rows, "bare_strategy": baseline},
         "config": {"quick": quick, "candidates": candidates, "spec": SPEC},
     }
