@@ -84,7 +84,7 @@ class ResponseCache:
         self._lock = threading.Lock()
         self._building: dict[Hashable, tuple[threading.Lock, int]] = {}
         self._requests: OrderedDict[tuple[str, bytes], Hashable] = OrderedDict()
-        self.served_by_middleware = 0  # answers CachedAnswers sent (one writer: the event loop)
+        self.served_before_routing = 0  # answers CachedAnswers sent (one writer: the event loop)
 
     def lookup(self, key: Hashable, version: Hashable) -> CachedBody | None:
         """The answer stored for ``key`` if it was built at exactly ``version``."""
@@ -271,7 +271,7 @@ class CachedAnswers:
         entry = self.cache.for_request(scope["path"], scope.get("query_string", b""))
         if entry is None or entry.scope is None or await self._current(entry) != entry.version:
             return False
-        self.cache.served_by_middleware += 1
+        self.cache.served_before_routing += 1
         headers = [(b"etag", entry.etag.encode()), (b"cache-control", b"no-cache")]
         status = 304 if etag_matches(_header(scope, b"if-none-match"), entry.etag) else 200
         body = b"" if status == 304 else entry.body

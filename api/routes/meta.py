@@ -104,6 +104,6 @@ def metrics(request: Request, session: SessionDep) -> PlainTextResponse:
            "Size of the serialised read answers held in memory.", [({}, float(cache.stored_bytes))])
     family("layerforge_response_cache_served_total", "counter",
            "Repeated reads answered from memory before routing (their data unchanged).",
-           [({}, float(cache.served_by_middleware))])
+           [({}, float(cache.served_before_routing))])
     return PlainTextResponse("\n".join(lines) + "\n",
                              media_type="text/plain; version=0.0.4; charset=utf-8")
