@@ -16,8 +16,8 @@ stores them, and files each under the raw request (path and query string) that a
 :class:`CachedAnswers`, which the application asks before anything else, answers a repeat of
 that exact request from memory after the version check, without routing, middleware,
 dependency injection, validation or a trip to the thread pool: on this 2-core machine that
-takes a cached read from about 1.4 ms of the server's CPU to a few tenths of a millisecond. Anything it does not hold, and any
-answer whose data changed, goes on to FastAPI unchanged.
+takes a cached read from about 1.4 ms of the server's CPU to a few tenths of a millisecond.
+Anything it does not hold, and any answer whose data changed, goes on to FastAPI unchanged.
 
 Every cached answer carries a strong ``ETag`` (a hash of its bytes) and ``Cache-Control:
 no-cache``; a client that sends the tag back in ``If-None-Match`` gets ``304 Not Modified``
@@ -218,7 +218,6 @@ class CachedReads:
         if etag_matches(self.request.headers.get("if-none-match"), entry.etag):
             return Response(status_code=304, headers=_headers(entry))
         return Response(entry.body, media_type="application/json", headers=_headers(entry))
-
 
     async def respond_quick(self, **kwargs: Any) -> Response:
         """:meth:`respond` for an answer that takes a few milliseconds to build (one
