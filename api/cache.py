@@ -4,7 +4,7 @@ A dashboard (or fifty) polling the Pareto front and the candidate pages of a cam
 the same questions over and over, and the answers only change when the controller stores
 something for that campaign. Each answer is therefore built once — queried, validated by its
 response model and serialised — and kept as JSON bytes under the campaign's
-:class:`storage.repository.DataVersion`, which every repository write to the campaign's data
+:class:`storage.versions.DataVersion`, which every repository write to the campaign's data
 raises in the writer's transaction. A request reads the current version (one primary-key
 lookup, :func:`storage.read_data_version`) and gets the stored bytes while it is unchanged; any
 change, from this process or another one sharing the database, makes the next request build
@@ -69,7 +69,7 @@ class CachedBody:
     body: bytes
     etag: str
     scope: tuple[VersionScope, int] | None = None
-    route: Any = None
+    route: str | None = None
 
 
 class ResponseCache:
@@ -114,7 +114,8 @@ class ResponseCache:
             return entry
 
     def store(self, key: Hashable, version: Hashable, body: bytes, *,
-              scope: tuple[VersionScope, int] | None = None, route: Any = None) -> CachedBody:
+              scope: tuple[VersionScope, int] | None = None,
+              route: str | None = None) -> CachedBody:
         """Keep ``body`` as the answer to ``key`` at ``version`` (replacing older ones)."""
         entry = CachedBody(version, body, f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"',
                            scope, route)
@@ -165,6 +166,12 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     if if_none_match.strip() == "*":
         return True
     return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
+
+
+def _reads_inline(database_url: str) -> bool:
+    """Whether cheap reads run on the event loop: on SQLite they take microseconds and never
+    wait for a writer; a networked database's round trip belongs in the thread pool."""
+    return database_url.startswith("sqlite")
 
 
 def _headers(entry: CachedBody) -> dict[str, str]:
@@ -225,7 +232,7 @@ class CachedReads:
         event loop, sparing the trip to the thread pool and the hand-offs of the interpreter
         between threads that cost more than the build; on a networked database it runs in the
         thread pool."""
-        if self.database_url.startswith("sqlite"):
+        if _reads_inline(self.database_url):
             return self.respond(**kwargs)
         return await anyio.to_thread.run_sync(functools.partial(self.respond, **kwargs))
 
@@ -245,11 +252,11 @@ class CachedAnswers:
     """
 
     def __init__(self, cache: ResponseCache, database_url: str,
-                 count: Callable[[str, Any, int], None] | None = None):
+                 count: Callable[[str, str | None, int], None] | None = None):
         self.cache = cache
         self.database_url = database_url
         self.count = count
-        self._inline = database_url.startswith("sqlite")
+        self._inline = _reads_inline(database_url)
         self._reader: VersionReader | None = None
 
     async def _current(self, entry: CachedBody) -> Hashable | None:
@@ -263,9 +270,9 @@ class CachedAnswers:
             return None
 
     async def serve(self, scope: Scope, send: Send) -> bool:
-        """Send the stored answer to this request if it is current; False to let the
+        """Send the stored answer to this HTTP request if it is current; False to let the
         application answer."""
-        if scope["type"] != "http" or scope["method"] != "GET":
+        if scope["method"] != "GET":
             return False
         entry = self.cache.for_request(scope["path"], scope.get("query_string", b""))
         if entry is None or entry.scope is None or await self._current(entry) != entry.version:

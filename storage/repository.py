@@ -16,7 +16,8 @@ contract suite on both. Rules the callers rely on:
   back (``after``), so pages stay stable while a campaign grows.
 * Every write to a campaign's candidates, evaluations, objective values, rejections or
   reference point raises the campaign's data version in the same transaction, so a reader
-  that sees an unchanged :func:`data_version` may serve what it derived from that data before.
+  that sees an unchanged :func:`storage.read_data_version` may serve what it derived from
+  that data before.
 """
 
 from __future__ import annotations
@@ -182,39 +183,6 @@ def delete_campaign(session: Session, *, campaign_id: int) -> None:
 
 
 # ---------------------------------------------------------------- data versions
-
-
-class DataVersion(NamedTuple):
-    """One state of the data stored under a campaign; equal versions mean equal data.
-
-    ``created_at`` tells a campaign from a later one that reused a deleted campaign's id.
-    """
-
-    campaign_id: int
-    created_at: dt.datetime
-    counter: int
-
-
-def _data_version_query() -> Select:
-    return select(Campaign.id, Campaign.created_at, Campaign.data_version)
-
-
-def data_version(session: Session, *, campaign_id: int) -> DataVersion:
-    """The campaign's current data version (one primary-key read), or :class:`NotFoundError`."""
-    row = session.execute(_data_version_query().where(Campaign.id == campaign_id)).first()
-    if row is None:
-        raise NotFoundError(f"campaign {campaign_id} does not exist")
-    return DataVersion(*row)
-
-
-def candidate_data_version(session: Session, *, candidate_id: int) -> DataVersion:
-    """The data version of the campaign the candidate belongs to, or :class:`NotFoundError`."""
-    row = session.execute(
-        _data_version_query().join(Candidate, Candidate.campaign_id == Campaign.id)
-        .where(Candidate.id == candidate_id)).first()
-    if row is None:
-        raise NotFoundError(f"candidate {candidate_id} does not exist")
-    return DataVersion(*row)
 
 
 def _mark_data_changed(session: Session, campaigns: int | Select) -> None:

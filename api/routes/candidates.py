@@ -51,12 +51,13 @@ def _objectives(candidate: Candidate) -> dict[str, float | None]:
             for row in candidate.objective_values}
 
 
-def candidate_summary(candidate: Candidate) -> dict[str, Any]:
-    """The fields of :class:`api.schemas.CandidateSummary` (objective values loaded)."""
+def candidate_summary(candidate: Any, objectives: dict[str, float | None]) -> dict[str, Any]:
+    """The fields of :class:`api.schemas.CandidateSummary`, from a stored candidate (an ORM
+    object or a row) and its objective values."""
     return {"id": candidate.id, "campaign_id": candidate.campaign_id, "seq": candidate.seq,
             "status": candidate.status, "origin": candidate.origin, "text": candidate.text,
             "num_nodes": candidate.num_nodes, "parent_ids": list(candidate.parent_ids or []),
-            "objectives": _objectives(candidate), "created_at": candidate.created_at}
+            "objectives": objectives, "created_at": candidate.created_at}
 
 
 def _graph(candidate: Any):
@@ -100,7 +101,8 @@ def candidate_page(session: Session, campaign_id: int, *, status: str | None, so
         if sort is not None:
             data["v"] = repo.candidate_sort_key(last, sort, descending)[0]
         next_cursor = encode_cursor(data)
-    return {"items": [candidate_summary(c) for c in page], "next_cursor": next_cursor}
+    return {"items": [candidate_summary(c, _objectives(c)) for c in page],
+            "next_cursor": next_cursor}
 
 
 @functools.lru_cache(maxsize=16384)
@@ -116,9 +118,9 @@ def _latex(candidate: Any, evaluations: list[Any]) -> str | None:
     changes while its detail answer is rebuilt after each write to its campaign). None for a
     graph the target cannot express."""
     for evaluation in evaluations:
-        stored = (evaluation.result or {}).get("latex") if isinstance(evaluation.result, dict) else None
-        if isinstance(stored, str):
-            return stored
+        result = evaluation.result
+        if isinstance(result, dict) and isinstance(result.get("latex"), str):
+            return result["latex"]
     try:
         return _memoised_latex(_graph(candidate))
     except Exception:  # noqa: BLE001 - a graph that cannot be read: no LaTeX
@@ -130,11 +132,8 @@ def candidate_detail(session: Session, candidate_id: int) -> dict[str, Any]:
     record = repo.read_candidate(session, candidate_id=candidate_id)
     candidate, rejection = record.candidate, record.rejection
     return {
-        "id": candidate.id, "campaign_id": candidate.campaign_id, "seq": candidate.seq,
-        "status": candidate.status, "origin": candidate.origin, "text": candidate.text,
-        "num_nodes": candidate.num_nodes, "parent_ids": list(candidate.parent_ids or []),
-        "objectives": {name: finite(value) for name, value in record.objectives.items()},
-        "created_at": candidate.created_at,
+        **candidate_summary(candidate, {name: finite(value)
+                                        for name, value in record.objectives.items()}),
         "space": str((candidate.graph or {}).get("space", "")),
         "graph": candidate.graph, "latex": _latex(candidate, record.evaluations),
         "fingerprint": candidate.fingerprint,
