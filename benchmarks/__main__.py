@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import subprocess
@@ -56,7 +57,11 @@ def run_child(name: str, quick: bool, results: Path) -> int:
     start = time.perf_counter()
     try:
         module = importlib.import_module(f"benchmarks.{name}")
-        result = module.run(quick=quick)
+        # a benchmark that writes files besides its JSON (a plot) writes them beside it
+        if "results_dir" in inspect.signature(module.run).parameters:
+            result = module.run(quick=quick, results_dir=results)
+        else:
+            result = module.run(quick=quick)
     except Exception as exc:  # noqa: BLE001 - recorded, the suite goes on (an interrupt is not)
         result = error_result(name, f"{type(exc).__name__}: {exc}", traceback.format_exc()[-4000:],
                               quick)

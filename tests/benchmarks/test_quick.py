@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = ["proposal_throughput", "training_throughput"]
+COMMITTED = ROOT / "benchmarks" / "results"
+ALL = ["proposal_throughput", "layer_overhead", "rejection_funnel", "controller_overhead",
+       "training_throughput", "search_efficiency", "api_load"]
 
 
 def _check_result(data: dict, name: str) -> None:
@@ -24,27 +26,73 @@ def _check_result(data: dict, name: str) -> None:
     assert isinstance(data["config"], dict)
     machine = data["machine"]
     assert machine["cores"] and machine["torch"] and machine["cpu"]
+    assert machine["python_loop_ms"] > 0
     assert data["finished_at"]
 
 
+def _check_figures(name: str, figures: dict, results: Path) -> None:
+    """What each benchmark must report, whatever the numbers are."""
+    if name == "proposal_throughput":
+        spaces = {row["space"] for row in figures["rows"]}
+        assert {"activation/swish", "normact/evonorm"} <= spaces
+        assert all(row["proposals_per_s"] > 0 and row["proposals_timed"] > 0 for row in figures["rows"])
+    elif name == "layer_overhead":
+        layers = {row["layer"] for row in figures["rows"]}
+        assert {"silu", "relu", "bn_relu", "evonorm_b0", "evonorm_s0"} <= layers
+        assert all(row["amortized_ratio"] > 0 for row in figures["rows"])
+    elif name == "rejection_funnel":
+        for space in ("normact", "activation"):
+            # every candidate lands in exactly one stage of the funnel
+            counts = [v["count"] for k, v in figures["funnel"].items() if k.startswith(space + "/")]
+            assert sum(counts) == figures["summary"][space]["candidates"] > 0, (space, counts)
+        assert figures["audit"]["normact"]["audited"] >= 1
+        assert "normact/evonorm_b0" in figures["controls"]
+    elif name == "controller_overhead":
+        backends = {row["backend"] for row in figures["rows"]}
+        assert backends == {"sqlite", "postgresql"}, figures["rows"]
+        assert all(row["per_second"] > 0 for row in figures["rows"])
+    elif name == "training_throughput":
+        proxies = {row["proxy"] for row in figures["rows"]}
+        assert {"mlp/mnist1d", "resnet/digits"} <= proxies
+        assert all(row["ours_steps_per_s"] > 0 and row["plain_dataloader_steps_per_s"] > 0
+                   for row in figures["rows"])
+    elif name == "search_efficiency":
+        assert set(figures["final_hypervolume_mean"]) >= {"evolution", "random"}
+        assert figures["best_functions"] and figures["relu_confirmed"]["runs"] >= 2
+        # the plot goes beside the JSON, never over the committed one
+        assert (results / figures["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    elif name == "api_load":
+        assert figures["errors"] == 0, figures["error_samples"]
+        assert set(figures["endpoints"]) == {"pareto", "candidates_by_id", "candidates_sorted",
+                                             "candidate"}
+        assert all(v["requests"] > 0 for v in figures["endpoints"].values())
+        assert figures["stored_candidates"] > 0
+        assert figures["background_campaign"]["status"] == "running"
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_quick_suite_writes_results(tmp_path: Path) -> None:
+@pytest.mark.timeout(900)
+def test_quick_suite_runs_every_benchmark_and_writes_results(tmp_path: Path) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in [*COMMITTED.iterdir(), ROOT / "benchmarks" / "RESULTS.md"]}
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--results", str(tmp_path), "--only", *FAST],
-        cwd=ROOT, capture_output=True, text=True, timeout=580,
+        [sys.executable, "-m", "benchmarks", "--quick", "--results", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=880,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in FAST:
+    assert {p.stem for p in tmp_path.glob("*.json")} == set(ALL)
+    for name in ALL:
         data = json.loads((tmp_path / f"{name}.json").read_text())
         _check_result(data, name)
         assert "error" not in data, data.get("error")
+        assert data["quick"] is True
+        _check_figures(name, data["figures"], tmp_path)
     md = (tmp_path / "RESULTS.md").read_text()
-    assert "Machine" in md and "| Benchmark | Goal |" in md
-    for name in FAST:
+    assert "Machine" in md and "| Benchmark | Goal |" in md and "quick" in md
+    for name in ALL:
         assert f"(`{name}`)" in md
     # the committed results were not touched
-    assert str(tmp_path) != str(ROOT / "benchmarks" / "results")
+    after = {p.name: p.stat().st_mtime_ns for p in [*COMMITTED.iterdir(), ROOT / "benchmarks" / "RESULTS.md"]}
+    assert after == before
 
 
 def test_crash_is_recorded_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
