@@ -69,9 +69,10 @@ NOTE = ("The MLP proxies keep PyTorch's default Linear initialisation (kaiming_u
         "signal's second moment (a third through the weights, half through ReLU). An "
         "activation's output scale at initialisation therefore counts: rescaled members of the "
         "ReLU family (2 relu(x), and x - |x| = 2 min(x, 0), the same function mirrored) beat "
-        "ReLU by a wide margin (about 11 points in the committed run) for that reason alone, and a proxy with He initialisation or normalization layers would "
-        "not reward them. Read the winners with that in mind; the hypervolume comparison between "
-        "strategies is unaffected, since all of them search the same proxies.")
+        "ReLU by a wide margin (about 11 points in the committed run) for that reason alone, "
+        "and a proxy with He initialisation or normalization layers would not reward them. "
+        "Read the winners with that in mind; the hypervolume comparison between strategies is "
+        "unaffected, since all of them search the same proxies.")
 
 QUICK: dict[str, Any] = {
     **CONFIG,
@@ -204,13 +205,16 @@ def headline(figures: dict[str, Any], budget: int) -> dict[str, Any]:
     """The summary row of the study, derived from its figures."""
     reach = figures["evaluations_to_reach_random_final_hv"]
     reached = " / ".join(str(reach.get(n, "-")) for n in ("evolution", "optuna", "random"))
+    def worst_margin(winner: dict[str, Any]) -> float:
+        return min(winner["margin_in_2sd_units"] or [0.0])
+
     evolution = [w for w in figures["best_functions"] if w["found_by"] == "evolution"]
-    best = max(evolution, key=lambda w: min(w["margin_in_2sd_units"] or [0.0]), default=None)
+    best = max(evolution, key=worst_margin, default=None)
     versus = "none"
     if best:
         gains = zip(best["confirm_mean"], figures["relu_confirmed"]["mean"])
         versus = (f"{best['text']}: " + ", ".join(f"{m - r:+.3f}" for m, r in gains)
-                  + f" accuracy, {min(best['margin_in_2sd_units'] or [0.0]):.1f}x 2 SD")
+                  + f" accuracy, {worst_margin(best):.1f}x 2 SD")
     return {"evaluations to random's final hypervolume (evolution / optuna / random)":
             f"{reached} of {budget}",
             "evolution's best vs ReLU": versus}
