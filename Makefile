@@ -4,7 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install serve test bench clean
+TYPECHECK := $(VENV)/typecheck
+
+.PHONY: install serve test lint typecheck bench clean
 
 $(PY):
 	$(PYTHON) -c 'import sys; sys.exit("layerforge needs Python >= 3.11") if sys.version_info < (3, 11) else None'
@@ -22,8 +24,19 @@ install: $(STAMP)
 serve: install
 	$(VENV)/bin/layerforge serve --demo
 
-test: install
+test: install lint
 	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# mypy reads the package as it installs (layerforge.grammar, ...), which the editable
+# install's import hook hides from it: so it checks a copy built from the working tree.
+typecheck: install
+	rm -rf $(TYPECHECK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation --target $(TYPECHECK) .
+	cd $(TYPECHECK) && MYPYPATH=. $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p layerforge
 
 bench: install
 	$(PY) -m benchmarks

@@ -10,4 +10,5 @@ def layerforge_version() -> str:
     except PackageNotFoundError:  # running from a source tree without metadata
         return "0+unknown"
 
+
 API_PREFIX = "/api/v1"  # every API route lives under it

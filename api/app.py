@@ -16,12 +16,13 @@ import anyio
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api import API_PREFIX, errors, layerforge_version
-from api.cache import CachedAnswers, ResponseCache
-from api.deps import require_token
-from api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
-from api.settings import Settings, get_settings
-from storage import get_engine, repository as repo, session_scope, upgrade_database
+from layerforge.api import API_PREFIX, errors, layerforge_version
+from layerforge.api.cache import CachedAnswers, ResponseCache
+from layerforge.api.deps import require_token
+from layerforge.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
+from layerforge.api.settings import Settings, get_settings
+from layerforge.storage import get_engine, session_scope, upgrade_database
+from layerforge.storage import repository as repo
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +42,46 @@ DEMO_SPEC = {
 
 def make_evaluator_factory(settings: Settings):
     """The evaluator the controller gives each campaign, from ``settings.evaluator``."""
-    from search.evaluators import LocalEvaluator, RayEvaluator, SimulatedEvaluator
+    from layerforge.search.evaluators import LocalEvaluator, RayEvaluator, SimulatedEvaluator
 
     if settings.evaluator == "simulated":
         return functools.partial(SimulatedEvaluator, seconds=settings.simulated_seconds)
     if settings.evaluator == "local":
         return LocalEvaluator
     return lambda: RayEvaluator(
-        num_actors=settings.workers, num_cpus=settings.worker_cpus,
-        num_gpus=settings.worker_gpus, task_timeout_s=settings.task_timeout_s,
-        ray_address=settings.ray_address)
+        num_actors=settings.workers,
+        num_cpus=settings.worker_cpus,
+        num_gpus=settings.worker_gpus,
+        task_timeout_s=settings.task_timeout_s,
+        ray_address=settings.ray_address,
+    )
+
+
+def connect_evaluator_backend(settings: Settings) -> None:
+    """Connect the process to Ray once, at start-up, when campaigns are evaluated on Ray.
+
+    The connection is held by :mod:`layerforge.workers.ray_session`'s owner thread for the
+    life of the process and shared by every campaign; a campaign's own thread never starts
+    Ray (Ray's processes die with the thread that started them).
+    """
+    if settings.evaluator != "ray":
+        return
+    from layerforge.workers.pool import ray_connect
+
+    ray_connect(settings.ray_address)
+
+
+def disconnect_evaluator_backend() -> None:
+    """Shut down the Ray connection made by :func:`connect_evaluator_backend` (if any)."""
+    from layerforge.workers import ray_session
+
+    ray_session.shutdown()
 
 
 def submit_demo_campaign(database_url: str) -> int | None:
     """Queue the demo campaign unless a campaign exists; returns its id (or None)."""
-    from search.campaign import create_campaign
-    from search.spec import validate_spec
+    from layerforge.search.campaign import create_campaign
+    from layerforge.search.spec import validate_spec
 
     with session_scope(get_engine(database_url), readonly=True) as s:
         if repo.list_campaigns(s, limit=1):
@@ -69,32 +94,46 @@ def install_openapi(app: FastAPI) -> None:
     LAYERFORGE_API_TOKEN requires it) together with its 401 answer."""
     from fastapi.openapi.utils import get_openapi
 
-    from api.deps import MUTATING_METHODS
-    from api.errors import ErrorResponse
+    from layerforge.api.deps import MUTATING_METHODS
+    from layerforge.api.errors import ErrorResponse
 
     def openapi() -> dict:
         if app.openapi_schema:
             return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                             routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         components = schema.setdefault("components", {})
         components.setdefault("securitySchemes", {})["bearerAuth"] = {
-            "type": "http", "scheme": "bearer",
-            "description": "LAYERFORGE_API_TOKEN; required only when the server sets one"}
+            "type": "http",
+            "scheme": "bearer",
+            "description": "LAYERFORGE_API_TOKEN; required only when the server sets one",
+        }
         schemas = components.setdefault("schemas", {})
         if "ErrorResponse" not in schemas:
-            schemas.update(ErrorResponse.model_json_schema(
-                ref_template="#/components/schemas/{model}").pop("$defs", {}))
+            schemas.update(
+                ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}").pop(
+                    "$defs", {}
+                )
+            )
             schemas["ErrorResponse"] = ErrorResponse.model_json_schema(
-                ref_template="#/components/schemas/{model}")
+                ref_template="#/components/schemas/{model}"
+            )
         for operations in schema.get("paths", {}).values():
             for method, operation in operations.items():
                 if method.upper() in MUTATING_METHODS:
                     operation["security"] = [{"bearerAuth": []}, {}]
-                    operation.setdefault("responses", {}).setdefault("401", {
-                        "description": "Missing or wrong bearer token",
-                        "content": {"application/json": {
-                            "schema": {"$ref": "#/components/schemas/ErrorResponse"}}}})
+                    operation.setdefault("responses", {}).setdefault(
+                        "401",
+                        {
+                            "description": "Missing or wrong bearer token",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/ErrorResponse"}
+                                }
+                            },
+                        },
+                    )
         app.openapi_schema = schema
         return schema
 
@@ -124,18 +163,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await anyio.to_thread.run_sync(upgrade_database, settings.database_url)
         manager = None
         if settings.run_controller:
-            from search.manager import ControllerManager
+            from layerforge.search.manager import ControllerManager
 
-            manager = ControllerManager(settings.database_url,
-                                        make_evaluator_factory(settings),
-                                        max_concurrent=settings.max_campaigns)
+            await anyio.to_thread.run_sync(connect_evaluator_backend, settings)
+
+            manager = ControllerManager(
+                settings.database_url,
+                make_evaluator_factory(settings),
+                max_concurrent=settings.max_campaigns,
+            )
             manager.start()
         app.state.manager = manager
         if getattr(app.state, "demo", False):
             demo_id = await anyio.to_thread.run_sync(submit_demo_campaign, settings.database_url)
             if demo_id is not None:
-                log.info("demo campaign %s submitted; open http://%s:%s/", demo_id,
-                         settings.host, settings.port)
+                log.info(
+                    "demo campaign %s submitted; open http://%s:%s/",
+                    demo_id,
+                    settings.host,
+                    settings.port,
+                )
                 if manager is not None:
                     manager.wake()
         # Start-up's objects (modules, routes, schemas: most of the heap) leave the cyclic
@@ -150,13 +197,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.manager = None
             if manager is not None:
                 await anyio.to_thread.run_sync(manager.stop)
+            await anyio.to_thread.run_sync(disconnect_evaluator_backend)
 
     app = LayerforgeAPI(
         title="layerforge",
         version=layerforge_version(),
         description="Discover activation functions and normalization-activation layers by "
-                    "evolution. Mutating calls need `Authorization: Bearer <token>` when the "
-                    "server sets LAYERFORGE_API_TOKEN.",
+        "evolution. Mutating calls need `Authorization: Bearer <token>` when the "
+        "server sets LAYERFORGE_API_TOKEN.",
         lifespan=lifespan,
         # Every route of the app passes the token check; it only acts on mutating methods,
         # so a route added later cannot forget it.
@@ -167,11 +215,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.demo = False
     app.state.request_metrics = RequestMetrics()
     app.state.response_cache = ResponseCache()
-    app.cached_answers = CachedAnswers(app.state.response_cache, settings.database_url,
-                                       count=app.state.request_metrics.add)
+    app.cached_answers = CachedAnswers(
+        app.state.response_cache, settings.database_url, count=app.state.request_metrics.add
+    )
     errors.install(app)
 
-    from api.routes import campaigns, candidates, dashboard, events, meta
+    from layerforge.api.routes import campaigns, candidates, dashboard, events, meta
 
     for module in (campaigns, events, candidates):
         app.include_router(module.router, prefix=API_PREFIX)
@@ -182,6 +231,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.request_metrics,
-                       prefixes=(API_PREFIX,))
+    app.add_middleware(MetricsMiddleware, metrics=app.state.request_metrics, prefixes=(API_PREFIX,))
     return app

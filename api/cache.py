@@ -42,18 +42,21 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 from starlette.types import Scope, Send
 
-from api import API_PREFIX
-from api.middleware import route_template
-from storage import NotFoundError, get_engine, read_data_version, session_scope
-from storage.versions import VersionReader, VersionScope
+from layerforge.api import API_PREFIX
+from layerforge.api.middleware import route_template
+from layerforge.storage import NotFoundError, get_engine, read_data_version, session_scope
+from layerforge.storage.versions import VersionReader, VersionScope
 
 DEFAULT_MAX_ENTRIES = 4096
 DEFAULT_MAX_BYTES = 64 * 2**20
 
 # OpenAPI ``responses`` entries of an endpoint served through the cache.
 CACHED_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"headers": {"ETag": {"description": "send it back as If-None-Match",
-                               "schema": {"type": "string"}}}},
+    200: {
+        "headers": {
+            "ETag": {"description": "send it back as If-None-Match", "schema": {"type": "string"}}
+        }
+    },
     304: {"description": "Not Modified: the If-None-Match ETag is still current"},
 }
 
@@ -113,12 +116,19 @@ class ResponseCache:
                 self._entries.move_to_end(key)
             return entry
 
-    def store(self, key: Hashable, version: Hashable, body: bytes, *,
-              scope: tuple[VersionScope, int] | None = None,
-              route: str | None = None) -> CachedBody:
+    def store(
+        self,
+        key: Hashable,
+        version: Hashable,
+        body: bytes,
+        *,
+        scope: tuple[VersionScope, int] | None = None,
+        route: str | None = None,
+    ) -> CachedBody:
         """Keep ``body`` as the answer to ``key`` at ``version`` (replacing older ones)."""
-        entry = CachedBody(version, body, f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"',
-                           scope, route)
+        entry = CachedBody(
+            version, body, f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"', scope, route
+        )
         if len(body) > self.max_bytes:
             return entry
         with self._lock:
@@ -220,8 +230,9 @@ class CachedReads:
                     body = model.model_validate(data).model_dump_json().encode()
                     route = route_template(self.request.scope, (API_PREFIX,))
                     entry = self.cache.store(key, current, body, scope=scope, route=route)
-        self.cache.file_request(self.request.scope["path"],
-                                self.request.scope.get("query_string", b""), key)
+        self.cache.file_request(
+            self.request.scope["path"], self.request.scope.get("query_string", b""), key
+        )
         if etag_matches(self.request.headers.get("if-none-match"), entry.etag):
             return Response(status_code=304, headers=_headers(entry))
         return Response(entry.body, media_type="application/json", headers=_headers(entry))
@@ -251,8 +262,12 @@ class CachedAnswers:
     request metrics under their route like any other.
     """
 
-    def __init__(self, cache: ResponseCache, database_url: str,
-                 count: Callable[[str, str | None, int], None] | None = None):
+    def __init__(
+        self,
+        cache: ResponseCache,
+        database_url: str,
+        count: Callable[[str, str | None, int], None] | None = None,
+    ):
         self.cache = cache
         self.database_url = database_url
         self.count = count
@@ -282,8 +297,10 @@ class CachedAnswers:
         status = 304 if etag_matches(_header(scope, b"if-none-match"), entry.etag) else 200
         body = b"" if status == 304 else entry.body
         if status == 200:
-            headers += [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode())]
+            headers += [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         if self.count is not None:

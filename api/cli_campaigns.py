@@ -17,14 +17,14 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from api.cli import fail, settings_or_exit
+from layerforge.api.cli import fail, settings_or_exit
 
 console = Console(stderr=True)
 
 
 def load_spec_file(path: Path):
     """Read and validate a spec file; exits with a message naming the problem."""
-    from search.spec import SpecError, validate_spec
+    from layerforge.search.spec import SpecError, validate_spec
 
     try:
         data = json.loads(path.read_text())
@@ -40,38 +40,45 @@ def load_spec_file(path: Path):
 
 def make_evaluator(kind: str, settings, workers: int | None):
     """The evaluator ``layerforge run`` uses: Ray (default), in-process, or simulated."""
-    from search.evaluators import LocalEvaluator, RayEvaluator, SimulatedEvaluator
+    from layerforge.search.evaluators import LocalEvaluator, RayEvaluator, SimulatedEvaluator
 
     if kind == "local":
         return LocalEvaluator()
     if kind == "simulated":
         return SimulatedEvaluator()
     if kind == "ray":
-        return RayEvaluator(num_actors=workers or settings.workers, num_cpus=settings.worker_cpus,
-                            num_gpus=settings.worker_gpus, task_timeout_s=settings.task_timeout_s,
-                            ray_address=settings.ray_address)
+        return RayEvaluator(
+            num_actors=workers or settings.workers,
+            num_cpus=settings.worker_cpus,
+            num_gpus=settings.worker_gpus,
+            task_timeout_s=settings.task_timeout_s,
+            ray_address=settings.ray_address,
+        )
     fail(f"--evaluator must be ray, local or simulated, not {kind!r}")
 
 
 def print_front(database_url: str, campaign_id: int) -> None:
     """Print the campaign's Pareto front as a table on stdout."""
-    from api.cli_client import pareto_table
-    from search.campaign import pareto_of_campaign
+    from layerforge.api.cli_client import pareto_table
+    from layerforge.search.campaign import pareto_of_campaign
 
-    Console(width=200).print(pareto_table(pareto_of_campaign(database_url, campaign_id),
-                                          campaign_id))
+    Console(width=200).print(
+        pareto_table(pareto_of_campaign(database_url, campaign_id), campaign_id)
+    )
 
 
 def run(
     spec_file: Path = typer.Argument(..., help="Campaign spec (JSON)."),
     db: str = typer.Option(None, "--db", help="Database URL (default LAYERFORGE_DATABASE_URL)."),
-    evaluator: str = typer.Option("ray", help="ray (local Ray or RAY_ADDRESS), local or simulated."),
+    evaluator: str = typer.Option(
+        "ray", help="ray (local Ray or RAY_ADDRESS), local or simulated."
+    ),
     workers: int = typer.Option(None, help="Ray evaluator actors (default LAYERFORGE_WORKERS)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Run a campaign locally (resuming it if it was interrupted) and print its Pareto front."""
-    from search.campaign import CampaignRunner, create_campaign
-    from storage import StorageError, upgrade_database
+    from layerforge.search.campaign import CampaignRunner, create_campaign
+    from layerforge.storage import StorageError, upgrade_database
 
     settings = settings_or_exit(database_url=db)
     data, spec = load_spec_file(spec_file)
@@ -85,26 +92,44 @@ def run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     engine = make_evaluator(evaluator, settings, workers)
-    console.print(f"campaign {campaign_id} ({spec.name}): {spec.space.kind} space, "
-                  f"{spec.strategy.name}, budget {spec.budget.max_candidates} candidates")
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
-                  console=console, disable=quiet, transient=False) as bar:
+    console.print(
+        f"campaign {campaign_id} ({spec.name}): {spec.space.kind} space, "
+        f"{spec.strategy.name}, budget {spec.budget.max_candidates} candidates"
+    )
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
+    ) as bar:
         task = bar.add_task("candidates", total=spec.budget.max_candidates, detail="")
 
         def show(progress) -> None:
             rejected = ", ".join(f"{k} {v}" for k, v in sorted(progress.funnel.items())) or "none"
             best = ", ".join(f"{k.split(':')[-1]} {v:.3f}" for k, v in progress.best.items())
-            bar.update(task, completed=progress.candidates, detail=(
-                f"done {progress.counts.get('completed', 0)} | rejected: {rejected} | "
-                f"best: {best or '-'} | HV {progress.hypervolume:.4f}"))
+            bar.update(
+                task,
+                completed=progress.candidates,
+                detail=(
+                    f"done {progress.counts.get('completed', 0)} | rejected: {rejected} | "
+                    f"best: {best or '-'} | HV {progress.hypervolume:.4f}"
+                ),
+            )
 
-        runner = CampaignRunner(settings.database_url, campaign_id, engine, stop=stop,
-                                on_progress=show)
+        runner = CampaignRunner(
+            settings.database_url, campaign_id, engine, stop=stop, on_progress=show
+        )
         try:
             status = runner.run()
         finally:
             engine.shutdown()
+            from layerforge.workers import ray_session
+
+            ray_session.shutdown()
     console.print(f"campaign {campaign_id}: {status}")
     print_front(settings.database_url, campaign_id)
     if status == "stopped":

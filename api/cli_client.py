@@ -18,16 +18,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from api.cli import fail
+from layerforge.api.cli import fail
 
 API = "/api/v1"
 FINISHED = ("completed", "cancelled", "failed")
 console = Console(stderr=True)
 
-ServerOption = typer.Option("http://127.0.0.1:8000", "--server", envvar="LAYERFORGE_SERVER",
-                            help="Base URL of the layerforge service.")
-TokenOption = typer.Option(None, "--token", envvar="LAYERFORGE_API_TOKEN",
-                           help="Bearer token for mutating calls.")
+ServerOption = typer.Option(
+    "http://127.0.0.1:8000",
+    "--server",
+    envvar="LAYERFORGE_SERVER",
+    help="Base URL of the layerforge service.",
+)
+TokenOption = typer.Option(
+    None, "--token", envvar="LAYERFORGE_API_TOKEN", help="Bearer token for mutating calls."
+)
 
 
 class Client:
@@ -70,10 +75,11 @@ def submit(
         fail(f"{spec_file}: not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}")
     client = Client(server, token)
     key = idempotency_key or str(uuid.uuid4())
-    body = client.request("POST", "/campaigns", json=spec,
-                          headers={"Idempotency-Key": key}).json()
-    console.print(f"campaign {body['id']} ({body['name']}) is {body['status']}; "
-                  f"watch it with: layerforge watch {body['id']}")
+    body = client.request("POST", "/campaigns", json=spec, headers={"Idempotency-Key": key}).json()
+    console.print(
+        f"campaign {body['id']} ({body['name']}) is {body['status']}; "
+        f"watch it with: layerforge watch {body['id']}"
+    )
     typer.echo(body["id"])
 
 
@@ -94,7 +100,9 @@ def status(
     table.add_row("counts", ", ".join(f"{k} {v}" for k, v in body["counts"].items() if v))
     for name, value in body["best"].items():
         table.add_row(f"best {name}", "–" if value is None else f"{value:.4f}")
-    table.add_row("hypervolume", "–" if body["hypervolume"] is None else f"{body['hypervolume']:.4f}")
+    table.add_row(
+        "hypervolume", "–" if body["hypervolume"] is None else f"{body['hypervolume']:.4f}"
+    )
     table.add_row("elapsed", f"{body['elapsed_seconds']:.0f} s")
     left = body["estimate"]["remaining_seconds"]
     table.add_row("left (estimate)", "–" if left is None else f"{left:.0f} s")
@@ -106,8 +114,12 @@ def status(
 def _sse(client: Client, campaign_id: int, after: int):
     """Yield (id, kind, payload) from the event stream; returns when the stream closes."""
     kind, data, event_id = None, [], None
-    with client.http.stream("GET", f"{API}/campaigns/{campaign_id}/events",
-                            params={"after": after}, timeout=httpx.Timeout(30.0, read=60.0)) as r:
+    with client.http.stream(
+        "GET",
+        f"{API}/campaigns/{campaign_id}/events",
+        params={"after": after},
+        timeout=httpx.Timeout(30.0, read=60.0),
+    ) as r:
         if r.status_code >= 400:
             r.read()
             client.request("GET", f"/campaigns/{campaign_id}")  # fails with the message
@@ -138,17 +150,28 @@ def watch(
     """Follow a campaign with a live progress bar until it finishes."""
     client = Client(server, token)
     body = client.get(f"/campaigns/{campaign_id}")
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    ]
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task(f"campaign {campaign_id}", total=body["progress"]["budget"],
-                                 completed=body["progress"]["candidates"], info=body["status"])
+        task = progress.add_task(
+            f"campaign {campaign_id}",
+            total=body["progress"]["budget"],
+            completed=body["progress"]["candidates"],
+            info=body["status"],
+        )
 
         def show(detail: dict) -> None:
-            best = ", ".join(f"{k.split(':')[-1]} {v:.3f}" for k, v in detail["best"].items()
-                             if v is not None)
-            progress.update(task, completed=detail["progress"]["candidates"],
-                            info=f"{detail['status']}  {best}")
+            best = ", ".join(
+                f"{k.split(':')[-1]} {v:.3f}" for k, v in detail["best"].items() if v is not None
+            )
+            progress.update(
+                task, completed=detail["progress"]["candidates"], info=f"{detail['status']}  {best}"
+            )
 
         show(body)
         last = 0
@@ -160,9 +183,12 @@ def watch(
                     for event_id, kind, payload in _sse(client, campaign_id, last):
                         last = event_id or last
                         if kind == "progress":
-                            progress.update(task, completed=payload.get("candidates", 0),
-                                            info=f"{payload.get('status', '')} in flight "
-                                                 f"{payload.get('in_flight', 0)}")
+                            progress.update(
+                                task,
+                                completed=payload.get("candidates", 0),
+                                info=f"{payload.get('status', '')} in flight "
+                                f"{payload.get('in_flight', 0)}",
+                            )
                         elif kind in ("status", "end"):
                             break
                 except httpx.HTTPError:
@@ -195,17 +221,21 @@ def pareto_table(data: dict[str, Any], campaign_id: int) -> Table:
         table.add_column(f"{objective['name']} {arrow}", justify="right")
     for point in sorted(data["front"], key=lambda p: p["candidate_id"]):
         values = [point["values"].get(o["name"]) for o in data["objectives"]]
-        table.add_row(str(point["candidate_id"]), point["text"], point["origin"],
-                      *("–" if v is None else f"{v:.4f}" for v in values))
+        table.add_row(
+            str(point["candidate_id"]),
+            point["text"],
+            point["origin"],
+            *("–" if v is None else f"{v:.4f}" for v in values),
+        )
     return table
 
 
 def export(
     candidate_id: int = typer.Argument(None, help="Candidate id (on the server)."),
-    format: str = typer.Option("pytorch", "--format", "-f",  # noqa: A002
-                               help="pytorch, numpy, jax, latex, sympy or json."),
-    output: Path = typer.Option(None, "--output", "-o",
-                                help="File to write (default: stdout)."),
+    format: str = typer.Option(
+        "pytorch", "--format", "-f", help="pytorch, numpy, jax, latex, sympy or json."
+    ),
+    output: Path = typer.Option(None, "--output", "-o", help="File to write (default: stdout)."),
     expr: str = typer.Option(None, "--expr", help="Export this expression instead (offline)."),
     builtin: str = typer.Option(None, "--builtin", help="Export this built-in instead (offline)."),
     space: str = typer.Option(None, "--space", help="activation or normact (with --expr)."),
@@ -217,15 +247,17 @@ def export(
     if expr is not None or builtin is not None:
         if candidate_id is not None:
             fail("give a CANDIDATE_ID or --expr/--builtin, not both")
-        from api.cli_grammar import export_command
+        from layerforge.api.cli_grammar import export_command
 
-        export_command(expr=expr, builtin=builtin, space=space, fmt=format, name=name,
-                       output=output)
+        export_command(
+            expr=expr, builtin=builtin, space=space, fmt=format, name=name, output=output
+        )
         return
     if candidate_id is None:
         fail("give a CANDIDATE_ID (or --expr / --builtin to export offline)")
-    response = Client(server, token).request("GET", f"/candidates/{candidate_id}/export",
-                                             params={"format": format})
+    response = Client(server, token).request(
+        "GET", f"/candidates/{candidate_id}/export", params={"format": format}
+    )
     if output is None:
         typer.echo(response.text, nl=False)
         return
@@ -244,7 +276,9 @@ def register(app: typer.Typer) -> None:
     """
     names = {"submit", "status", "watch", "pareto", "export"}
     app.registered_commands[:] = [
-        c for c in app.registered_commands
-        if (c.name or getattr(c.callback, "__name__", "").removesuffix("_command")) not in names]
+        c
+        for c in app.registered_commands
+        if (c.name or getattr(c.callback, "__name__", "").removesuffix("_command")) not in names
+    ]
     for command in (submit, status, watch, pareto, export):
         app.command()(command)

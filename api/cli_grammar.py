@@ -7,12 +7,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
-
 
 _SPACES = ("activation", "normact")
 
@@ -30,7 +28,7 @@ def _check_space(space: str) -> str:
 
 def ops_command() -> None:
     """List the grammar's ops with their arity and the spaces they may appear in."""
-    import grammar
+    from layerforge import grammar
 
     table = Table(title="layerforge ops")
     table.add_column("op")
@@ -38,7 +36,9 @@ def ops_command() -> None:
     table.add_column("spaces")
     table.add_column("meaning")
     for op in grammar.list_ops():
-        table.add_row(op.name, str(op.arity), ", ".join(k for k in _SPACES if k in op.kinds), op.description)
+        table.add_row(
+            op.name, str(op.arity), ", ".join(k for k in _SPACES if k in op.kinds), op.description
+        )
     Console(width=120).print(table)
 
 
@@ -47,8 +47,8 @@ def show_command(
     space: str = typer.Option("activation", "--space", help="activation or normact"),
 ) -> None:
     """Parse an expression and print its canonical text, LaTeX and functional fingerprint."""
-    import grammar
-    from grammar import GrammarError
+    from layerforge import grammar
+    from layerforge.grammar import GrammarError
 
     _check_space(space)
     try:
@@ -68,16 +68,16 @@ def show_command(
 
 
 def export_command(
-    expr: Optional[str] = typer.Option(None, "--expr", help="expression to export"),
-    builtin: Optional[str] = typer.Option(None, "--builtin", help="built-in name, e.g. evonorm_b0"),
-    space: Optional[str] = typer.Option(None, "--space", help="activation or normact"),
+    expr: str | None = typer.Option(None, "--expr", help="expression to export"),
+    builtin: str | None = typer.Option(None, "--builtin", help="built-in name, e.g. evonorm_b0"),
+    space: str | None = typer.Option(None, "--space", help="activation or normact"),
     fmt: str = typer.Option(..., "--format", help="pytorch, numpy, jax, latex, sympy or json"),
-    name: Optional[str] = typer.Option(None, "--name", help="class / function name"),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="write to this file"),
+    name: str | None = typer.Option(None, "--name", help="class / function name"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="write to this file"),
 ) -> None:
     """Export an expression or a built-in as code (stdout, or a file with -o)."""
-    import grammar
-    from grammar import GrammarError
+    from layerforge import grammar
+    from layerforge.grammar import GrammarError
 
     if (expr is None) == (builtin is None):
         _fail("give exactly one of --expr or --builtin")
@@ -85,9 +85,13 @@ def export_command(
         if builtin is not None:
             g = grammar.get_builtin(builtin)
             if space is not None and _check_space(space) != g.space:
-                _fail(f"built-in {builtin!r} is {'an' if g.space == 'activation' else 'a'} {g.space} layer, not {space}")
+                _fail(
+                    f"built-in {builtin!r} is {'an' if g.space == 'activation' else 'a'} {g.space} layer, not {space}"
+                )
             if name is None and fmt == "pytorch":
-                name = grammar.builtins.CLASS_NAMES.get(builtin) or "".join(p.title() for p in builtin.split("_"))
+                name = grammar.builtins.CLASS_NAMES.get(builtin) or "".join(
+                    p.title() for p in builtin.split("_")
+                )
         else:
             if space is None:
                 _fail("--space is required with --expr (activation or normact)")

@@ -9,15 +9,16 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from api.cache import CachedReads
-from api.errors import ApiError
-from api.settings import Settings
-from storage import get_engine, session_scope
+from layerforge.api.cache import CachedReads
+from layerforge.api.errors import ApiError
+from layerforge.api.settings import Settings
+from layerforge.storage import get_engine, session_scope
 
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 # The dependencies that do no I/O are ``async def`` so that FastAPI runs them on the event
 # loop instead of handing each to the thread pool (a thread switch per request apiece).
+
 
 async def get_app_settings(request: Request) -> Settings:
     """The settings the application was created with."""
@@ -69,7 +70,10 @@ async def require_token(request: Request) -> None:
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8")
     ):
-        raise ApiError(401, "this call needs 'Authorization: Bearer <token>' "
-                       "(the server's LAYERFORGE_API_TOKEN)" if header is None
-                       else "the bearer token is wrong",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "this call needs 'Authorization: Bearer <token>' (the server's LAYERFORGE_API_TOKEN)"
+            if header is None
+            else "the bearer token is wrong",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

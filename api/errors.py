@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from storage import ConflictError, NotFoundError, StorageError
+from layerforge.storage import ConflictError, NotFoundError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,13 @@ class ErrorResponse(BaseModel):
 class ApiError(Exception):
     """Raised by routes: becomes ``{"error": {"code", "message"}}`` with ``status``."""
 
-    def __init__(self, status: int, message: str, code: str | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -67,9 +72,14 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def error_json(status: int, message: str, code: str | None = None, *,
-               fields: list[dict[str, str]] | None = None,
-               headers: dict[str, str] | None = None) -> JSONResponse:
+def error_json(
+    status: int,
+    message: str,
+    code: str | None = None,
+    *,
+    fields: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     """The JSON response of an error."""
     body: dict[str, Any] = {"code": code or CODES.get(status, "error"), "message": message}
     if fields is not None:
@@ -89,8 +99,9 @@ _DESCRIPTIONS = {
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the given error statuses."""
-    return {s: {"model": ErrorResponse, "description": _DESCRIPTIONS.get(s, "Error")}
-            for s in statuses}
+    return {
+        s: {"model": ErrorResponse, "description": _DESCRIPTIONS.get(s, "Error")} for s in statuses
+    }
 
 
 def _path(loc: Any) -> str:
@@ -98,9 +109,13 @@ def _path(loc: Any) -> str:
 
 
 def validation_fields(errors: Any) -> list[dict[str, str]]:
-    return [{"path": _path(e.get("loc", ())),
-             "message": str(e.get("msg", "invalid")).removeprefix("Value error, ")}
-            for e in errors]
+    return [
+        {
+            "path": _path(e.get("loc", ())),
+            "message": str(e.get("msg", "invalid")).removeprefix("Value error, "),
+        }
+        for e in errors
+    ]
 
 
 async def _validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -109,9 +124,13 @@ async def _validation_handler(request: Request, exc: RequestValidationError) -> 
         if e.get("type") == "json_invalid":
             detail = (e.get("ctx") or {}).get("error", "")
             position = e.get("loc", ("body", 0))[-1]
-            return error_json(400, f"request body is not valid JSON: {detail} "
-                              f"(at character {position})".replace(":  (", ": ("),
-                              "malformed_json")
+            return error_json(
+                400,
+                f"request body is not valid JSON: {detail} (at character {position})".replace(
+                    ":  (", ": ("
+                ),
+                "malformed_json",
+            )
     fields = validation_fields(errors)
     message = "; ".join(f"{f['path']}: {f['message']}" for f in fields[:10])
     if len(fields) > 10:
@@ -142,7 +161,9 @@ async def _conflict_handler(request: Request, exc: ConflictError) -> JSONRespons
 
 async def _storage_handler(request: Request, exc: StorageError) -> JSONResponse:
     log.warning("storage error on %s %s: %s", request.method, request.url.path, exc)
-    return error_json(503, "the database is unavailable; retry shortly", headers={"Retry-After": "2"})
+    return error_json(
+        503, "the database is unavailable; retry shortly", headers={"Retry-After": "2"}
+    )
 
 
 async def _internal_handler(request: Request, exc: Exception) -> JSONResponse:

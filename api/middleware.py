@@ -19,10 +19,17 @@ class _BodyTooLarge(HTTPException):
 
 async def _send_error(send: Send, status: int, code: str, message: str) -> None:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -132,8 +139,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         finally:
-            self.metrics.add(scope.get("method", "GET"), route_template(scope, self.prefixes),
-                             status)
+            self.metrics.add(
+                scope.get("method", "GET"), route_template(scope, self.prefixes), status
+            )
 
 
 def route_template(scope: Scope, prefixes: tuple[str, ...] = ()) -> str:

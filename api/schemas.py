@@ -12,14 +12,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from search.spec import CampaignSpec
+from layerforge.search.spec import CampaignSpec
 
 CampaignCreate = CampaignSpec
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
     """SQLite hands back naive datetimes that are UTC; say so explicitly."""
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
 Timestamp = Annotated[dt.datetime, AfterValidator(_utc)]

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from storage import DEFAULT_DATABASE_URL, StorageError, validate_database_url
+from layerforge.storage import DEFAULT_DATABASE_URL, StorageError, validate_database_url
 
 
 class SettingsError(RuntimeError):
@@ -42,8 +42,11 @@ class Settings(BaseSettings):
     )
     max_campaigns: int = Field(2, ge=1, description="campaigns the controller runs at once")
     simulated_seconds: float = Field(
-        0.0, ge=0, le=86_400,
-        description="with the simulated evaluator: seconds each evaluation takes (0: none)")
+        0.0,
+        ge=0,
+        le=86_400,
+        description="with the simulated evaluator: seconds each evaluation takes (0: none)",
+    )
     ray_address: str | None = Field(
         default_factory=lambda: os.environ.get("RAY_ADDRESS") or None,
         description="Ray cluster to join (RAY_ADDRESS); unset starts a local Ray",

@@ -63,8 +63,9 @@ def run_child(name: str, quick: bool, results: Path) -> int:
         else:
             result = module.run(quick=quick)
     except Exception as exc:  # noqa: BLE001 - recorded, the suite goes on (an interrupt is not)
-        result = error_result(name, f"{type(exc).__name__}: {exc}", traceback.format_exc()[-4000:],
-                              quick)
+        result = error_result(
+            name, f"{type(exc).__name__}: {exc}", traceback.format_exc()[-4000:], quick
+        )
     result.setdefault("name", name)
     result["seconds"] = round(time.perf_counter() - start, 2)
     result["load_average"] = {"before": load_before, "after": _load()}
@@ -79,8 +80,15 @@ def error_result(name: str, error: str, tb: str | None, quick: bool) -> dict[str
         goal = getattr(importlib.import_module(f"benchmarks.{name}"), "GOAL", None)
     except Exception:  # noqa: BLE001
         pass
-    return {"name": name, "goal": goal or "(unknown)", "met": False, "error": error,
-            "figures": {"error": error}, "traceback": tb, "config": {"quick": quick}}
+    return {
+        "name": name,
+        "goal": goal or "(unknown)",
+        "met": False,
+        "error": error,
+        "figures": {"error": error},
+        "traceback": tb,
+        "config": {"quick": quick},
+    }
 
 
 # ----------------------------------------------------------------------------- RESULTS.md
@@ -117,7 +125,9 @@ def key_figures(result: dict[str, Any]) -> str:
         for r in rows[:4]:
             label = " ".join(str(r[k]) for k in ("backend", "workers", "space", "name") if k in r)
             num = next((r[k] for k in ("per_second", "ratio", "proposals_per_s") if k in r), None)
-            parts.append(f"{label}: {_fmt(num) if num is not None else _fmt(r.get('skipped', '-'))}")
+            parts.append(
+                f"{label}: {_fmt(num) if num is not None else _fmt(r.get('skipped', '-'))}"
+            )
         return "; ".join(parts)
     scalars = {k: v for k, v in figures.items() if isinstance(v, (int, float, str, bool))}
     return _fmt(dict(list(scalars.items())[:4]))
@@ -137,9 +147,16 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
                 cols.append(k)
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        out.append("| " + " | ".join(_fmt(r.get(c, "")) if not isinstance(r.get(c), (dict, list))
-                                     else _fmt(json.dumps(r.get(c), default=str))[:120]
-                                     for c in cols) + " |")
+        out.append(
+            "| "
+            + " | ".join(
+                _fmt(r.get(c, ""))
+                if not isinstance(r.get(c), (dict, list))
+                else _fmt(json.dumps(r.get(c), default=str))[:120]
+                for c in cols
+            )
+            + " |"
+        )
     return out
 
 
@@ -155,8 +172,13 @@ def _figures_md(figures: dict[str, Any]) -> list[str]:
         elif isinstance(v, dict) and v and all(isinstance(x, list) for x in v.values()):
             out.append(f"- **{k}**:")
             for kk, vv in v.items():
-                out.append(f"  - {kk}: " + "; ".join(_fmt(x) if not isinstance(x, (dict, list))
-                                                      else json.dumps(x, default=str) for x in vv))
+                out.append(
+                    f"  - {kk}: "
+                    + "; ".join(
+                        _fmt(x) if not isinstance(x, (dict, list)) else json.dumps(x, default=str)
+                        for x in vv
+                    )
+                )
         elif isinstance(v, (dict, list)):
             out.append(f"- **{k}**: `{json.dumps(v, default=str)[:600]}`")
         else:
@@ -166,8 +188,9 @@ def _figures_md(figures: dict[str, Any]) -> list[str]:
 
 def write_results_md(results_dir: Path, out: Path | None = None) -> Path:
     """Regenerate the summary from every ``*.json`` result in ``results_dir``."""
-    out = out or (RESULTS_MD if results_dir.resolve() == RESULTS_DIR.resolve()
-                  else results_dir / "RESULTS.md")
+    out = out or (
+        RESULTS_MD if results_dir.resolve() == RESULTS_DIR.resolve() else results_dir / "RESULTS.md"
+    )
     order = {name: i for i, (name, *_rest) in enumerate(BENCHMARKS)}
     titles = {name: title for name, title, *_rest in BENCHMARKS}
     results = []
@@ -178,58 +201,89 @@ def write_results_md(results_dir: Path, out: Path | None = None) -> Path:
             continue
     results.sort(key=lambda r: (order.get(r.get("name"), 99), r.get("name", "")))
     mach = results[0].get("machine") if results else machine()
-    lines = ["# layerforge benchmark results", "",
-             f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
-             "`python -m benchmarks` (`make bench`). Every figure is a ratio against a baseline "
-             "run in the same process where one applies; raw numbers are in `results/*.json`.", "",
-             "**Machine**: " + _fmt({k: v for k, v in (mach or {}).items()
-                                      if k not in ("torch_threads", "python_loop_ms")}), "",
-             "Absolute figures (proposals/s, candidates/s, requests/s, latency) move with the "
-             "machine's speed, which each section records as the time of `sum(range(10**6))` "
-             "on one core; the ratios against in-process baselines do not. Two machines of "
-             "this workplace ran the same proposal code at 19,326 proposals/s (10.7 ms) and "
-             "4,500 proposals/s (31.6 ms).", ""]
+    lines = [
+        "# layerforge benchmark results",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
+        "`python -m benchmarks` (`make bench`). Every figure is a ratio against a baseline "
+        "run in the same process where one applies; raw numbers are in `results/*.json`.",
+        "",
+        "**Machine**: "
+        + _fmt(
+            {k: v for k, v in (mach or {}).items() if k not in ("torch_threads", "python_loop_ms")}
+        ),
+        "",
+        "Absolute figures (proposals/s, candidates/s, requests/s, latency) move with the "
+        "machine's speed, which each section records as the time of `sum(range(10**6))` "
+        "on one core; the ratios against in-process baselines do not. Two machines of "
+        "this workplace ran the same proposal code at 19,326 proposals/s (10.7 ms) and "
+        "4,500 proposals/s (31.6 ms).",
+        "",
+    ]
     quick = sorted({bool(r.get("quick") or (r.get("config") or {}).get("quick")) for r in results})
     if True in quick:
-        lines += ["> Some results below come from `--quick` runs (short, noisy): "
-                  "do not read them as the final figures.", ""]
-    lines += ["| Benchmark | Goal | Key figures | Result | Run at (load avg before) |",
-              "|---|---|---|---|---|"]
+        lines += [
+            "> Some results below come from `--quick` runs (short, noisy): "
+            "do not read them as the final figures.",
+            "",
+        ]
+    lines += [
+        "| Benchmark | Goal | Key figures | Result | Run at (load avg before) |",
+        "|---|---|---|---|---|",
+    ]
     for r in results:
         name = r.get("name", "?")
         load = (r.get("load_average") or {}).get("before")
-        lines.append(f"| [{titles.get(name, name)}](#{name}) | {_fmt(r.get('goal', ''))} | "
-                     f"{key_figures(r)} | {_met(r.get('met'), r)} | {r.get('finished_at', '')} "
-                     f"({_fmt(load) if load else '-'}) |")
+        lines.append(
+            f"| [{titles.get(name, name)}](#{name}) | {_fmt(r.get('goal', ''))} | "
+            f"{key_figures(r)} | {_met(r.get('met'), r)} | {r.get('finished_at', '')} "
+            f"({_fmt(load) if load else '-'}) |"
+        )
     for r in results:
         name = r.get("name", "?")
-        lines += ["", f"<a id=\"{name}\"></a>", f"## {titles.get(name, name)} (`{name}`)", "",
-                  f"- **Goal**: {r.get('goal', '')}",
-                  f"- **Result**: {_met(r.get('met'), r)}"
-                  + (" (quick run)" if r.get("quick") or (r.get("config") or {}).get("quick") else ""),
-                  f"- **Torch threads**: {(r.get('machine') or {}).get('torch_threads', '-')}; "
-                  f"machine speed (`sum(range(10**6))`, ms, lower is faster): "
-                  f"{(r.get('machine') or {}).get('python_loop_ms', 'not recorded')}",
-                  f"- **Took**: {_fmt(r.get('seconds', '-'))} s; load average before / after: "
-                  f"{_fmt((r.get('load_average') or {}).get('before'))} / "
-                  f"{_fmt((r.get('load_average') or {}).get('after'))}"]
+        lines += [
+            "",
+            f'<a id="{name}"></a>',
+            f"## {titles.get(name, name)} (`{name}`)",
+            "",
+            f"- **Goal**: {r.get('goal', '')}",
+            f"- **Result**: {_met(r.get('met'), r)}"
+            + (" (quick run)" if r.get("quick") or (r.get("config") or {}).get("quick") else ""),
+            f"- **Torch threads**: {(r.get('machine') or {}).get('torch_threads', '-')}; "
+            f"machine speed (`sum(range(10**6))`, ms, lower is faster): "
+            f"{(r.get('machine') or {}).get('python_loop_ms', 'not recorded')}",
+            f"- **Took**: {_fmt(r.get('seconds', '-'))} s; load average before / after: "
+            f"{_fmt((r.get('load_average') or {}).get('before'))} / "
+            f"{_fmt((r.get('load_average') or {}).get('after'))}",
+        ]
         if r.get("note"):
             lines += ["", "**Note.** " + str(r["note"])]
         if r.get("error"):
             lines += ["", f"**Error**: `{r['error']}`"]
         lines += ["", "### Figures"] + _figures_md(r.get("figures") or {})
-        lines += ["", "<details><summary>config</summary>", "", "```json",
-                  json.dumps(r.get("config", {}), indent=1, default=str)[:4000], "```", "</details>"]
+        lines += [
+            "",
+            "<details><summary>config</summary>",
+            "",
+            "```json",
+            json.dumps(r.get("config", {}), indent=1, default=str)[:4000],
+            "```",
+            "</details>",
+        ]
     out.write_text("\n".join(lines) + "\n")
     return out
 
 
 # ----------------------------------------------------------------------------- parent
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--quick", action="store_true", help="run each benchmark briefly")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks")
-    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where JSON and RESULTS.md go")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS_DIR, help="where JSON and RESULTS.md go"
+    )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -239,14 +293,16 @@ def main(argv: list[str] | None = None) -> int:
         return run_child(args.child, args.quick, results)
     bench = available()
     if args.list:
-        for name, title, full, quick in bench:
+        for name, title, _full, _quick in bench:
             print(f"{name:22s} {title}")
         return 0
     if args.only:
         known = {b[0] for b in bench}
         unknown = [n for n in args.only if n not in known]
         if unknown:
-            parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            parser.error(
+                f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         bench = [b for b in bench if b[0] in args.only]
 
     from rich.console import Console
@@ -254,8 +310,13 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(stderr=True)
     failures = 0
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task("benchmarks", total=len(bench))
         for name, title, limit_full, limit_quick in bench:
             progress.update(task, description=f"{title} ({name})")
@@ -272,11 +333,19 @@ def main(argv: list[str] | None = None) -> int:
                 err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
                 tail = f"timed out after {limit}s\n" + err[-3000:]
             path = results / f"{name}.json"
-            fresh = path.exists() and path.stat().st_mtime >= time.time() - (time.perf_counter() - start) - 1
+            fresh = (
+                path.exists()
+                and path.stat().st_mtime >= time.time() - (time.perf_counter() - start) - 1
+            )
             if rc is None or (rc not in (0, 1)) or not fresh:
                 why = "timed out" if rc is None else f"exited with status {rc}"
-                write_result({**error_result(name, f"benchmark process {why}", tail, args.quick),
-                              "seconds": round(time.perf_counter() - start, 2)}, results)
+                write_result(
+                    {
+                        **error_result(name, f"benchmark process {why}", tail, args.quick),
+                        "seconds": round(time.perf_counter() - start, 2),
+                    },
+                    results,
+                )
             data = json.loads(path.read_text())
             failures += bool(data.get("error"))
             status = _met(data.get("met"), data)

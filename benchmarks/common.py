@@ -39,9 +39,12 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "memory": memory,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": memory,
         "python_loop_ms": python_loop_ms(),
-        "python": platform.python_version(), "torch": torch.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
@@ -68,15 +71,22 @@ def timed(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1) -> dict[s
         start = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(samples), "min_s": min(samples),
-            "max_s": max(samples), "repeats": repeats}
+    return {
+        "median_s": statistics.median(samples),
+        "min_s": min(samples),
+        "max_s": max(samples),
+        "repeats": repeats,
+    }
 
 
 def write_result(result: dict[str, Any], results_dir: Path = RESULTS_DIR) -> Path:
     """Save a benchmark's result as JSON (atomically) and return the path."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    result = {**result, "machine": machine(),
-              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    result = {
+        **result,
+        "machine": machine(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     path = results_dir / f"{result['name']}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")

@@ -26,8 +26,9 @@ SPEC: dict[str, Any] = {
     "budget": {"max_candidates": 2000, "max_seconds": 3600},
 }
 
-PG_ADMIN = os.environ.get("LAYERFORGE_TEST_POSTGRES_URL",
-                          "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN = os.environ.get(
+    "LAYERFORGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def _postgres_database() -> tuple[str, Any] | None:
@@ -44,7 +45,7 @@ def _postgres_database() -> tuple[str, Any] | None:
         return None
 
     def drop() -> None:
-        from storage import dispose_engines
+        from layerforge.storage import dispose_engines
 
         dispose_engines()
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -55,14 +56,19 @@ def _postgres_database() -> tuple[str, Any] | None:
 
 def run_loop(url: str, workers: int, candidates: int) -> dict[str, float]:
     """One campaign through the real loop with ``workers`` simulated workers."""
-    from search.campaign import CampaignRunner, create_campaign
-    from search.evaluators import SimulatedEvaluator
-    from search.spec import validate_spec
-    from storage import upgrade_database
+    from layerforge.search.campaign import CampaignRunner, create_campaign
+    from layerforge.search.evaluators import SimulatedEvaluator
+    from layerforge.search.spec import validate_spec
+    from layerforge.storage import upgrade_database
 
     upgrade_database(url)
-    spec = validate_spec({**SPEC, "parallelism": workers,
-                          "budget": {"max_candidates": candidates, "max_seconds": 3600}})
+    spec = validate_spec(
+        {
+            **SPEC,
+            "parallelism": workers,
+            "budget": {"max_candidates": candidates, "max_seconds": 3600},
+        }
+    )
     campaign_id = create_campaign(url, spec)
     runner = CampaignRunner(url, campaign_id, SimulatedEvaluator(workers=workers), poll_s=0.0)
     start = time.perf_counter()
@@ -74,10 +80,10 @@ def run_loop(url: str, workers: int, candidates: int) -> dict[str, float]:
 
 def bare_strategy_loop(candidates: int, batch: int) -> dict[str, float]:
     """The baseline: the same strategy asked and told with no storage at all."""
-    from search.evaluators import SimulatedEvaluator
-    from search.objectives import campaign_objectives, to_minimize
-    from search.spec import validate_spec
-    from search.strategies import Member, create_strategy
+    from layerforge.search.evaluators import SimulatedEvaluator
+    from layerforge.search.objectives import campaign_objectives, to_minimize
+    from layerforge.search.spec import validate_spec
+    from layerforge.search.strategies import Member, create_strategy
 
     spec = validate_spec(SPEC)
     objectives = campaign_objectives(spec)
@@ -117,8 +123,13 @@ def run(quick: bool = False) -> dict[str, Any]:
     for workers in worker_counts:
         pg = _postgres_database()
         if pg is None:
-            rows.append({"backend": "postgresql", "workers": workers,
-                         "skipped": f"PostgreSQL at {PG_ADMIN} is unreachable"})
+            rows.append(
+                {
+                    "backend": "postgresql",
+                    "workers": workers,
+                    "skipped": f"PostgreSQL at {PG_ADMIN} is unreachable",
+                }
+            )
             continue
         url, drop = pg
         try:
@@ -131,14 +142,21 @@ def run(quick: bool = False) -> dict[str, Any]:
             row["ratio_to_bare_strategy"] = row["per_second"] / baseline["per_second"]
     sqlite_rates = [r["per_second"] for r in rows if r["backend"] == "sqlite"]
     met = min(sqlite_rates) >= 500
-    kept = min(r["ratio_to_bare_strategy"] for r in rows
-               if r["backend"] == "sqlite" and "ratio_to_bare_strategy" in r)
-    note = (f"the whole loop on SQLite keeps {kept:.0%} or more of the bare strategy's rate "
-            f"({baseline['per_second']:.0f} candidates/s: proposals, no storage, no controller)")
+    kept = min(
+        r["ratio_to_bare_strategy"]
+        for r in rows
+        if r["backend"] == "sqlite" and "ratio_to_bare_strategy" in r
+    )
+    note = (
+        f"the whole loop on SQLite keeps {kept:.0%} or more of the bare strategy's rate "
+        f"({baseline['per_second']:.0f} candidates/s: proposals, no storage, no controller)"
+    )
     if not met and baseline["per_second"] < 500:
-        note += ("; the bare strategy alone is under the goal on this machine, so the limit is "
-                 "how fast proposals are made (Evolution.ask / mutate), not storage or the "
-                 "controller: see the machine's speed")
+        note += (
+            "; the bare strategy alone is under the goal on this machine, so the limit is "
+            "how fast proposals are made (Evolution.ask / mutate), not storage or the "
+            "controller: see the machine's speed"
+        )
     return {
         "name": "controller_overhead",
         "goal": GOAL,

@@ -33,13 +33,24 @@ import tempfile
 import time
 from typing import Any
 
-GOAL = ("amortized fwd+bwd ratio <= 1.10 (silu, relu, bn_relu vs native); "
-        "EvoNorm-B0 <= 1.5x native BN-ReLU incl. compile time over a 300-step run")
+GOAL = (
+    "amortized fwd+bwd ratio <= 1.10 (silu, relu, bn_relu vs native); "
+    "EvoNorm-B0 <= 1.5x native BN-ReLU incl. compile time over a 300-step run"
+)
 LIMITS = {"silu": 1.10, "relu": 1.10, "bn_relu": 1.10, "evonorm_b0": 1.5, "evonorm_s0": None}
 CONFIG: dict[str, Any] = {
-    "arch": "resnet", "scale": "cpu", "batch": 128, "input_shape": [3, 32, 32], "classes": 10,
-    "layer_shape": [64, 32, 16, 16], "steps": 300, "repeats": 15, "quick_repeats": 4,
-    "warmup": 2, "decision_measure_steps": 3, "force_compile_full": ["evonorm_b0"],
+    "arch": "resnet",
+    "scale": "cpu",
+    "batch": 128,
+    "input_shape": [3, 32, 32],
+    "classes": 10,
+    "layer_shape": [64, 32, 16, 16],
+    "steps": 300,
+    "repeats": 15,
+    "quick_repeats": 4,
+    "warmup": 2,
+    "decision_measure_steps": 3,
+    "force_compile_full": ["evonorm_b0"],
     "threads": 1,  # an evaluator actor reserves one CPU (LAYERFORGE_WORKER_CPUS=1)
 }
 
@@ -70,11 +81,17 @@ def _kind(name: str) -> str:
 def _model(factory, kind: str):
     import torch
 
-    from workers.architectures import build_model
+    from layerforge.workers.architectures import build_model
 
     torch.manual_seed(0)
-    return build_model(CONFIG["arch"], input_shape=CONFIG["input_shape"], num_classes=CONFIG["classes"],
-                       kind=kind, layer_factory=factory, scale=CONFIG["scale"])
+    return build_model(
+        CONFIG["arch"],
+        input_shape=CONFIG["input_shape"],
+        num_classes=CONFIG["classes"],
+        kind=kind,
+        layer_factory=factory,
+        scale=CONFIG["scale"],
+    )
 
 
 def _net_step(model, x, y):
@@ -116,9 +133,13 @@ def _paired(a, b, repeats: int, warmup: int) -> dict[str, float]:
             tb.append(_once(b))
     ratios = [p / q for p, q in zip(ta, tb)]
     # the fastest of several runs is the least disturbed by other load on the machine
-    return {"candidate_ms": min(ta) * 1e3, "native_ms": min(tb) * 1e3,
-            "ratio": min(ta) / min(tb), "median_pair_ratio": statistics.median(ratios),
-            "ratio_spread": [round(min(ratios), 3), round(max(ratios), 3)]}
+    return {
+        "candidate_ms": min(ta) * 1e3,
+        "native_ms": min(tb) * 1e3,
+        "ratio": min(ta) / min(tb),
+        "median_pair_ratio": statistics.median(ratios),
+        "ratio_spread": [round(min(ratios), 3), round(max(ratios), 3)],
+    }
 
 
 def _profile_layer(name: str) -> list[str]:
@@ -126,7 +147,7 @@ def _profile_layer(name: str) -> list[str]:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from grammar import get_builtin, layer_factory
+    from layerforge.grammar import get_builtin, layer_factory
 
     layer = layer_factory(get_builtin(name))(CONFIG["layer_shape"][1]).train()
     x = torch.randn(CONFIG["layer_shape"])
@@ -144,8 +165,8 @@ def _profile_layer(name: str) -> list[str]:
 def run(quick: bool = False) -> dict[str, Any]:
     import torch
 
-    from grammar import get_builtin, layer_factory
-    from grammar.accelerate import CompilePolicy, maybe_torch_compile
+    from layerforge.grammar import get_builtin, layer_factory
+    from layerforge.grammar.accelerate import CompilePolicy, maybe_torch_compile
 
     if CONFIG["threads"]:
         torch.set_num_threads(CONFIG["threads"])
@@ -167,42 +188,64 @@ def run(quick: bool = False) -> dict[str, Any]:
         cand = _model(layer_factory(graph), kind)
         native = _model(_native(name), kind)
         net = _paired(_net_step(cand, x, y), _net_step(native, x, y), repeats, warmup)
-        layer = _paired(_layer_step(layer_factory(graph)(CONFIG["layer_shape"][1]).train(), lx, lg),
-                        _layer_step(_native(name)(CONFIG["layer_shape"][1]).train(), lx, lg),
-                        repeats, warmup)
+        layer = _paired(
+            _layer_step(layer_factory(graph)(CONFIG["layer_shape"][1]).train(), lx, lg),
+            _layer_step(_native(name)(CONFIG["layer_shape"][1]).train(), lx, lg),
+            repeats,
+            warmup,
+        )
         # the per-candidate decision for a `steps`-step run, everything it costs counted
         t0 = time.perf_counter()
-        _, dec = maybe_torch_compile(cand, steps=steps, device="cpu", step_fn=_net_step(cand, x, y),
-                                     baseline_step_s=net["native_ms"] / 1e3,
-                                     key=f"{graph.key}:{CONFIG['arch']}", policy=policy,
-                                     measure_steps=CONFIG["decision_measure_steps"])
+        _, dec = maybe_torch_compile(
+            cand,
+            steps=steps,
+            device="cpu",
+            step_fn=_net_step(cand, x, y),
+            baseline_step_s=net["native_ms"] / 1e3,
+            key=f"{graph.key}:{CONFIG['arch']}",
+            policy=policy,
+            measure_steps=CONFIG["decision_measure_steps"],
+        )
         decision_s = time.perf_counter() - t0
         if dec.compiled:
             step_ms = dec.measured_compiled_step_s * 1e3
-            ratio_step = step_ms / net["native_ms"]
         else:
-            step_ms, ratio_step = net["candidate_ms"], net["ratio"]
+            step_ms = net["candidate_ms"]
         total_s = decision_s + steps * step_ms / 1e3
         amortized = total_s / (steps * net["native_ms"] / 1e3)
         limit = LIMITS[name]
-        rows.append({
-            "layer": name, "baseline": {"silu": "F.silu", "relu": "F.relu"}.get(name, "BatchNorm2d+ReLU"),
-            "net_eager_ratio": round(net["ratio"], 3),
-            "net_median_pair_ratio": round(net["median_pair_ratio"], 3), "net_candidate_ms": round(net["candidate_ms"], 2),
-            "net_native_ms": round(net["native_ms"], 2), "layer_alone_ratio": round(layer["ratio"], 3),
-            "compiled": dec.compiled, "decision_s": round(decision_s, 2),
-            "amortized_ratio": round(amortized, 3), "goal": limit,
-            "met": None if limit is None else amortized <= limit,
-        })
-        decisions[name] = {**dec.to_dict(), "net_ratio_spread": net["ratio_spread"],
-                           "layer_ratio_spread": layer["ratio_spread"]}
+        rows.append(
+            {
+                "layer": name,
+                "baseline": {"silu": "F.silu", "relu": "F.relu"}.get(name, "BatchNorm2d+ReLU"),
+                "net_eager_ratio": round(net["ratio"], 3),
+                "net_median_pair_ratio": round(net["median_pair_ratio"], 3),
+                "net_candidate_ms": round(net["candidate_ms"], 2),
+                "net_native_ms": round(net["native_ms"], 2),
+                "layer_alone_ratio": round(layer["ratio"], 3),
+                "compiled": dec.compiled,
+                "decision_s": round(decision_s, 2),
+                "amortized_ratio": round(amortized, 3),
+                "goal": limit,
+                "met": None if limit is None else amortized <= limit,
+            }
+        )
+        decisions[name] = {
+            **dec.to_dict(),
+            "net_ratio_spread": net["ratio_spread"],
+            "layer_ratio_spread": layer["ratio_spread"],
+        }
         if not quick and name in CONFIG["force_compile_full"]:
             forced[name] = _forced_compile(name, steps, repeats, warmup)
             if "net_amortized_ratio" in forced[name]:
-                forced[name]["decision_was_right"] = (
-                    dec.compiled == (forced[name]["net_amortized_ratio"] < forced[name]["net_eager_ratio"]))
-    profiles = {r["layer"]: _profile_layer(r["layer"]) for r in rows
-                if r["met"] is False and r["layer"] != "relu" or r["layer"] == "evonorm_b0"}
+                forced[name]["decision_was_right"] = dec.compiled == (
+                    forced[name]["net_amortized_ratio"] < forced[name]["net_eager_ratio"]
+                )
+    profiles = {
+        r["layer"]: _profile_layer(r["layer"])
+        for r in rows
+        if r["met"] is False and r["layer"] != "relu" or r["layer"] == "evonorm_b0"
+    }
     met = all(r["met"] for r in rows if r["met"] is not None)
     fast_paths = {r["layer"]: _fast_paths(r["layer"]) for r in rows}
     return {
@@ -210,15 +253,30 @@ def run(quick: bool = False) -> dict[str, Any]:
         "goal": GOAL,
         "met": met,
         "figures": {
-            "headline": {r["layer"]: f"{r['amortized_ratio']:.2f}x ({'compiled' if r['compiled'] else 'eager'})"
-                         for r in rows},
-            "rows": rows, "decisions": decisions, "forced_compile": forced,
-            "eager_profiles": profiles, "fast_paths": fast_paths,
+            "headline": {
+                r[
+                    "layer"
+                ]: f"{r['amortized_ratio']:.2f}x ({'compiled' if r['compiled'] else 'eager'})"
+                for r in rows
+            },
+            "rows": rows,
+            "decisions": decisions,
+            "forced_compile": forced,
+            "eager_profiles": profiles,
+            "fast_paths": fast_paths,
         },
         "note": _note(rows, forced, fast_paths),
-        "config": {**CONFIG, "quick": quick, "repeats_used": repeats, "inductor_cache": "cold (temp dir)",
-                   "policy": {"margin": policy.margin, "prior_compile_s": policy.compile_s,
-                              "prior_speedup": policy.speedup}},
+        "config": {
+            **CONFIG,
+            "quick": quick,
+            "repeats_used": repeats,
+            "inductor_cache": "cold (temp dir)",
+            "policy": {
+                "margin": policy.margin,
+                "prior_compile_s": policy.compile_s,
+                "prior_speedup": policy.speedup,
+            },
+        },
     }
 
 
@@ -231,8 +289,16 @@ def _forced_compile(name: str, steps: int, repeats: int, warmup: int) -> dict[st
     import sys
 
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="lf-inductor-cold-")}
-    cmd = [sys.executable, "-m", "benchmarks.layer_overhead", "--forced", name, str(steps), str(repeats),
-           str(warmup)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.layer_overhead",
+        "--forced",
+        name,
+        str(steps),
+        str(repeats),
+        str(warmup),
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=480, env=env)
     except subprocess.TimeoutExpired:
@@ -245,8 +311,8 @@ def _forced_compile(name: str, steps: int, repeats: int, warmup: int) -> dict[st
 def _forced_child(name: str, steps: int, repeats: int, warmup: int) -> dict[str, Any]:
     import torch
 
-    from grammar import get_builtin, layer_factory
-    from grammar.accelerate import CompilePolicy, maybe_torch_compile
+    from layerforge.grammar import get_builtin, layer_factory
+    from layerforge.grammar.accelerate import CompilePolicy, maybe_torch_compile
 
     if CONFIG["threads"]:
         torch.set_num_threads(CONFIG["threads"])
@@ -258,8 +324,14 @@ def _forced_child(name: str, steps: int, repeats: int, warmup: int) -> dict[str,
     lg = torch.randn(CONFIG["layer_shape"], generator=gen)
     model, native = _model(layer_factory(graph), kind), _model(_native(name), kind)
     net = _paired(_net_step(model, x, y), _net_step(native, x, y), repeats, warmup)
-    _, dec = maybe_torch_compile(model, steps=steps, step_fn=_net_step(model, x, y), force=True,
-                                 policy=CompilePolicy(), measure_steps=max(3, repeats // 2))
+    _, dec = maybe_torch_compile(
+        model,
+        steps=steps,
+        step_fn=_net_step(model, x, y),
+        force=True,
+        policy=CompilePolicy(),
+        measure_steps=max(3, repeats // 2),
+    )
     if dec.measured_compile_s is None:
         return {"error": dec.reason}
     compiled = _paired(_net_step(model, x, y), _net_step(native, x, y), repeats, warmup)
@@ -269,21 +341,33 @@ def _forced_child(name: str, steps: int, repeats: int, warmup: int) -> dict[str,
         "net_compiled_step_ms": round(compiled["candidate_ms"], 2),
         "net_native_ms": round(compiled["native_ms"], 2),
         "net_compiled_ratio": round(compiled["ratio"], 3),
-        "net_amortized_ratio": round((dec.measured_compile_s + steps * compiled["candidate_ms"] / 1e3)
-                                     / (steps * compiled["native_ms"] / 1e3), 3),
+        "net_amortized_ratio": round(
+            (dec.measured_compile_s + steps * compiled["candidate_ms"] / 1e3)
+            / (steps * compiled["native_ms"] / 1e3),
+            3,
+        ),
     }
     saving = (net["candidate_ms"] - compiled["candidate_ms"]) / 1e3
     out["break_even_steps"] = int(dec.measured_compile_s / saving) + 1 if saving > 0 else None
     layer = layer_factory(graph)(CONFIG["layer_shape"][1]).train()
     nat_layer = _native(name)(CONFIG["layer_shape"][1]).train()
-    _, ldec = maybe_torch_compile(layer, steps=steps, step_fn=_layer_step(layer, lx, lg), force=True,
-                                  policy=CompilePolicy(), measure_steps=3)
+    _, ldec = maybe_torch_compile(
+        layer,
+        steps=steps,
+        step_fn=_layer_step(layer, lx, lg),
+        force=True,
+        policy=CompilePolicy(),
+        measure_steps=3,
+    )
     if ldec.measured_compile_s is not None:
         lt = _paired(_layer_step(layer, lx, lg), _layer_step(nat_layer, lx, lg), repeats, warmup)
         out["layer_compile_s"] = round(ldec.measured_compile_s, 2)
         out["layer_compiled_ratio"] = round(lt["ratio"], 3)
-        out["layer_amortized_ratio"] = round((ldec.measured_compile_s + steps * lt["candidate_ms"] / 1e3)
-                                             / (steps * lt["native_ms"] / 1e3), 3)
+        out["layer_amortized_ratio"] = round(
+            (ldec.measured_compile_s + steps * lt["candidate_ms"] / 1e3)
+            / (steps * lt["native_ms"] / 1e3),
+            3,
+        )
     return out
 
 
@@ -292,8 +376,8 @@ def _fast_paths(name: str) -> list[str]:
     codegen's pattern-based fast paths turned the graph into), in order of first use."""
     import re
 
-    from grammar import get_builtin
-    from grammar.codegen import torch_source
+    from layerforge.grammar import get_builtin
+    from layerforge.grammar.codegen import torch_source
 
     body = torch_source(get_builtin(name), "Layer").split("def forward(self")[-1]
     calls = re.findall(r"\b(_[a-z]\w*|torch\.relu|torch\.nn\.functional\.\w+)\(", body)
@@ -301,25 +385,42 @@ def _fast_paths(name: str) -> list[str]:
 
 
 def _note(rows, forced, fast_paths=None) -> str:
-    misses = [f"{r['layer']} misses ({r['amortized_ratio']:.2f}x > {r['goal']}x, eager network ratio "
-              f"{r['net_eager_ratio']:.2f}x, layer alone {r['layer_alone_ratio']:.2f}x)"
-              for r in rows if r["met"] is False]
-    parts = misses + ["eager_profiles shows where the eager layer's time still goes"] if misses else ["all goals met"]
-    others = [f"{r['layer']} {r['amortized_ratio']:.2f}x (layer alone {r['layer_alone_ratio']:.2f}x)"
-              for r in rows if r["met"] is not False]
+    misses = [
+        f"{r['layer']} misses ({r['amortized_ratio']:.2f}x > {r['goal']}x, eager network ratio "
+        f"{r['net_eager_ratio']:.2f}x, layer alone {r['layer_alone_ratio']:.2f}x)"
+        for r in rows
+        if r["met"] is False
+    ]
+    parts = (
+        misses + ["eager_profiles shows where the eager layer's time still goes"]
+        if misses
+        else ["all goals met"]
+    )
+    others = [
+        f"{r['layer']} {r['amortized_ratio']:.2f}x (layer alone {r['layer_alone_ratio']:.2f}x)"
+        for r in rows
+        if r["met"] is not False
+    ]
     if others:
         parts.append("within goal or unrated: " + ", ".join(others))
     for name, f in forced.items():
         if "net_compile_s" in f:
-            parts.append(f"compiling {name} costs {f['net_compile_s']:.0f}s (cold, fresh process) for a compiled network ratio of "
-                         f"{f['net_compiled_ratio']:.2f}x: {f['net_amortized_ratio']:.2f}x over 300 steps, "
-                         f"break-even after {f['break_even_steps']} steps")
+            parts.append(
+                f"compiling {name} costs {f['net_compile_s']:.0f}s (cold, fresh process) for a compiled network ratio of "
+                f"{f['net_compiled_ratio']:.2f}x: {f['net_amortized_ratio']:.2f}x over 300 steps, "
+                f"break-even after {f['break_even_steps']} steps"
+            )
     if fast_paths:
-        parts.append("the generated eager forwards call " + ", ".join(
-            f"{name}: {' + '.join(calls) or 'plain torch ops'}" for name, calls in fast_paths.items())
+        parts.append(
+            "the generated eager forwards call "
+            + ", ".join(
+                f"{name}: {' + '.join(calls) or 'plain torch ops'}"
+                for name, calls in fast_paths.items()
+            )
             + " (pattern-based fast paths of grammar/codegen.py: one F.batch_norm / F.group_norm for "
-              "(x - mean) / std [* p + q], closed-form-backward statistics, max / min / division / affine "
-              "helpers with fewer full-size temporaries)")
+            "(x - mean) / std [* p + q], closed-form-backward statistics, max / min / division / affine "
+            "helpers with fewer full-size temporaries)"
+        )
     return "; ".join(parts)
 
 
@@ -328,7 +429,14 @@ if __name__ == "__main__":  # pragma: no cover
     import sys
 
     if len(sys.argv) > 1 and sys.argv[1] == "--forced":
-        print(json.dumps(_forced_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))))
+        print(
+            json.dumps(
+                _forced_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+            )
+        )
         sys.exit(0)
     res = run(quick=True)
-    print(json.dumps(res["figures"]["rows"], indent=1), json.dumps(res["figures"]["decisions"], indent=1))
+    print(
+        json.dumps(res["figures"]["rows"], indent=1),
+        json.dumps(res["figures"]["decisions"], indent=1),
+    )

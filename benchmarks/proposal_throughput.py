@@ -29,9 +29,21 @@ from typing import Any
 
 GOAL = ">= 5,000 proposals/s (activation), >= 1,000/s (normact), one core"
 GOALS = {"activation": 5000.0, "normact": 1000.0}
-SPACES = [("activation", "swish"), ("activation", "full"), ("normact", "evonorm"), ("normact", "full")]
-CONFIG = {"seconds_per_measure": 3.0, "quick_seconds_per_measure": 0.5, "population": 64,
-          "random_share": 0.5, "seed": 0, "threads": 1, "profile_top": 6}
+SPACES = [
+    ("activation", "swish"),
+    ("activation", "full"),
+    ("normact", "evonorm"),
+    ("normact", "full"),
+]
+CONFIG = {
+    "seconds_per_measure": 3.0,
+    "quick_seconds_per_measure": 0.5,
+    "population": 64,
+    "random_share": 0.5,
+    "seed": 0,
+    "threads": 1,
+    "profile_top": 6,
+}
 
 
 def _rate(fn, seconds: float) -> tuple[float, int]:
@@ -48,7 +60,7 @@ def _rate(fn, seconds: float) -> tuple[float, int]:
 
 
 def _pipeline(space, rng: random.Random, population: int, random_share: float):
-    from grammar import fingerprint, mutate, random_graph
+    from layerforge.grammar import fingerprint, mutate, random_graph
 
     pop = [random_graph(space, rng) for _ in range(population)]
     seen: set[str] = set()
@@ -82,7 +94,7 @@ def _profile(space, seconds: float, top: int) -> list[str]:
     out = io.StringIO()
     st = pstats.Stats(prof, stream=out)
     rows = []
-    for (file, line, func), (cc, nc, tt, ct, callers) in st.stats.items():  # type: ignore[attr-defined]
+    for (file, _line, func), (_cc, _nc, tt, _ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
         where = file.rsplit("/", 1)[-1] if file != "~" else "builtin"
         rows.append((tt, f"{where}:{func}"))
     total = sum(t for t, _ in rows) or 1.0
@@ -93,7 +105,7 @@ def _profile(space, seconds: float, top: int) -> list[str]:
 def run(quick: bool = False) -> dict[str, Any]:
     import torch
 
-    from grammar import fingerprint, make_space, mutate, random_graph
+    from layerforge.grammar import fingerprint, make_space, mutate, random_graph
 
     torch.set_num_threads(CONFIG["threads"])
     secs = CONFIG["quick_seconds_per_measure"] if quick else CONFIG["seconds_per_measure"]
@@ -101,43 +113,55 @@ def run(quick: bool = False) -> dict[str, Any]:
     for kind, preset in SPACES:
         space = make_space(kind, preset)
         rng = random.Random(CONFIG["seed"])
-        bare, _ = _rate(lambda: random_graph(space, rng), secs)
+        bare, _ = _rate(lambda space=space, rng=rng: random_graph(space, rng), secs)
         parents = [random_graph(space, rng) for _ in range(CONFIG["population"])]
         it = iter(range(1 << 62))
-        mut, _ = _rate(lambda: mutate(parents[next(it) % len(parents)], space, rng), secs / 2)
+        mut, _ = _rate(
+            lambda p=parents, it=it, space=space, rng=rng: mutate(p[next(it) % len(p)], space, rng),
+            secs / 2,
+        )
         it2 = iter(range(1 << 62))
-        fp, _ = _rate(lambda: fingerprint(parents[next(it2) % len(parents)]), secs / 2)
+        fp, _ = _rate(lambda p=parents, it=it2: fingerprint(p[next(it) % len(p)]), secs / 2)
         rng = random.Random(CONFIG["seed"])
         propose, stats = _pipeline(space, rng, CONFIG["population"], CONFIG["random_share"])
         rate, n = _rate(propose, secs)
-        rows.append({
-            "space": f"{kind}/{preset}", "kind": kind,
-            "proposals_per_s": round(rate, 1),
-            "goal_per_s": GOALS[kind],
-            "met": rate >= GOALS[kind],
-            "bare_random_graph_per_s": round(bare, 1),
-            "ratio_to_bare_random_graph": round(rate / bare, 4),
-            "mutate_per_s": round(mut, 1),
-            "fingerprint_per_s": round(fp, 1),
-            "unique_share": round(stats["unique"] / max(1, stats["proposals"]), 4),
-            "new_fingerprints_per_s": round(rate * stats["unique"] / max(1, stats["proposals"]), 1),
-            "proposals_timed": n,
-        })
+        rows.append(
+            {
+                "space": f"{kind}/{preset}",
+                "kind": kind,
+                "proposals_per_s": round(rate, 1),
+                "goal_per_s": GOALS[kind],
+                "met": rate >= GOALS[kind],
+                "bare_random_graph_per_s": round(bare, 1),
+                "ratio_to_bare_random_graph": round(rate / bare, 4),
+                "mutate_per_s": round(mut, 1),
+                "fingerprint_per_s": round(fp, 1),
+                "unique_share": round(stats["unique"] / max(1, stats["proposals"]), 4),
+                "new_fingerprints_per_s": round(
+                    rate * stats["unique"] / max(1, stats["proposals"]), 1
+                ),
+                "proposals_timed": n,
+            }
+        )
     profiles = {}
     for row, (kind, preset) in zip(rows, SPACES):
         if not row["met"] or not quick:
-            profiles[row["space"]] = _profile(make_space(kind, preset), min(secs, 1.0),
-                                              CONFIG["profile_top"])
+            profiles[row["space"]] = _profile(
+                make_space(kind, preset), min(secs, 1.0), CONFIG["profile_top"]
+            )
     met = all(r["met"] for r in rows)
     slowest = min(rows, key=lambda r: r["proposals_per_s"] / r["goal_per_s"])
     return {
         "name": "proposal_throughput",
         "goal": GOAL,
         "met": met,
-        "figures": {"rows": rows, "profiles": profiles,
-                    "headline": {r["space"]: r["proposals_per_s"] for r in rows},
-                    "worst_space": slowest["space"],
-                    "worst_ratio_to_goal": round(slowest["proposals_per_s"] / slowest["goal_per_s"], 3)},
+        "figures": {
+            "rows": rows,
+            "profiles": profiles,
+            "headline": {r["space"]: r["proposals_per_s"] for r in rows},
+            "worst_space": slowest["space"],
+            "worst_ratio_to_goal": round(slowest["proposals_per_s"] / slowest["goal_per_s"], 3),
+        },
         "config": {**CONFIG, "quick": quick, "spaces": [f"{k}/{p}" for k, p in SPACES]},
     }
 

@@ -20,7 +20,6 @@ ReLU re-trained with the same seeds as the winners.
 
 from __future__ import annotations
 
-import math
 import statistics
 import sys
 import tempfile
@@ -28,8 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-GOAL = ("evolution reaches random search's final hypervolume in half the evaluations, and "
-        "finds candidates beating ReLU on both proxies by > 2 seed standard deviations")
+GOAL = (
+    "evolution reaches random search's final hypervolume in half the evaluations, and "
+    "finds candidates beating ReLU on both proxies by > 2 seed standard deviations"
+)
 
 CONFIG: dict[str, Any] = {
     "space": {"kind": "activation", "ops": "swish", "max_nodes": 4, "max_depth": 4},
@@ -43,10 +44,21 @@ CONFIG: dict[str, Any] = {
     # samples (seed SD about 2%) and a synthetic sequence task on which the built-ins were
     # within 3 points of each other (SD 2%): neither could show a 2-SD win.
     "proxies": [
-        {"arch": "mlp", "dataset": "mnist1d", "steps": 1000, "batch_size": 128,
-         "dataset_options": {"num_samples": 20000}},
-        {"arch": "mlp", "dataset": "mnist1d", "steps": 600, "batch_size": 128, "scale": 0.5,
-         "dataset_options": {"num_samples": 20000}},
+        {
+            "arch": "mlp",
+            "dataset": "mnist1d",
+            "steps": 1000,
+            "batch_size": 128,
+            "dataset_options": {"num_samples": 20000},
+        },
+        {
+            "arch": "mlp",
+            "dataset": "mnist1d",
+            "steps": 600,
+            "batch_size": 128,
+            "scale": 0.5,
+            "dataset_options": {"num_samples": 20000},
+        },
     ],
     "rejection": {"quality_steps": 60, "quality_min_accuracy": 0.15},
     "strategies": {
@@ -64,15 +76,17 @@ CONFIG: dict[str, Any] = {
 }
 
 #: How to read the winners; attached to every result.
-NOTE = ("The MLP proxies keep PyTorch's default Linear initialisation (kaiming_uniform, a = "
-        "sqrt(5)), under which a Linear layer followed by ReLU keeps about a sixth of the "
-        "signal's second moment (a third through the weights, half through ReLU). An "
-        "activation's output scale at initialisation therefore counts: rescaled members of the "
-        "ReLU family (2 relu(x), and x - |x| = 2 min(x, 0), the same function mirrored) beat "
-        "ReLU by a wide margin (about 11 points in the committed run) for that reason alone, "
-        "and a proxy with He initialisation or normalization layers would not reward them. "
-        "Read the winners with that in mind; the hypervolume comparison between strategies is "
-        "unaffected, since all of them search the same proxies.")
+NOTE = (
+    "The MLP proxies keep PyTorch's default Linear initialisation (kaiming_uniform, a = "
+    "sqrt(5)), under which a Linear layer followed by ReLU keeps about a sixth of the "
+    "signal's second moment (a third through the weights, half through ReLU). An "
+    "activation's output scale at initialisation therefore counts: rescaled members of the "
+    "ReLU family (2 relu(x), and x - |x| = 2 min(x, 0), the same function mirrored) beat "
+    "ReLU by a wide margin (about 11 points in the committed run) for that reason alone, "
+    "and a proxy with He initialisation or normalization layers would not reward them. "
+    "Read the winners with that in mind; the hypervolume comparison between strategies is "
+    "unaffected, since all of them search the same proxies."
+)
 
 QUICK: dict[str, Any] = {
     **CONFIG,
@@ -81,8 +95,10 @@ QUICK: dict[str, Any] = {
         {"arch": "mlp", "dataset": "digits", "steps": 40, "batch_size": 64},
     ],
     "rejection": {"quality_steps": 20, "quality_min_accuracy": 0.1},
-    "strategies": {"evolution": {"name": "evolution", "population": 6, "tournament": 3},
-                   "random": {"name": "random"}},
+    "strategies": {
+        "evolution": {"name": "evolution", "population": 6, "tournament": 3},
+        "random": {"name": "random"},
+    },
     "seeds": [0],
     "budget": 10,
     "confirm_top": 1,
@@ -92,39 +108,46 @@ QUICK: dict[str, Any] = {
 
 
 def _campaign_spec(config: dict[str, Any], strategy: dict[str, Any], seed: int):
-    from search.spec import validate_spec
+    from layerforge.search.spec import validate_spec
 
-    return validate_spec({
-        "name": f"efficiency-{strategy['name']}-{seed}",
-        "space": config["space"],
-        "strategy": strategy,
-        "proxies": config["proxies"],
-        "objectives": ["accuracy"],
-        "rejection": config["rejection"],
-        "budget": {"max_candidates": config["budget"], "max_seconds": 10_000},
-        "parallelism": config["parallelism"],
-        "seed": seed,
-    })
+    return validate_spec(
+        {
+            "name": f"efficiency-{strategy['name']}-{seed}",
+            "space": config["space"],
+            "strategy": strategy,
+            "proxies": config["proxies"],
+            "objectives": ["accuracy"],
+            "rejection": config["rejection"],
+            "budget": {"max_candidates": config["budget"], "max_seconds": 10_000},
+            "parallelism": config["parallelism"],
+            "seed": seed,
+        }
+    )
 
 
 def _curve(url: str, campaign_id: int) -> list[tuple[int, float]]:
-    from storage import get_engine, repository as repo, session_scope
+    from layerforge.storage import get_engine, session_scope
+    from layerforge.storage import repository as repo
 
     with session_scope(get_engine(url), readonly=True) as s:
-        return [(p.evaluations, p.hypervolume)
-                for p in repo.list_hypervolume(s, campaign_id=campaign_id)]
+        return [
+            (p.evaluations, p.hypervolume)
+            for p in repo.list_hypervolume(s, campaign_id=campaign_id)
+        ]
 
 
 def _first_beating_baseline(url: str, campaign_id: int) -> int | None:
     """Evaluations (candidate order) until one beats the ReLU baseline on every proxy."""
     from sqlalchemy import select
 
-    from storage import get_engine, repository as repo, session_scope
-    from storage.models import Candidate
+    from layerforge.storage import get_engine, session_scope
+    from layerforge.storage import repository as repo
+    from layerforge.storage.models import Candidate
 
     with session_scope(get_engine(url), readonly=True) as s:
-        candidates = s.scalars(select(Candidate).where(Candidate.campaign_id == campaign_id)
-                               .order_by(Candidate.seq)).all()
+        candidates = s.scalars(
+            select(Candidate).where(Candidate.campaign_id == campaign_id).order_by(Candidate.seq)
+        ).all()
         values = {c.id: repo.get_objective_values(s, candidate_id=c.id) for c in candidates}
         baseline = next((values[c.id] for c in candidates if c.origin == "baseline"), None)
         if not baseline:
@@ -156,8 +179,16 @@ def _confirm(evaluator, graph_dicts: dict[str, dict], config: dict[str, Any]) ->
         for seed in config["confirm_seeds"]:
             job = f"confirm:{label}:{seed}"
             jobs[job] = label
-            evaluator.submit(job, {"graph": graph, "proxies": config["proxies"],
-                                   "rejection": rejection, "seed": seed, "kind": "transfer"})
+            evaluator.submit(
+                job,
+                {
+                    "graph": graph,
+                    "proxies": config["proxies"],
+                    "rejection": rejection,
+                    "seed": seed,
+                    "kind": "transfer",
+                },
+            )
     accs: dict[str, list[list[float]]] = {label: [] for label in graph_dicts}
     while evaluator.in_flight():
         for outcome in evaluator.poll(1.0):
@@ -189,8 +220,13 @@ def _plot(curves: dict[str, list[list[tuple[int, float]]]], budget: int, path: P
         for run in runs:
             xs = list(range(1, budget + 1))
             ax.plot(xs, [_value_at(run, n) for n in xs], color=colour, alpha=0.25, lw=1)
-        ax.plot(range(1, budget + 1), _mean_curve(runs, budget), color=colour, lw=2.5,
-                label=f"{name} (mean of {len(runs)})")
+        ax.plot(
+            range(1, budget + 1),
+            _mean_curve(runs, budget),
+            color=colour,
+            lw=2.5,
+            label=f"{name} (mean of {len(runs)})",
+        )
     ax.set_xlabel("evaluations")
     ax.set_ylabel("hypervolume (accuracy on both proxies)")
     ax.set_title("Search efficiency in the Swish space")
@@ -205,6 +241,7 @@ def headline(figures: dict[str, Any], budget: int) -> dict[str, Any]:
     """The summary row of the study, derived from its figures."""
     reach = figures["evaluations_to_reach_random_final_hv"]
     reached = " / ".join(str(reach.get(n, "-")) for n in ("evolution", "optuna", "random"))
+
     def worst_margin(winner: dict[str, Any]) -> float:
         return min(winner["margin_in_2sd_units"] or [0.0])
 
@@ -213,28 +250,32 @@ def headline(figures: dict[str, Any], budget: int) -> dict[str, Any]:
     versus = "none"
     if best:
         gains = zip(best["confirm_mean"], figures["relu_confirmed"]["mean"])
-        versus = (f"{best['text']}: " + ", ".join(f"{m - r:+.3f}" for m, r in gains)
-                  + f" accuracy, {worst_margin(best):.1f}x 2 SD")
-    return {"evaluations to random's final hypervolume (evolution / optuna / random)":
-            f"{reached} of {budget}",
-            "evolution's best vs ReLU": versus}
+        versus = (
+            f"{best['text']}: "
+            + ", ".join(f"{m - r:+.3f}" for m, r in gains)
+            + f" accuracy, {worst_margin(best):.1f}x 2 SD"
+        )
+    return {
+        "evaluations to random's final hypervolume (evolution / optuna / random)": f"{reached} of {budget}",
+        "evolution's best vs ReLU": versus,
+    }
 
 
 def run(quick: bool = False, results_dir: Path | None = None) -> dict[str, Any]:
     """Run the study; returns the result dict (and writes the PNG plot)."""
-    from grammar import fingerprint, get_builtin, Graph
-    from search.campaign import CampaignRunner, create_campaign, pareto_of_campaign
-    from search.evaluators import CachingEvaluator, RayEvaluator
-    from storage import get_engine, session_scope, upgrade_database
-    from storage.models import Candidate
-
     from benchmarks.common import RESULTS_DIR
+    from layerforge.grammar import Graph, fingerprint, get_builtin
+    from layerforge.search.campaign import CampaignRunner, create_campaign, pareto_of_campaign
+    from layerforge.search.evaluators import CachingEvaluator, RayEvaluator
+    from layerforge.storage import get_engine, session_scope, upgrade_database
+    from layerforge.storage.models import Candidate
 
     config = QUICK if quick else CONFIG
     results_dir = results_dir or RESULTS_DIR
     started = time.perf_counter()
-    evaluator = CachingEvaluator(RayEvaluator(num_actors=config["workers"], num_cpus=1,
-                                              task_timeout_s=600))
+    evaluator = CachingEvaluator(
+        RayEvaluator(num_actors=config["workers"], num_cpus=1, task_timeout_s=600)
+    )
     curves: dict[str, list[list[tuple[int, float]]]] = {}
     first_beats: dict[str, list[int | None]] = {}
     best: dict[str, tuple[float, str, dict, str]] = {}
@@ -249,13 +290,18 @@ def run(quick: bool = False, results_dir: Path | None = None) -> dict[str, Any]:
                     t0 = time.perf_counter()
                     status = CampaignRunner(url, campaign_id, evaluator, poll_s=0.5).run()
                     campaign_seconds.setdefault(name, []).append(time.perf_counter() - t0)
-                    print(f"search_efficiency: {name} seed {seed}: {status} in "
-                          f"{time.perf_counter() - t0:.0f} s ({evaluator.hits} cache hits)",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"search_efficiency: {name} seed {seed}: {status} in "
+                        f"{time.perf_counter() - t0:.0f} s ({evaluator.hits} cache hits)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     if status != "completed":
                         raise RuntimeError(f"{name} seed {seed} ended {status}")
                     curves.setdefault(name, []).append(_curve(url, campaign_id))
-                    first_beats.setdefault(name, []).append(_first_beating_baseline(url, campaign_id))
+                    first_beats.setdefault(name, []).append(
+                        _first_beating_baseline(url, campaign_id)
+                    )
                     front = pareto_of_campaign(url, campaign_id)
                     with session_scope(get_engine(url), readonly=True) as s:
                         for point in front["front"] + front["dominated"]:
@@ -271,15 +317,19 @@ def run(quick: bool = False, results_dir: Path | None = None) -> dict[str, Any]:
             random_final = mean_curves.get("random", [0.0])[-1]
             reach = {}
             for name, curve in mean_curves.items():
-                reach[name] = next((i + 1 for i, v in enumerate(curve) if v >= random_final - 1e-12),
-                                   None)
+                reach[name] = next(
+                    (i + 1 for i, v in enumerate(curve) if v >= random_final - 1e-12), None
+                )
             ranked = sorted(best.values(), key=lambda t: -t[0])
             top = ranked[: config["confirm_top"]]
             # the goal is about evolution's finds: its best is confirmed even when outranked
-            top += [t for t in ranked if t[3] == "evolution"][:1] if all(
-                t[3] != "evolution" for t in top) else []
+            top += (
+                [t for t in ranked if t[3] == "evolution"][:1]
+                if all(t[3] != "evolution" for t in top)
+                else []
+            )
             graphs = {"relu": get_builtin("relu").to_dict()}
-            for mean, text, graph, origin in top:
+            for _mean, text, graph, _origin in top:
                 graphs[text] = graph
             for name in config["builtins_for_spread"]:
                 graphs.setdefault(f"builtin:{name}", get_builtin(name).to_dict())
@@ -288,19 +338,32 @@ def run(quick: bool = False, results_dir: Path | None = None) -> dict[str, Any]:
             winners = []
             for mean, text, graph, origin in top:
                 c = confirmed[text]
-                margins = [
-                    (cm - rm) / max(2 * max(cs, rs), 1e-9)
-                    for cm, cs, rm, rs in zip(c["mean"], c["std"], relu["mean"], relu["std"])
-                ] if c["mean"] and relu["mean"] else []
-                winners.append({
-                    "text": text, "found_by": origin, "search_mean_accuracy": mean,
-                    "confirm_mean": c["mean"], "confirm_std": c["std"],
-                    "beats_relu_by_2sd_on_every_proxy": bool(margins) and all(m > 1 for m in margins),
-                    "margin_in_2sd_units": margins,
-                    "fingerprint": fingerprint(Graph.from_dict(graph)),
-                })
-            spread = {label.split(":", 1)[1]: confirmed[label] for label in confirmed
-                      if label.startswith("builtin:")}
+                margins = (
+                    [
+                        (cm - rm) / max(2 * max(cs, rs), 1e-9)
+                        for cm, cs, rm, rs in zip(c["mean"], c["std"], relu["mean"], relu["std"])
+                    ]
+                    if c["mean"] and relu["mean"]
+                    else []
+                )
+                winners.append(
+                    {
+                        "text": text,
+                        "found_by": origin,
+                        "search_mean_accuracy": mean,
+                        "confirm_mean": c["mean"],
+                        "confirm_std": c["std"],
+                        "beats_relu_by_2sd_on_every_proxy": bool(margins)
+                        and all(m > 1 for m in margins),
+                        "margin_in_2sd_units": margins,
+                        "fingerprint": fingerprint(Graph.from_dict(graph)),
+                    }
+                )
+            spread = {
+                label.split(":", 1)[1]: confirmed[label]
+                for label in confirmed
+                if label.startswith("builtin:")
+            }
             plot_path = results_dir / "search_efficiency.png"
             results_dir.mkdir(parents=True, exist_ok=True)
             _plot(curves, budget, plot_path)
@@ -308,18 +371,23 @@ def run(quick: bool = False, results_dir: Path | None = None) -> dict[str, Any]:
         evaluator.shutdown()
     evolution_reach = reach.get("evolution")
     hv_goal = evolution_reach is not None and evolution_reach <= budget / 2
-    winner_goal = any(w["beats_relu_by_2sd_on_every_proxy"] and w["found_by"] == "evolution"
-                      for w in winners)
+    winner_goal = any(
+        w["beats_relu_by_2sd_on_every_proxy"] and w["found_by"] == "evolution" for w in winners
+    )
     figures = {
         "final_hypervolume_mean": {n: c[-1] for n, c in mean_curves.items()},
-        "final_hypervolume_per_seed": {n: [_value_at(r, budget) for r in runs]
-                                       for n, runs in curves.items()},
+        "final_hypervolume_per_seed": {
+            n: [_value_at(r, budget) for r in runs] for n, runs in curves.items()
+        },
         "evaluations_to_reach_random_final_hv": reach,
         # the plotted mean curves, every tenth evaluation, so the figure's numbers are here too
         "hypervolume_mean_every_10_evaluations": {
             "evaluations": list(range(10, budget + 1, 10)),
-            **{n: [round(c[i - 1], 4) for i in range(10, budget + 1, 10)]
-               for n, c in mean_curves.items()}},
+            **{
+                n: [round(c[i - 1], 4) for i in range(10, budget + 1, 10)]
+                for n, c in mean_curves.items()
+            },
+        },
         "evolution_reaches_random_final_in_half": hv_goal,
         "evaluations_until_first_beats_relu": first_beats,
         "best_functions": winners,

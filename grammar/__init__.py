@@ -26,13 +26,40 @@ from .ops import OPS, Op, get_op, list_ops
 from .parser import parse, to_text
 from .space import PRESETS, Space, check_static, make_space, passes_static
 
-compile = compile_graph  # noqa: A001 - public alias asked for by the design
+compile = compile_graph
 
 __all__ = [
-    "BUILTINS", "FORMATS", "OPS", "PRESETS", "GrammarError", "Graph", "LayerFactory", "Node", "Op",
-    "ParseError", "Space", "baseline", "builtins", "canonical_key", "check_static", "compile",
-    "compile_graph", "evaluate_numpy", "export", "fingerprint", "formula_latex", "get_builtin", "get_op",
-    "layer_factory", "list_builtins", "list_ops", "make_space", "mutate", "parse",
-    "passes_static", "random_graph",
-    "to_sympy", "to_text",
+    "BUILTINS",
+    "FORMATS",
+    "OPS",
+    "PRESETS",
+    "GrammarError",
+    "Graph",
+    "LayerFactory",
+    "Node",
+    "Op",
+    "ParseError",
+    "Space",
+    "baseline",
+    "builtins",
+    "canonical_key",
+    "check_static",
+    "compile",
+    "compile_graph",
+    "evaluate_numpy",
+    "export",
+    "fingerprint",
+    "formula_latex",
+    "get_builtin",
+    "get_op",
+    "layer_factory",
+    "list_builtins",
+    "list_ops",
+    "make_space",
+    "mutate",
+    "parse",
+    "passes_static",
+    "random_graph",
+    "to_sympy",
+    "to_text",
 ]

@@ -327,9 +327,16 @@ def _batch_norm(a, running_mean, running_var, weight, bias, training, momentum, 
     protected division is plain, and more than one value per channel in training.
     """
     per_channel = a.numel() // a.shape[1]
-    if (eps >= 1e-10 and a.dtype in (torch.float32, torch.float64) and a.dtype == running_mean.dtype
-            and a.dtype == running_var.dtype and (per_channel > 1 or not training)):
-        return torch.nn.functional.batch_norm(a, running_mean, running_var, weight, bias, training, momentum, eps)
+    if (
+        eps >= 1e-10
+        and a.dtype in (torch.float32, torch.float64)
+        and a.dtype == running_mean.dtype
+        and a.dtype == running_var.dtype
+        and (per_channel > 1 or not training)
+    ):
+        return torch.nn.functional.batch_norm(
+            a, running_mean, running_var, weight, bias, training, momentum, eps
+        )
     mean = _batch_stat(a, "mean", running_mean, training, momentum, eps)
     std = _batch_stat(a, "std", running_var, training, momentum, eps)
     out = _pdiv(a - mean, std)
@@ -363,7 +370,9 @@ def _as_4d(x):
         return x.reshape(x.shape[0], x.shape[1], 1, 1)
     if x.dim() == 3:
         return x.reshape(x.shape[0], x.shape[1], x.shape[2], 1)
-    raise ValueError("expected input of shape (N, C), (N, C, L) or (N, C, H, W), got %s" % (tuple(x.shape),))
+    raise ValueError(
+        f"expected input of shape (N, C), (N, C, L) or (N, C, H, W), got {tuple(x.shape)}"
+    )
 
 
 def _resolve_groups(num_features, groups=32, group_size=None):

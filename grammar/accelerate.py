@@ -109,8 +109,14 @@ class CompilePolicy:
                 return min(1.0, statistics.median(seen))
             return self.speedup.get(device_type, 0.6)
 
-    def decide(self, eager_step_s: float, steps: int, device_type: str,
-               key: str | None = None, baseline_step_s: float | None = None) -> CompileDecision:
+    def decide(
+        self,
+        eager_step_s: float,
+        steps: int,
+        device_type: str,
+        key: str | None = None,
+        baseline_step_s: float | None = None,
+    ) -> CompileDecision:
         """Pure decision from an eager step time (no timing, no compiling).
 
         ``baseline_step_s`` (the same step with the native baseline layer, when known) floors
@@ -122,14 +128,31 @@ class CompilePolicy:
             compiled_step = min(eager_step_s, max(compiled_step, baseline_step_s))
         saving = steps * (eager_step_s - compiled_step)
         pays = saving > self.margin * compile_s
-        reason = (f"predicted saving {saving:.1f}s over {steps} steps "
-                  f"{'>' if pays else '<='} {self.margin:g} x predicted compile {compile_s:.1f}s")
-        return CompileDecision(compiled=pays, reason=reason, steps=steps, device=device_type, key=key,
-                               eager_step_s=eager_step_s, predicted_compiled_step_s=compiled_step,
-                               predicted_compile_s=compile_s, predicted_saving_s=saving, cached=cached)
+        reason = (
+            f"predicted saving {saving:.1f}s over {steps} steps "
+            f"{'>' if pays else '<='} {self.margin:g} x predicted compile {compile_s:.1f}s"
+        )
+        return CompileDecision(
+            compiled=pays,
+            reason=reason,
+            steps=steps,
+            device=device_type,
+            key=key,
+            eager_step_s=eager_step_s,
+            predicted_compiled_step_s=compiled_step,
+            predicted_compile_s=compile_s,
+            predicted_saving_s=saving,
+            cached=cached,
+        )
 
-    def learn(self, device_type: str, key: str | None, compile_s: float | None,
-              speedup: float | None, cached: bool) -> None:
+    def learn(
+        self,
+        device_type: str,
+        key: str | None,
+        compile_s: float | None,
+        speedup: float | None,
+        cached: bool,
+    ) -> None:
         with self._lock:
             if key is not None:
                 self.compiled_keys.add((device_type, key))
@@ -180,8 +203,10 @@ class _Preserve:
 
     def __enter__(self) -> None:
         self.buffers = {n: b.detach().clone() for n, b in self.module.named_buffers()}
-        self.grads = {n: (None if p.grad is None else p.grad.detach().clone())
-                      for n, p in self.module.named_parameters()}
+        self.grads = {
+            n: (None if p.grad is None else p.grad.detach().clone())
+            for n, p in self.module.named_parameters()
+        }
 
     def __exit__(self, *exc: Any) -> None:
         with torch.no_grad():
@@ -266,12 +291,15 @@ def maybe_torch_compile(
         return module, decision
     decision.measured_compile_s = max(0.0, first - compiled_step)
     decision.measured_compiled_step_s = compiled_step
-    policy.learn(device.type, key, decision.measured_compile_s, compiled_step / eager_step_s,
-                 decision.cached)
+    policy.learn(
+        device.type, key, decision.measured_compile_s, compiled_step / eager_step_s, decision.cached
+    )
     if compiled_step >= eager_step_s and force is None:
         _uncompile(module)
         decision.compiled = False
-        decision.reason = (f"compiled step {compiled_step * 1e3:.1f} ms is not faster than eager "
-                           f"{eager_step_s * 1e3:.1f} ms; reverted to eager "
-                           f"(compile time {decision.measured_compile_s:.1f}s spent)")
+        decision.reason = (
+            f"compiled step {compiled_step * 1e3:.1f} ms is not faster than eager "
+            f"{eager_step_s * 1e3:.1f} ms; reverted to eager "
+            f"(compile time {decision.measured_compile_s:.1f}s spent)"
+        )
     return module, decision

@@ -46,9 +46,14 @@ NORMACT_TEXT = {
 }
 ALIASES = {"swish": "silu"}
 CLASS_NAMES = {
-    "evonorm_b0": "EvoNorm2dB0", "evonorm_b1": "EvoNorm2dB1", "evonorm_s0": "EvoNorm2dS0",
-    "evonorm_s1": "EvoNorm2dS1", "bn_relu": "BatchNormReLU", "gn_relu": "GroupNormReLU",
-    "ln_relu": "LayerNormReLU", "in_relu": "InstanceNormReLU",
+    "evonorm_b0": "EvoNorm2dB0",
+    "evonorm_b1": "EvoNorm2dB1",
+    "evonorm_s0": "EvoNorm2dS0",
+    "evonorm_s1": "EvoNorm2dS1",
+    "bn_relu": "BatchNormReLU",
+    "gn_relu": "GroupNormReLU",
+    "ln_relu": "LayerNormReLU",
+    "in_relu": "InstanceNormReLU",
 }
 
 
@@ -66,7 +71,9 @@ def list_builtins(kind: str | None = None) -> list[str]:
     """Names of the built-ins (sorted), optionally only those of space ``kind``."""
     if kind is not None and kind not in KINDS:
         raise GrammarError(f"unknown space kind {kind!r}; expected one of {', '.join(KINDS)}")
-    names = list(ACTIVATION_TEXT) * (kind in (None, ACTIVATION)) + list(NORMACT_TEXT) * (kind in (None, NORMACT))
+    names = list(ACTIVATION_TEXT) * (kind in (None, ACTIVATION)) + list(NORMACT_TEXT) * (
+        kind in (None, NORMACT)
+    )
     return sorted(names)
 
 

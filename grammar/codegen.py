@@ -32,14 +32,24 @@ from .graph import Graph, param_init
 from .ops import ACTIVATION, NORMACT, OPS
 from .parser import to_text
 
-_BUF = {"mean": "running_mean", "var": "running_var", "std": "running_var",
-        "sqmean": "running_sqmean", "rms": "running_sqmean"}
+_BUF = {
+    "mean": "running_mean",
+    "var": "running_var",
+    "std": "running_var",
+    "sqmean": "running_sqmean",
+    "rms": "running_sqmean",
+}
 _BUF_INIT = {"running_mean": 0.0, "running_var": 1.0, "running_sqmean": 1.0}
 
 
 def check_name(name: str) -> str:
     """Validate a class / function name for generated code (GrammarError if not an identifier)."""
-    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or len(name) > 100:
+    if (
+        not isinstance(name, str)
+        or not name.isidentifier()
+        or keyword.iskeyword(name)
+        or len(name) > 100
+    ):
         raise GrammarError(f"name {name!r} is not a valid Python identifier")
     return name
 
@@ -81,8 +91,13 @@ def full_shape(graph: Graph) -> list[bool]:
 
 def helper_source(module, body: str) -> str:
     """Source of the helpers of ``module`` that ``body`` calls (transitively)."""
-    funcs = {n: f for n, f in vars(module).items() if n.startswith("_")
-             and (inspect.isfunction(f) or inspect.isclass(f)) and f.__module__ == module.__name__}
+    funcs = {
+        n: f
+        for n, f in vars(module).items()
+        if n.startswith("_")
+        and (inspect.isfunction(f) or inspect.isclass(f))
+        and f.__module__ == module.__name__
+    }
     srcs = {n: inspect.getsource(f) for n, f in funcs.items()}
     needed: list[str] = []
     todo = [body]
@@ -117,7 +132,11 @@ def _expr_lines(graph: Graph, target: str, names: dict[int, str]) -> list[str]:
         elif spec.aggregate:
             a = args[0]
             if not full[n.inputs[0]]:
-                a = f"{a}.expand_as(x)" if target == "torch" else f"{'np' if target == 'numpy' else 'jnp'}.broadcast_to({a}, x.shape)"
+                a = (
+                    f"{a}.expand_as(x)"
+                    if target == "torch"
+                    else f"{'np' if target == 'numpy' else 'jnp'}.broadcast_to({a}, x.shape)"
+                )
             if n.axis == "batch" and target == "torch":
                 expr = f"_batch_stat({a}, {n.op!r}, self.{bufs[i]}, self.training, self.momentum, self.eps)"
             elif n.axis == "batch":
@@ -153,8 +172,9 @@ def _drop_unused(lines: list[str], output: str) -> list[str]:
     return kept[::-1]
 
 
-def _torch_fast_path(graph: Graph, index: int, names: dict[int, str], floors: list,
-                     users: list[list[int]]) -> str | None:
+def _torch_fast_path(
+    graph: Graph, index: int, names: dict[int, str], floors: list, users: list[list[int]]
+) -> str | None:
     """A cheaper PyTorch form of node ``index`` when its pattern has one, else None.
 
     Every form computes the grammar's value; the inner nodes of a fused pattern are only
@@ -184,13 +204,21 @@ def _torch_fast_path(graph: Graph, index: int, names: dict[int, str], floors: li
         # (value, sigmoid argument, whether the sigmoid is computed for this node only)
         pairs = [(node.inputs[1], node.inputs[0], True)]
         if node.op == "mul":
-            pairs = [(a, nodes[b].inputs[0], exclusive(b)) for a, b in (node.inputs, node.inputs[::-1])
-                     if nodes[b].op == "sigmoid"]
+            pairs = [
+                (a, nodes[b].inputs[0], exclusive(b))
+                for a, b in (node.inputs, node.inputs[::-1])
+                if nodes[b].op == "sigmoid"
+            ]
         for value, arg, own_sigmoid in pairs:
             if arg == value:
                 return f"torch.nn.functional.silu({names[value]})"
-            if (own_sigmoid and nodes[arg].op == "mul" and value in nodes[arg].inputs and full[value]
-                    and exclusive(arg)):
+            if (
+                own_sigmoid
+                and nodes[arg].op == "mul"
+                and value in nodes[arg].inputs
+                and full[value]
+                and exclusive(arg)
+            ):
                 beta = [j for j in nodes[arg].inputs if j != value] or [value]
                 return f"_sigmoid_gate({names[value]}, {names[beta[0]]})"
     if node.op == "add":
@@ -205,14 +233,30 @@ def _torch_fast_path(graph: Graph, index: int, names: dict[int, str], floors: li
         const_floor, eps_coeff = floors[node.inputs[1]]
         floor = repr(const_floor)
         if eps_coeff > 0:
-            floor = f"{eps_coeff!r} * math.sqrt(self.eps)" + (f" + {floor}" if const_floor > 0 else "")
+            floor = f"{eps_coeff!r} * math.sqrt(self.eps)" + (
+                f" + {floor}" if const_floor > 0 else ""
+            )
         return f"_div_positive({args[0]}, {args[1]}, {floor})"
     return None
 
 
 #: Elementwise ops whose value is >= 0 for every input (in floating point too).
-_NONNEGATIVE_OPS = frozenset(("abs", "square", "relu", "exp", "sigmoid", "softplus", "gauss",
-                              "laplace_diff", "gauss_diff", "hard_sigmoid", "var", "sqmean"))
+_NONNEGATIVE_OPS = frozenset(
+    (
+        "abs",
+        "square",
+        "relu",
+        "exp",
+        "sigmoid",
+        "softplus",
+        "gauss",
+        "laplace_diff",
+        "gauss_diff",
+        "hard_sigmoid",
+        "var",
+        "sqmean",
+    )
+)
 
 
 def positive_floors(graph: Graph) -> list[tuple[float, float] | None]:
@@ -238,7 +282,9 @@ def positive_floors(graph: Graph) -> list[tuple[float, float] | None]:
             floor = (0.0, 0.0)
         elif n.op == "cosh":
             floor = (1.0, 0.0)
-        elif n.op == "mean" and ins[0] is not None:  # eval-mode batch mean: the running mean, init 0
+        elif (
+            n.op == "mean" and ins[0] is not None
+        ):  # eval-mode batch mean: the running mean, init 0
             floor = (0.0, 0.0) if n.axis == "batch" else ins[0]
         elif n.op == "sqrt" and ins[0] is not None or n.op == "sigmoid_mul" and ins[1] is not None:
             floor = (0.0, 0.0)
@@ -255,7 +301,7 @@ def positive_floors(graph: Graph) -> list[tuple[float, float] | None]:
         elif n.op == "max":
             bounded = [f for f in ins if f is not None]
             if bounded:  # either bound holds; keep the larger at the graph's eps
-                floor = max(bounded, key=lambda f: f[0] + f[1] * graph.eps ** 0.5)
+                floor = max(bounded, key=lambda f: f[0] + f[1] * graph.eps**0.5)
         floors.append(floor)
     return floors
 
@@ -298,8 +344,14 @@ def normalization_fusions(graph: Graph) -> tuple[dict[int, dict], set[int]]:
         if nodes[centred].op != "sub" or nodes[std].op != "std":
             continue
         source, mean = nodes[centred].inputs
-        if (nodes[mean].op != "mean" or nodes[mean].inputs != (source,) or nodes[std].inputs != (source,)
-                or nodes[mean].axis != nodes[std].axis or not full[source] or source == mean):
+        if (
+            nodes[mean].op != "mean"
+            or nodes[mean].inputs != (source,)
+            or nodes[std].inputs != (source,)
+            or nodes[mean].axis != nodes[std].axis
+            or not full[source]
+            or source == mean
+        ):
             continue
         if only_user(mean) != centred or only_user(centred) != i or only_user(std) != i:
             continue
@@ -319,8 +371,14 @@ def normalization_fusions(graph: Graph) -> tuple[dict[int, dict], set[int]]:
             if len(other) == 1 and nodes[other[0]].op == "param":
                 inner.add(root)
                 root, bias = user, other[0]
-        fused[root] = {"source": source, "mean": mean, "std": std, "axis": nodes[std].axis,
-                       "weight": weight, "bias": bias}
+        fused[root] = {
+            "source": source,
+            "mean": mean,
+            "std": std,
+            "axis": nodes[std].axis,
+            "weight": weight,
+            "bias": bias,
+        }
         absorbed |= inner
     return fused, absorbed
 
@@ -331,8 +389,10 @@ def _normalization_call(info: dict, names: dict[int, str], bufs: dict[int, str])
     bias = "None" if info["bias"] is None else f"{names[info['bias']]}.view(-1)"
     source = names[info["source"]]
     if info["axis"] == "batch":
-        return (f"_batch_norm({source}, self.{bufs[info['mean']]}, self.{bufs[info['std']]}, {weight}, {bias}, "
-                "self.training, self.momentum, self.eps)")
+        return (
+            f"_batch_norm({source}, self.{bufs[info['mean']]}, self.{bufs[info['std']]}, {weight}, {bias}, "
+            "self.training, self.momentum, self.eps)"
+        )
     return f"_group_norm({source}, {info['axis']!r}, self.groups, {weight}, {bias}, self.eps)"
 
 
@@ -382,7 +442,7 @@ def torch_source(graph: Graph, name: str) -> str:
             cls.append(f"        self.{a} = nn.Parameter(torch.tensor({param_init(g.space, p)!r}))")
         cls.append("\n    def forward(self, x):")
         cls.append(ind + "dtype = x.dtype")
-        for p, a in attrs.items():
+        for a in attrs.values():
             cls.append(ind + f"{a} = self.{a}.to(dtype)")
         cls += [ind + ln for ln in pre + body]
         cls.append(ind + f"return {out}")
@@ -406,7 +466,9 @@ def torch_source(graph: Graph, name: str) -> str:
         cls.append("        self.momentum = momentum")
         cls.append("        self.groups = _resolve_groups(num_features, groups, group_size)")
         for p in affine:
-            cls.append(f"        self.{p} = nn.Parameter(torch.full((num_features,), {param_init(g.space, p)!r}))")
+            cls.append(
+                f"        self.{p} = nn.Parameter(torch.full((num_features,), {param_init(g.space, p)!r}))"
+            )
         if act_params:
             cls.append("        if apply_act:")
             for p in act_params:
@@ -417,7 +479,9 @@ def torch_source(graph: Graph, name: str) -> str:
             for p in act_params:
                 cls.append(f"            self.{attrs[p]} = None")
         for b in bufs.values():
-            cls.append(f"        self.register_buffer({b!r}, torch.full((num_features,), {_BUF_INIT[b.split('_')[0] + '_' + b.split('_')[1]]!r}))")
+            cls.append(
+                f"        self.register_buffer({b!r}, torch.full((num_features,), {_BUF_INIT[b.split('_')[0] + '_' + b.split('_')[1]]!r}))"
+            )
         cls.append("\n    def forward(self, x):")
         cls.append(ind + "shape = x.shape")
         cls.append(ind + "x = _as_4d(x)")
@@ -425,8 +489,15 @@ def torch_source(graph: Graph, name: str) -> str:
         for p in affine:
             cls.append(ind + f"{p} = self.{p}.to(dtype).view(1, -1, 1, 1)")
         cls.append(ind + "if not self.apply_act:")
-        plain = "x * weight + bias" if len(affine) == 2 else ("x * weight" if affine == ["weight"] else
-                                                              ("x + bias" if affine == ["bias"] else "x"))
+        plain = (
+            "x * weight + bias"
+            if len(affine) == 2
+            else (
+                "x * weight"
+                if affine == ["weight"]
+                else ("x + bias" if affine == ["bias"] else "x")
+            )
+        )
         cls.append(ind + f"    return ({plain}).reshape(shape)")
         for p in act_params:
             cls.append(ind + f"{attrs[p]} = self.{attrs[p]}.to(dtype).view(1, -1, 1, 1)")
@@ -503,26 +574,43 @@ def array_source(graph: Graph, name: str, target: str) -> str:
         lines.append(f"def {name}(x, params=None, running=None):")
         lines.append(f'    """Norm-act layer `{text}`.\n')
         lines.append("    x: (N, C, H, W), (N, C, L) or (N, C).  params: {name: (C,) array} for")
-        lines.append(f"    {', '.join(attrs.values()) or 'no parameters'} (default: init values).  running: {{buffer: (C,) array}}")
-        lines.append(f"    for {', '.join(sorted(set(bufs.values()))) or 'no buffers'}; when given, batch statistics are read from it")
-        lines.append('    (eval mode), otherwise they come from the batch (training mode, no update)."""')
+        lines.append(
+            f"    {', '.join(attrs.values()) or 'no parameters'} (default: init values).  running: {{buffer: (C,) array}}"
+        )
+        lines.append(
+            f"    for {', '.join(sorted(set(bufs.values()))) or 'no buffers'}; when given, batch statistics are read from it"
+        )
+        lines.append(
+            '    (eval mode), otherwise they come from the batch (training mode, no update)."""'
+        )
         lines.append(ind + f"shape = {xp}.shape(x)")
         lines.append(ind + f"x = _as_4d({xp}.asarray(x))")
         lines.append(ind + f"eps = {g.eps!r}")
         lines.append(ind + f"groups = _resolve_groups(x.shape[1], {g.groups})")
         lines.append(ind + "params = params or {}")
         for p, a in attrs.items():
-            lines.append(ind + f"{a} = {xp}.asarray(params.get({a!r}, {xp}.full((x.shape[1],), {param_init(g.space, p)!r}))).reshape(1, -1, 1, 1)")
+            lines.append(
+                ind
+                + f"{a} = {xp}.asarray(params.get({a!r}, {xp}.full((x.shape[1],), {param_init(g.space, p)!r}))).reshape(1, -1, 1, 1)"
+            )
     lines += [ind + ln for ln in body]
     if not full_shape(g)[-1]:
         out = f"{xp}.broadcast_to({out}, x.shape)"
-    lines.append(ind + (f"return {out}" if g.space == ACTIVATION else f"return {xp}.reshape({out}, shape)"))
+    lines.append(
+        ind + (f"return {out}" if g.space == ACTIVATION else f"return {xp}.reshape({out}, shape)")
+    )
     fn = "\n".join(lines) + "\n"
     if target == "numpy":
         helpers = helper_source(_rt_numpy, fn)
         head = f'"""{name}: generated by layerforge from `{text}`. Needs only numpy."""\n\nimport math\n\nimport numpy as np\n\n\n'
     else:
-        helpers = _JAX_HELPERS.strip() + "\n\n\n" + inspect.getsource(_rt_numpy._resolve_groups) if g.space != ACTIVATION else ""
-        head = (f'"""{name}: generated by layerforge from `{text}`. Needs jax."""\n\n'
-                "import jax\nimport jax.numpy as jnp\nimport jax.scipy.special\n\n\n")
+        helpers = (
+            _JAX_HELPERS.strip() + "\n\n\n" + inspect.getsource(_rt_numpy._resolve_groups)
+            if g.space != ACTIVATION
+            else ""
+        )
+        head = (
+            f'"""{name}: generated by layerforge from `{text}`. Needs jax."""\n\n'
+            "import jax\nimport jax.numpy as jnp\nimport jax.scipy.special\n\n\n"
+        )
     return head + (helpers + "\n\n" if helpers else "") + fn

@@ -34,7 +34,7 @@ def _generated_class(graph: Graph) -> type:
     # A real, registered module per graph: torch.compile (dynamo) resolves an inlined
     # function's globals by importing its ``__name__``, so a bare dict namespace breaks
     # compiling a whole model that contains generated layers.
-    modname = f"grammar.generated.{name}_{graph.key}"
+    modname = f"layerforge.grammar.generated.{name}_{graph.key}"
     module = types.ModuleType(modname)
     module.__file__ = filename
     ns: dict[str, Any] = module.__dict__
@@ -44,11 +44,19 @@ def _generated_class(graph: Graph) -> type:
 
     graph_dict = graph.to_dict()
 
-    def __reduce_ex__(self, protocol):  # noqa: N807
+    def __reduce_ex__(self, protocol):
         return (_rebuild, (graph_dict, self._lf_init), self.__dict__)
 
-    cls = type(name, (base,), {"__reduce_ex__": __reduce_ex__, "__module__": "grammar.generated",
-                               "graph": graph, "source": src})
+    cls = type(
+        name,
+        (base,),
+        {
+            "__reduce_ex__": __reduce_ex__,
+            "__module__": "layerforge.grammar.generated",
+            "graph": graph,
+            "source": src,
+        },
+    )
     # Once the class is gone (evicted from the cache, no instance left), its module and
     # source go too: a long campaign compiles hundreds of thousands of graphs.
     weakref.finalize(cls, _forget_module, modname, module, filename)
@@ -80,7 +88,9 @@ def compile_graph(graph: Graph, num_features: int | None = None, **kwargs: Any) 
     cls = _generated_class(graph.pruned())
     if graph.space == NORMACT:
         if num_features is None:
-            raise GrammarError("normact graphs need num_features (channels); use layer_factory(graph)(C)")
+            raise GrammarError(
+                "normact graphs need num_features (channels); use layer_factory(graph)(C)"
+            )
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
             raise GrammarError(f"num_features must be a positive integer, got {num_features!r}")
         mod = cls(num_features, **kwargs)

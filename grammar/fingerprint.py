@@ -34,7 +34,9 @@ NORM_PROBE = (
     + 0.3 * _rng.standard_normal((_N, 1, 1, 1))
 )
 PROBE_GROUPS = 2
-_ACT_PERTURB = {f"beta{s}": 0.5 + 0.11 * k for k, s in enumerate([""] + [str(i) for i in range(1, 10)])}
+_ACT_PERTURB = {
+    f"beta{s}": 0.5 + 0.11 * k for k, s in enumerate([""] + [str(i) for i in range(1, 10)])
+}
 _NORM_INIT = {
     "v0": np.zeros((1, _C, 1, 1)),
     "v1": np.ones((1, _C, 1, 1)),
@@ -44,8 +46,13 @@ _NORM_INIT = {
 _NORM_PERTURB = {k: v + 0.4 * _rng.standard_normal(v.shape) for k, v in _NORM_INIT.items()}
 
 
-def evaluate_numpy(graph: Graph, x: np.ndarray, params: dict | None = None, groups: int | None = None,
-                   running: dict | None = None) -> np.ndarray:
+def evaluate_numpy(
+    graph: Graph,
+    x: np.ndarray,
+    params: dict | None = None,
+    groups: int | None = None,
+    running: dict | None = None,
+) -> np.ndarray:
     """Evaluate ``graph`` on ``x`` with the NumPy reference semantics (an interpreter).
 
     ``params`` maps parameter names to values (default: init values; normact per-channel
@@ -122,7 +129,11 @@ def fingerprint(graph: Graph) -> str:
         if graph.space == ACTIVATION:
             h.update(_quantize(evaluate_numpy(graph, ACT_PROBE)))
             if graph.params:
-                h.update(_quantize(evaluate_numpy(graph, ACT_PROBE, {k: _ACT_PERTURB[k] for k in graph.params})))
+                h.update(
+                    _quantize(
+                        evaluate_numpy(graph, ACT_PROBE, {k: _ACT_PERTURB[k] for k in graph.params})
+                    )
+                )
         else:
             h.update(f"|eps={graph.eps!r}|groups={graph.groups}".encode())
             h.update(_quantize(evaluate_numpy(graph, NORM_PROBE, _NORM_INIT, PROBE_GROUPS)))
@@ -139,7 +150,9 @@ def to_sympy(graph: Graph):
     from .errors import GrammarError
 
     if graph.space != ACTIVATION:
-        raise GrammarError("SymPy forms exist only for activation graphs; normact statistics have none")
+        raise GrammarError(
+            "SymPy forms exist only for activation graphs; normact statistics have none"
+        )
     vals: list = [None] * len(graph.nodes)
     x = sympy.Symbol("x", real=True)
     for i, n in enumerate(graph.nodes):
@@ -169,7 +182,9 @@ def _warm_up() -> None:
         import sympy
 
         x = sympy.Symbol("x", real=True)
-        sympy.simplify(x / (1 + sympy.exp(-x)) + sympy.Max(x, 0) + sympy.sin(x) ** 2 + sympy.cos(x) ** 2)
+        sympy.simplify(
+            x / (1 + sympy.exp(-x)) + sympy.Max(x, 0) + sympy.sin(x) ** 2 + sympy.cos(x) ** 2
+        )
         _WARM.append(True)
 
 
@@ -180,7 +195,9 @@ class _Timeout(Exception):
 def _can_use_alarm() -> bool:
     """SIGALRM is usable only on the main thread and when nobody else (e.g. pytest-timeout)
     already owns it: we never cancel or replace someone else's timer."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "setitimer"
+    ):
         return False
     if signal.getitimer(signal.ITIMER_REAL)[0] > 0:
         return False

@@ -17,8 +17,18 @@ from .space import Space, final_affine, passes_static
 
 def _leaves(space: Space) -> list[Node]:
     if space.kind == NORMACT:
-        return [Node("x"), Node("const", value=0.0), Node("param", name="v0"), Node("param", name="v1")]
-    return [Node("x"), Node("const", value=0.0), Node("const", value=1.0), Node("param", name="beta")]
+        return [
+            Node("x"),
+            Node("const", value=0.0),
+            Node("param", name="v0"),
+            Node("param", name="v1"),
+        ]
+    return [
+        Node("x"),
+        Node("const", value=0.0),
+        Node("const", value=1.0),
+        Node("param", name="beta"),
+    ]
 
 
 def _pick_op(space: Space, rng: random.Random, avoid: str | None = None) -> str:
@@ -31,7 +41,9 @@ def _pick_op(space: Space, rng: random.Random, avoid: str | None = None) -> str:
     return ops[rng.randrange(len(ops))]
 
 
-def _make_node(op: str, pool: list[int], xdep: list[int], need_x: bool, space: Space, rng: random.Random) -> Node:
+def _make_node(
+    op: str, pool: list[int], xdep: list[int], need_x: bool, space: Space, rng: random.Random
+) -> Node:
     spec = OPS[op]
     inputs = [pool[rng.randrange(len(pool))] for _ in range(spec.arity)]
     if need_x:
@@ -91,8 +103,13 @@ def _with_leaves(graph: Graph, space: Space) -> list[Node]:
     return nodes
 
 
-def mutate(graph: Graph, space: Space, rng: random.Random, attempts: int = 25,
-           valid_keys: set[str] | None = None) -> Graph:
+def mutate(
+    graph: Graph,
+    space: Space,
+    rng: random.Random,
+    attempts: int = 25,
+    valid_keys: set[str] | None = None,
+) -> Graph:
     """EvoNorm mutation: pick an op node, replace its op, re-pick its inputs from earlier nodes.
 
     Tries up to ``attempts`` times for a result that passes :func:`check_static` and differs
@@ -104,7 +121,9 @@ def mutate(graph: Graph, space: Space, rng: random.Random, attempts: int = 25,
     """
     if graph.space != space.kind:
         raise GrammarError(f"cannot mutate a {graph.space} graph in a {space.kind} space")
-    base = Graph._trusted(graph.space, tuple(_with_leaves(graph, space)), graph.eps, graph.momentum, graph.groups)
+    base = Graph._trusted(
+        graph.space, tuple(_with_leaves(graph, space)), graph.eps, graph.momentum, graph.groups
+    )
     skip = set(final_affine(base) or ())
     cands = [i for i, n in enumerate(base.nodes) if not n.is_leaf and i not in skip]
     if not cands:
@@ -117,7 +136,9 @@ def mutate(graph: Graph, space: Space, rng: random.Random, attempts: int = 25,
         lim = space.max_depth
         pool = [j for j in range(i) if depths[j] < lim]
         xdep = [j for j in pool if xd[j]]
-        new = _make_node(_pick_op(space, rng, avoid=base.nodes[i].op), pool, xdep, bool(xdep), space, rng)
+        new = _make_node(
+            _pick_op(space, rng, avoid=base.nodes[i].op), pool, xdep, bool(xdep), space, rng
+        )
         g = base._replaced(i, new)
         if g.key == graph.key or not passes_static(g, space, valid_keys):
             continue

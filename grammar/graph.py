@@ -38,7 +38,7 @@ DEFAULT_GROUPS = 32
 MAX_GRAPH_NODES = 256
 
 
-class cached_property:  # noqa: N801 - lock-free variant of functools.cached_property
+class cached_property:
     """Compute once per instance and store in ``__dict__`` (works on frozen dataclasses)."""
 
     def __init__(self, fn):
@@ -150,7 +150,9 @@ def _check_node(i: int, node: Node, kind: str) -> None:
             )
     if spec.aggregate:
         if node.axis not in AXES:
-            raise GrammarError(f"{where}: aggregation {op!r} needs an axis in {', '.join(AXES)}, got {node.axis!r}")
+            raise GrammarError(
+                f"{where}: aggregation {op!r} needs an axis in {', '.join(AXES)}, got {node.axis!r}"
+            )
     elif node.axis is not None:
         raise GrammarError(f"{where}: op {op!r} takes no axis")
     if node.value is not None or node.name is not None:
@@ -209,21 +211,37 @@ class Graph:
         if not self.nodes:
             raise GrammarError("a graph needs at least one node")
         if len(self.nodes) > MAX_GRAPH_NODES:
-            raise GrammarError(f"a graph may have at most {MAX_GRAPH_NODES} nodes, got {len(self.nodes)}")
+            raise GrammarError(
+                f"a graph may have at most {MAX_GRAPH_NODES} nodes, got {len(self.nodes)}"
+            )
         for i, node in enumerate(self.nodes):
             _check_node(i, node, self.space)
-        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not (0 < self.eps < 1):
+        if (
+            isinstance(self.eps, bool)
+            or not isinstance(self.eps, (int, float))
+            or not (0 < self.eps < 1)
+        ):
             raise GrammarError(f"eps must be a number in (0, 1), got {self.eps!r}")
-        if isinstance(self.momentum, bool) or not isinstance(self.momentum, (int, float)) or not (
-            0 <= self.momentum <= 1
+        if (
+            isinstance(self.momentum, bool)
+            or not isinstance(self.momentum, (int, float))
+            or not (0 <= self.momentum <= 1)
         ):
             raise GrammarError(f"momentum must be a number in [0, 1], got {self.momentum!r}")
-        if isinstance(self.groups, bool) or not isinstance(self.groups, int) or not (1 <= self.groups <= 4096):
+        if (
+            isinstance(self.groups, bool)
+            or not isinstance(self.groups, int)
+            or not (1 <= self.groups <= 4096)
+        ):
             raise GrammarError(f"groups must be an integer in [1, 4096], got {self.groups!r}")
         if self.space == ACTIVATION and (
-            self.eps != DEFAULT_EPS or self.momentum != DEFAULT_MOMENTUM or self.groups != DEFAULT_GROUPS
+            self.eps != DEFAULT_EPS
+            or self.momentum != DEFAULT_MOMENTUM
+            or self.groups != DEFAULT_GROUPS
         ):
-            raise GrammarError("eps, momentum and groups are normact options; activation graphs take none")
+            raise GrammarError(
+                "eps, momentum and groups are normact options; activation graphs take none"
+            )
 
     # ------------------------------------------------------------------ structure
     @property
@@ -268,7 +286,9 @@ class Graph:
     @cached_property
     def params(self) -> tuple[str, ...]:
         """Names of the trainable parameters the output uses, sorted."""
-        return tuple(sorted({n.name for n, lv in zip(self.nodes, self.live) if lv and n.op == "param"}))  # type: ignore[misc]
+        return tuple(
+            sorted({n.name for n, lv in zip(self.nodes, self.live) if lv and n.op == "param"})
+        )  # type: ignore[misc]
 
     @property
     def num_params(self) -> int:
@@ -281,8 +301,14 @@ class Graph:
         return tuple(sorted({n.op for n, lv in zip(self.nodes, self.live) if lv and not n.is_leaf}))
 
     @classmethod
-    def _trusted(cls, space: str, nodes: tuple[Node, ...], eps: float = DEFAULT_EPS,
-                 momentum: float = DEFAULT_MOMENTUM, groups: int = DEFAULT_GROUPS) -> Graph:
+    def _trusted(
+        cls,
+        space: str,
+        nodes: tuple[Node, ...],
+        eps: float = DEFAULT_EPS,
+        momentum: float = DEFAULT_MOMENTUM,
+        groups: int = DEFAULT_GROUPS,
+    ) -> Graph:
         """Build without validation: only for nodes valid by construction (generate, prune)."""
         g = object.__new__(cls)
         object.__setattr__(g, "space", space)
@@ -316,7 +342,7 @@ class Graph:
         """The graph with ``nodes[index]`` replaced by ``node`` (trusted: its inputs come
         before ``index``). Per-node facts of the unchanged prefix are reused, so trying many
         mutations of one graph costs only the nodes from ``index`` on."""
-        nodes = self.nodes[:index] + (node,) + self.nodes[index + 1:]
+        nodes = self.nodes[:index] + (node,) + self.nodes[index + 1 :]
         g = Graph._trusted(self.space, nodes, self.eps, self.momentum, self.groups)
         for name, fn in _PER_NODE.items():
             if name in self.__dict__:
@@ -336,7 +362,9 @@ class Graph:
         head = self.space
         if self.space == NORMACT:
             head += f"|eps={self.eps!r}|momentum={self.momentum!r}|groups={self.groups}"
-        return hashlib.blake2b((head + "|" + self.node_hashes[-1]).encode(), digest_size=16).hexdigest()
+        return hashlib.blake2b(
+            (head + "|" + self.node_hashes[-1]).encode(), digest_size=16
+        ).hexdigest()
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
@@ -368,7 +396,9 @@ class Graph:
         if not isinstance(raw, list) or not raw:
             raise GrammarError("field 'nodes' must be a non-empty list")
         if len(raw) > MAX_GRAPH_NODES:
-            raise GrammarError(f"field 'nodes' may hold at most {MAX_GRAPH_NODES} nodes, got {len(raw)}")
+            raise GrammarError(
+                f"field 'nodes' may hold at most {MAX_GRAPH_NODES} nodes, got {len(raw)}"
+            )
         nodes = []
         for i, nd in enumerate(raw):
             if not isinstance(nd, dict):

@@ -107,7 +107,9 @@ class _Parser:
             return got
         if len(self.nodes) >= MAX_GRAPH_NODES:
             raise ParseError(
-                f"expression too large (more than {MAX_GRAPH_NODES} nodes) at position {tok[2]}", tok[2], tok[1]
+                f"expression too large (more than {MAX_GRAPH_NODES} nodes) at position {tok[2]}",
+                tok[2],
+                tok[1],
             )
         self.nodes.append(node)
         self.index[k] = len(self.nodes) - 1
@@ -123,7 +125,9 @@ class _Parser:
 
     def const(self, value: float, tok: tuple[str, str, int]) -> int:
         if not math.isfinite(value):
-            raise ParseError(f"number {tok[1]!r} at position {tok[2]} is not finite", tok[2], tok[1])
+            raise ParseError(
+                f"number {tok[1]!r} at position {tok[2]} is not finite", tok[2], tok[1]
+            )
         return self.add(Node("const", value=float(value) + 0.0), tok)
 
     # -------------------------------------------------------------- grammar
@@ -218,7 +222,9 @@ class _Parser:
             self.expect(",")
             a = self.peek()
             if a[0] != "name" or a[1] not in AXES:
-                raise self.error(f"{name} needs an axis ({', '.join(AXES)}) as second argument, got")
+                raise self.error(
+                    f"{name} needs an axis ({', '.join(AXES)}) as second argument, got"
+                )
             self.next()
             axis = a[1]
         elif not (self.peek()[0] == "op" and self.peek()[1] == ")"):
@@ -232,7 +238,9 @@ class _Parser:
         self.expect(")")
         if len(args) != op.arity:
             raise ParseError(
-                f"{name} takes {op.arity} argument(s), got {len(args)}: {name!r} at position {t[2]}", t[2], t[1]
+                f"{name} takes {op.arity} argument(s), got {len(args)}: {name!r} at position {t[2]}",
+                t[2],
+                t[1],
             )
         self.nesting -= 1
         return self.add(Node(name, tuple(args), axis=axis), t)
@@ -240,7 +248,10 @@ class _Parser:
     def options(self) -> dict:
         opts: dict = {}
         if self.kind != NORMACT:
-            raise self.error("options (eps, momentum, groups) are only valid in the normact space:", self.toks[self.i - 1])
+            raise self.error(
+                "options (eps, momentum, groups) are only valid in the normact space:",
+                self.toks[self.i - 1],
+            )
         while True:
             k = self.peek()
             if k[0] != "name" or k[1] not in ("eps", "momentum", "groups"):
@@ -286,8 +297,11 @@ def parse(text: str, space) -> Graph:
     if not isinstance(text, str):
         raise ParseError(f"expected text, got {type(text).__name__} at position 0", 0, "")
     if len(text) > MAX_TEXT:
-        raise ParseError(f"expression too long ({len(text)} characters, limit {MAX_TEXT}) at position {MAX_TEXT}",
-                         MAX_TEXT, text[MAX_TEXT])
+        raise ParseError(
+            f"expression too long ({len(text)} characters, limit {MAX_TEXT}) at position {MAX_TEXT}",
+            MAX_TEXT,
+            text[MAX_TEXT],
+        )
     p = _Parser(text, kind)
     if p.peek()[0] == "end":
         raise ParseError("empty expression at position 0", 0, "")
@@ -357,7 +371,9 @@ def to_text(graph: Graph) -> str:
                 r = (f"{n.op}({', '.join(a for a, _ in args)})", 5)
         budget[0] += len(r[0])
         if budget[0] > 50 * MAX_TEXT:
-            raise GrammarError("graph is too large to print as text (shared sub-expressions expand)")
+            raise GrammarError(
+                "graph is too large to print as text (shared sub-expressions expand)"
+            )
         memo[i] = r
         return r
 
@@ -373,5 +389,7 @@ def to_text(graph: Graph) -> str:
         if opts:
             text += " ; " + ", ".join(opts)
     if len(text) > MAX_TEXT:
-        raise GrammarError(f"graph text is {len(text)} characters, over the parser's limit of {MAX_TEXT}")
+        raise GrammarError(
+            f"graph text is {len(text)} characters, over the parser's limit of {MAX_TEXT}"
+        )
     return text

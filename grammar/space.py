@@ -50,16 +50,22 @@ def make_space(
     if isinstance(ops, str):
         if ops == "swish":
             if kind != ACTIVATION:
-                raise GrammarError("preset 'swish' is an activation preset; use 'evonorm' or 'full' for normact")
+                raise GrammarError(
+                    "preset 'swish' is an activation preset; use 'evonorm' or 'full' for normact"
+                )
             names: tuple[str, ...] = SWISH_OPS
         elif ops == "evonorm":
             if kind != NORMACT:
-                raise GrammarError("preset 'evonorm' is a normact preset; use 'swish' or 'full' for activation")
+                raise GrammarError(
+                    "preset 'evonorm' is a normact preset; use 'swish' or 'full' for activation"
+                )
             names = EVONORM_OPS
         elif ops == "full":
             names = tuple(sorted(n for n, op in OPS.items() if kind in op.kinds))
         else:
-            raise GrammarError(f"unknown op preset {ops!r}; expected one of {', '.join(PRESETS)} or a list of ops")
+            raise GrammarError(
+                f"unknown op preset {ops!r}; expected one of {', '.join(PRESETS)} or a list of ops"
+            )
         preset = ops
     else:
         try:
@@ -89,7 +95,9 @@ def make_space(
         if any(OPS[n].aggregate for n in names) and not ax:
             raise GrammarError("a normact space with aggregations needs at least one axis")
         if max_nodes < 3:
-            raise GrammarError("normact spaces need max_nodes >= 3 (body plus the weight/bias affine)")
+            raise GrammarError(
+                "normact spaces need max_nodes >= 3 (body plus the weight/bias affine)"
+            )
     else:
         if axes:
             raise GrammarError("axes apply only to the normact space")
@@ -105,7 +113,7 @@ def final_affine(graph: Graph) -> tuple[int, int] | None:
         return None
     for a, b in (out.inputs, out.inputs[::-1]):
         if nodes[b].op == "param" and nodes[b].name == "bias" and nodes[a].op == "mul":
-            for c, d in (nodes[a].inputs, nodes[a].inputs[::-1]):
+            for _c, d in (nodes[a].inputs, nodes[a].inputs[::-1]):
                 if nodes[d].op == "param" and nodes[d].name == "weight":
                     return a, len(nodes) - 1
     return None
@@ -125,7 +133,9 @@ def check_static(graph: Graph, space: Space) -> None:
     if not graph.uses_x:
         raise GrammarError("the output does not depend on x")
     if graph.num_nodes > space.max_nodes:
-        raise GrammarError(f"graph has {graph.num_nodes} op nodes, over the limit of {space.max_nodes}")
+        raise GrammarError(
+            f"graph has {graph.num_nodes} op nodes, over the limit of {space.max_nodes}"
+        )
     if graph.depth > space.max_depth:
         raise GrammarError(f"graph has depth {graph.depth}, over the limit of {space.max_depth}")
     allowed = set(space.ops)
@@ -134,9 +144,13 @@ def check_static(graph: Graph, space: Space) -> None:
         if not lv or n.is_leaf or i in exempt:
             continue
         if n.op not in allowed:
-            raise GrammarError(f"op {n.op!r} is not allowed in this space (allowed: {', '.join(space.ops)})")
+            raise GrammarError(
+                f"op {n.op!r} is not allowed in this space (allowed: {', '.join(space.ops)})"
+            )
         if n.axis is not None and n.axis not in space.axes:
-            raise GrammarError(f"axis {n.axis!r} is not allowed in this space (allowed: {', '.join(space.axes)})")
+            raise GrammarError(
+                f"axis {n.axis!r} is not allowed in this space (allowed: {', '.join(space.axes)})"
+            )
 
 
 def passes_static(graph: Graph, space: Space, valid_keys: set[str] | None = None) -> bool:

@@ -27,22 +27,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from grammar import Graph, get_builtin, to_text
-from storage import ConflictError, get_engine, repository as repo, session_scope
 from sqlalchemy import update
-from storage.models import Candidate, Evaluation
 
-from search.evaluators import Evaluator, Outcome
-from search.objectives import (
+from layerforge.grammar import Graph, get_builtin, to_text
+from layerforge.search.evaluators import Evaluator, Outcome
+from layerforge.search.objectives import (
     Objective,
     campaign_objectives,
     reference_point,
     to_minimize,
     values_from_result,
 )
-from search.pareto import hypervolume, pareto_front
-from search.spec import CampaignSpec, parse_seed
-from search.strategies import Member, Proposal, Strategy, create_strategy
+from layerforge.search.pareto import hypervolume, pareto_front
+from layerforge.search.spec import CampaignSpec, parse_seed
+from layerforge.search.strategies import Member, Proposal, Strategy, create_strategy
+from layerforge.storage import ConflictError, get_engine, session_scope
+from layerforge.storage import repository as repo
+from layerforge.storage.models import Candidate, Evaluation
 
 log = logging.getLogger(__name__)
 
@@ -178,29 +179,41 @@ class CampaignRunner:
                 campaign.heartbeat_at is not None
                 and (time.time() - _timestamp(campaign.heartbeat_at)) < self.stale_after_s
             )
-            if (campaign.owner and campaign.owner != self.owner and fresh
-                    and not self.takeover and not owner_is_dead(campaign.owner)):
+            if (
+                campaign.owner
+                and campaign.owner != self.owner
+                and fresh
+                and not self.takeover
+                and not owner_is_dead(campaign.owner)
+            ):
                 raise ConflictError(
                     f"campaign {self.campaign_id} is run by {campaign.owner} (heartbeat "
                     f"{time.time() - _timestamp(campaign.heartbeat_at):.0f} s ago)"
                 )
             if campaign.status == "queued":
-                repo.set_campaign_status(s, campaign_id=self.campaign_id, status="running",
-                                         expected=["queued"])
+                repo.set_campaign_status(
+                    s, campaign_id=self.campaign_id, status="running", expected=["queued"]
+                )
             repo.touch_campaign(s, campaign_id=self.campaign_id, owner=self.owner)
-            requeued = s.query(Evaluation).filter(
-                Evaluation.campaign_id == self.campaign_id,
-                Evaluation.status == "running",
-            ).update({"status": "queued", "lease_owner": None, "lease_expires_at": None})
+            requeued = (
+                s.query(Evaluation)
+                .filter(
+                    Evaluation.campaign_id == self.campaign_id,
+                    Evaluation.status == "running",
+                )
+                .update({"status": "queued", "lease_owner": None, "lease_expires_at": None})
+            )
             if requeued:
-                repo.add_event(s, campaign_id=self.campaign_id, kind="resumed",
-                               payload={"requeued": requeued})
+                repo.add_event(
+                    s, campaign_id=self.campaign_id, kind="resumed", payload={"requeued": requeued}
+                )
             self.spec = CampaignSpec.model_validate(campaign.spec)
             self.elapsed_before = float(campaign.elapsed_seconds or 0.0)
             self.objectives: list[Objective] = campaign_objectives(self.spec)
             if campaign.reference_point is None:
-                repo.set_reference_point(s, campaign_id=self.campaign_id,
-                                         point=reference_point(self.objectives))
+                repo.set_reference_point(
+                    s, campaign_id=self.campaign_id, point=reference_point(self.objectives)
+                )
                 self.reference = reference_point(self.objectives)
             else:
                 self.reference = list(campaign.reference_point)
@@ -210,7 +223,10 @@ class CampaignRunner:
         """Rebuild the strategy, the front and the counters from storage."""
         self.space = self.spec.space.build()
         self.strategy: Strategy = create_strategy(
-            self.spec.strategy.name, self.space, self.spec.strategy, len(self.objectives),
+            self.spec.strategy.name,
+            self.space,
+            self.spec.strategy,
+            len(self.objectives),
             self.spec.seed,
         )
         self.front = _Front(self.reference)
@@ -219,7 +235,8 @@ class CampaignRunner:
             candidates = _all_candidates(s, self.campaign_id)
             ids, table = repo.objective_table(s, campaign_id=self.campaign_id, names=names)
             self.evaluations_done = sum(
-                n for status, n in repo.count_evaluations(s, campaign_id=self.campaign_id).items()
+                n
+                for status, n in repo.count_evaluations(s, campaign_id=self.campaign_id).items()
                 if status in ("completed", "failed", "timeout")
             )
         values = dict(zip(ids, to_minimize(self.objectives, table)))
@@ -228,10 +245,15 @@ class CampaignRunner:
         self.has_baseline = False
         for c in candidates:
             member = Member(
-                id=c.id, seq=c.seq, graph=Graph.from_dict(c.graph), fingerprint=c.fingerprint,
-                origin=c.origin, status=c.status,
+                id=c.id,
+                seq=c.seq,
+                graph=Graph.from_dict(c.graph),
+                fingerprint=c.fingerprint,
+                origin=c.origin,
+                status=c.status,
                 values=tuple(values[c.id]) if c.id in values else None,
-                parent_ids=tuple(c.parent_ids or ()), data=dict(c.strategy_data or {}),
+                parent_ids=tuple(c.parent_ids or ()),
+                data=dict(c.strategy_data or {}),
             )
             members.append(member)
             if c.origin == "baseline":
@@ -241,8 +263,10 @@ class CampaignRunner:
         self.strategy.rebuild(members)
         with session_scope(self.engine, readonly=True) as s:
             self.counts = repo.count_candidates(s, campaign_id=self.campaign_id)
-            self.funnel = {stage: int(v["rejected"]) for stage, v in
-                           repo.rejection_funnel(s, campaign_id=self.campaign_id).items()}
+            self.funnel = {
+                stage: int(v["rejected"])
+                for stage, v in repo.rejection_funnel(s, campaign_id=self.campaign_id).items()
+            }
         for point in values.values():
             self.front.add(list(point))
         self.num_candidates = len(candidates)
@@ -252,11 +276,19 @@ class CampaignRunner:
         proposals = []
         if not self.has_baseline:
             graph = get_builtin(BASELINES[self.spec.space.kind])
-            proposals.append(Proposal(graph, "baseline", (), {"builtin": BASELINES[self.spec.space.kind]}))
+            proposals.append(
+                Proposal(graph, "baseline", (), {"builtin": BASELINES[self.spec.space.kind]})
+            )
         for index, text in enumerate(self.spec.seeds):
             if index not in self.seed_indices:
-                proposals.append(Proposal(parse_seed(text, self.spec.space), "seed", (),
-                                          {"seed_index": index, "seed_text": text}))
+                proposals.append(
+                    Proposal(
+                        parse_seed(text, self.spec.space),
+                        "seed",
+                        (),
+                        {"seed_index": index, "seed_text": text},
+                    )
+                )
         return proposals
 
     # ------------------------------------------------------------------ main loop
@@ -310,7 +342,11 @@ class CampaignRunner:
         evaluator that runs its jobs inside ``poll`` (``synchronous``) is never lingered on.
         """
         outcomes = self.evaluator.poll(self.poll_s)
-        if not outcomes or self.batch_window_s <= 0 or getattr(self.evaluator, "synchronous", False):
+        if (
+            not outcomes
+            or self.batch_window_s <= 0
+            or getattr(self.evaluator, "synchronous", False)
+        ):
             return outcomes
         deadline = time.monotonic() + self.batch_window_s
         while self.evaluator.in_flight() and not self.stop.is_set():
@@ -336,14 +372,24 @@ class CampaignRunner:
         with session_scope(self.engine) as s:
             campaign = repo.get_campaign(s, campaign_id=self.campaign_id)
             if campaign.owner not in (None, self.owner) and campaign.status == "running":
-                raise ConflictError(f"campaign {self.campaign_id} was taken over by {campaign.owner}")
+                raise ConflictError(
+                    f"campaign {self.campaign_id} was taken over by {campaign.owner}"
+                )
             self._status = campaign.status
             if now - self._last_heartbeat >= self.heartbeat_s:
                 self._last_heartbeat = now
-                repo.touch_campaign(s, campaign_id=self.campaign_id, owner=self.owner,
-                                    elapsed_seconds=self.elapsed())
-                repo.renew_leases(s, campaign_id=self.campaign_id, owner=self.owner,
-                                  lease_seconds=self.lease_seconds)
+                repo.touch_campaign(
+                    s,
+                    campaign_id=self.campaign_id,
+                    owner=self.owner,
+                    elapsed_seconds=self.elapsed(),
+                )
+                repo.renew_leases(
+                    s,
+                    campaign_id=self.campaign_id,
+                    owner=self.owner,
+                    lease_seconds=self.lease_seconds,
+                )
         return self._status
 
     def _fill(self, pending_initial: list[Proposal]) -> list[Proposal]:
@@ -362,12 +408,22 @@ class CampaignRunner:
             self._dispatch(proposals)
         return rest
 
-    def _payload(self, graph_dict: dict[str, Any], kind: str = "search", seed: int = 0,
-                 proxies: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    def _payload(
+        self,
+        graph_dict: dict[str, Any],
+        kind: str = "search",
+        seed: int = 0,
+        proxies: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         rejection = worker_rejection_config(self.spec, transfer=kind == "transfer")
-        return {"graph": graph_dict, "proxies": proxies or self.spec.proxies,
-                "rejection": rejection, "seed": seed, "kind": kind,
-                "campaign_id": self.campaign_id}
+        return {
+            "graph": graph_dict,
+            "proxies": proxies or self.spec.proxies,
+            "rejection": rejection,
+            "seed": seed,
+            "kind": kind,
+            "campaign_id": self.campaign_id,
+        }
 
     def _dispatch(self, proposals: list[Proposal]) -> None:
         """Store proposals and their leased evaluations in one transaction, then submit.
@@ -387,35 +443,54 @@ class CampaignRunner:
                     original = -1 - first_in_batch[proposal.fingerprint]  # resolved below
                 elif proposal.fingerprint in self.strategy.seen:
                     found = repo.find_candidate_by_fingerprint(
-                        s, campaign_id=self.campaign_id, fingerprint=proposal.fingerprint)
+                        s, campaign_id=self.campaign_id, fingerprint=proposal.fingerprint
+                    )
                     original = found.id if found else None
                 first_in_batch.setdefault(proposal.fingerprint, index)
                 originals.append(original)
-                rows.append({
-                    "graph": proposal.graph.to_dict(), "text": to_text(proposal.graph),
-                    "fingerprint": proposal.fingerprint, "origin": proposal.origin,
-                    "parent_ids": proposal.parent_ids, "num_nodes": proposal.graph.num_nodes,
-                    "strategy_data": proposal.data,
-                    "status": "running" if original is None else "duplicate",
-                })
+                rows.append(
+                    {
+                        "graph": proposal.graph.to_dict(),
+                        "text": to_text(proposal.graph),
+                        "fingerprint": proposal.fingerprint,
+                        "origin": proposal.origin,
+                        "parent_ids": proposal.parent_ids,
+                        "num_nodes": proposal.graph.num_nodes,
+                        "strategy_data": proposal.data,
+                        "status": "running" if original is None else "duplicate",
+                    }
+                )
             ids = repo.add_candidates(s, campaign_id=self.campaign_id, rows=rows)
             duplicates = {}
             for index, original in enumerate(originals):
                 if original is not None:
                     duplicates[ids[index]] = ids[-1 - original] if original < 0 else original
             if duplicates:
-                s.execute(update(Candidate), [{"id": d, "duplicate_of": o}
-                                              for d, o in duplicates.items()])
+                s.execute(
+                    update(Candidate), [{"id": d, "duplicate_of": o} for d, o in duplicates.items()]
+                )
             fresh = [cid for cid in ids if cid not in duplicates]
             evaluation_ids = repo.add_running_evaluations(
-                s, campaign_id=self.campaign_id, candidate_ids=fresh, owner=self.owner,
-                lease_seconds=self.lease_seconds)
+                s,
+                campaign_id=self.campaign_id,
+                candidate_ids=fresh,
+                owner=self.owner,
+                lease_seconds=self.lease_seconds,
+            )
             copied = self._copy_known_results(s, duplicates)
         graph_by_id = {cid: row["graph"] for cid, row in zip(ids, rows)}
         for index, (proposal, cid) in enumerate(zip(proposals, ids)):
-            member = Member(cid, 0, proposal.graph, proposal.fingerprint, proposal.origin,
-                            rows[index]["status"], copied.get(cid), proposal.parent_ids,
-                            dict(proposal.data))
+            member = Member(
+                cid,
+                0,
+                proposal.graph,
+                proposal.fingerprint,
+                proposal.origin,
+                rows[index]["status"],
+                copied.get(cid),
+                proposal.parent_ids,
+                dict(proposal.data),
+            )
             self.strategy.observe(member)
             self.counts[member.status] = self.counts.get(member.status, 0) + 1
         self.num_candidates += len(ids)
@@ -444,11 +519,21 @@ class CampaignRunner:
             jobs = []
             for evaluation in repo.unfinished_evaluations(s, campaign_id=self.campaign_id):
                 candidate = repo.get_candidate(s, candidate_id=evaluation.candidate_id)
-                repo.lease_evaluation(s, evaluation_id=evaluation.id, owner=self.owner,
-                                      lease_seconds=self.lease_seconds)
-                proxies = (self.spec.transfer.proxies or None) if evaluation.kind == "transfer" else None
-                jobs.append((str(evaluation.id),
-                             self._payload(candidate.graph, evaluation.kind, evaluation.seed, proxies)))
+                repo.lease_evaluation(
+                    s,
+                    evaluation_id=evaluation.id,
+                    owner=self.owner,
+                    lease_seconds=self.lease_seconds,
+                )
+                proxies = (
+                    (self.spec.transfer.proxies or None) if evaluation.kind == "transfer" else None
+                )
+                jobs.append(
+                    (
+                        str(evaluation.id),
+                        self._payload(candidate.graph, evaluation.kind, evaluation.seed, proxies),
+                    )
+                )
                 self.dispatched[str(evaluation.id)] = candidate.id
         for job_id, payload in jobs:
             self.evaluator.submit(job_id, payload)
@@ -462,7 +547,8 @@ class CampaignRunner:
         tells: list[tuple[int, tuple[float, ...] | None, str | None, str]] = []
         with session_scope(self.engine) as s:
             open_evaluations = repo.lock_unfinished_evaluations(
-                s, evaluation_ids=[int(o.job_id) for o in outcomes])
+                s, evaluation_ids=[int(o.job_id) for o in outcomes]
+            )
             batch = _Batch()
             for outcome in outcomes:
                 self.dispatched.pop(outcome.job_id, None)
@@ -475,7 +561,8 @@ class CampaignRunner:
                     tells.append(told)
             if batch.completed:
                 for original, copies in repo.duplicates_of(
-                        s, candidate_ids=list(batch.completed)).items():
+                    s, candidate_ids=list(batch.completed)
+                ).items():
                     for duplicate in copies:
                         batch.objectives[duplicate] = batch.objectives[original]
             repo.finish_evaluations(s, rows=batch.evaluations)
@@ -484,22 +571,32 @@ class CampaignRunner:
             repo.add_rejections(s, campaign_id=self.campaign_id, rows=batch.rejections)
             repo.add_hypervolume_points(s, campaign_id=self.campaign_id, rows=batch.hypervolume)
             progress = self._progress()
-            repo.add_events(s, campaign_id=self.campaign_id,
-                            rows=[*batch.events, ("progress", progress.__dict__)])
+            repo.add_events(
+                s,
+                campaign_id=self.campaign_id,
+                rows=[*batch.events, ("progress", progress.__dict__)],
+            )
         for candidate_id, values, error, status in tells:
             if candidate_id in self.strategy.members:
                 self.strategy.tell(candidate_id, values, error=error, status=status)
         if self.on_progress:
             self.on_progress(progress)
 
-    def _classify(self, batch: _Batch, evaluation_id: int, candidate_id: int, kind: str,
-                  outcome: Outcome):
+    def _classify(
+        self, batch: _Batch, evaluation_id: int, candidate_id: int, kind: str, outcome: Outcome
+    ):
         """Turn one outcome into the rows to write; returns what to tell the strategy."""
         result = outcome.result or {}
         if kind == "transfer":
             status = {"ok": "completed", "timeout": "timeout"}.get(outcome.status, "failed")
-            batch.evaluations.append({"id": evaluation_id, "status": status,
-                                      "result": result or None, "error": outcome.error})
+            batch.evaluations.append(
+                {
+                    "id": evaluation_id,
+                    "status": status,
+                    "result": result or None,
+                    "error": outcome.error,
+                }
+            )
             return None
         member = self.strategy.members.get(candidate_id)
         text = to_text(member.graph) if member else ""
@@ -524,8 +621,14 @@ class CampaignRunner:
             stage = str(result.get("stage"))
             reason = str(result.get("reason") or "")
             cost = sum(float(st.get("seconds") or 0.0) for st in result.get("stages") or [])
-            batch.rejections.append({"candidate_id": candidate_id, "stage": stage,
-                                     "reason": reason, "cost_seconds": cost})
+            batch.rejections.append(
+                {
+                    "candidate_id": candidate_id,
+                    "stage": stage,
+                    "reason": reason,
+                    "cost_seconds": cost,
+                }
+            )
             self.funnel[stage] = self.funnel.get(stage, 0) + 1
             self._finished(batch, candidate_id, "rejected", text, stage=stage, reason=reason)
             return candidate_id, None, reason, "rejected"
@@ -533,18 +636,24 @@ class CampaignRunner:
         self._finished(batch, candidate_id, "failed", text, reason=reason)
         return candidate_id, None, reason, "failed"
 
-    def _finished(self, batch: _Batch, candidate_id: int, status: str, text: str,
-                  **extra: Any) -> None:
+    def _finished(
+        self, batch: _Batch, candidate_id: int, status: str, text: str, **extra: Any
+    ) -> None:
         """Book-keeping shared by every finished search evaluation."""
         batch.statuses[candidate_id] = status
         self.counts["running"] = max(0, self.counts.get("running", 0) - 1)
         self.counts[status] = self.counts.get(status, 0) + 1
         self.evaluations_done += 1
-        batch.hypervolume.append({"evaluations": self.evaluations_done,
-                                  "hypervolume": self.front.value,
-                                  "elapsed_seconds": self.elapsed()})
-        batch.events.append(("candidate", {"id": candidate_id, "text": text, "status": status,
-                                           **extra}))
+        batch.hypervolume.append(
+            {
+                "evaluations": self.evaluations_done,
+                "hypervolume": self.front.value,
+                "elapsed_seconds": self.elapsed(),
+            }
+        )
+        batch.events.append(
+            ("candidate", {"id": candidate_id, "text": text, "status": status, **extra})
+        )
 
     def _progress(self, phase: str = "search") -> Progress:
         best: dict[str, float] = {}
@@ -552,17 +661,27 @@ class CampaignRunner:
             column = [p[index] for p in self.front.points]
             if column:
                 best[objective.name] = objective.minimized(min(column))
-        return Progress(self.campaign_id, getattr(self, "_status", "running"),
-                        self.num_candidates, self.spec.budget.max_candidates, dict(self.counts),
-                        dict(self.funnel), best, self.front.value, self.evaluator.in_flight(),
-                        self.elapsed(), phase)
+        return Progress(
+            self.campaign_id,
+            getattr(self, "_status", "running"),
+            self.num_candidates,
+            self.spec.budget.max_candidates,
+            dict(self.counts),
+            dict(self.funnel),
+            best,
+            self.front.value,
+            self.evaluator.in_flight(),
+            self.elapsed(),
+            phase,
+        )
 
     # ------------------------------------------------------------------ ending
     def _abandon_in_flight(self, reason: str) -> None:
         with session_scope(self.engine) as s:
             for evaluation in repo.unfinished_evaluations(s, campaign_id=self.campaign_id):
-                repo.finish_evaluation(s, evaluation_id=evaluation.id, status="failed",
-                                       error=reason)
+                repo.finish_evaluation(
+                    s, evaluation_id=evaluation.id, status="failed", error=reason
+                )
                 candidate = repo.get_candidate(s, candidate_id=evaluation.candidate_id)
                 if candidate.status in ("proposed", "running"):
                     repo.set_candidate_status(s, candidate_id=candidate.id, status="failed")
@@ -576,12 +695,14 @@ class CampaignRunner:
                 return outcome
         with session_scope(self.engine) as s:
             try:
-                repo.set_campaign_status(s, campaign_id=self.campaign_id, status="completed",
-                                         expected=["running"])
+                repo.set_campaign_status(
+                    s, campaign_id=self.campaign_id, status="completed", expected=["running"]
+                )
             except ConflictError:
                 return repo.get_campaign(s, campaign_id=self.campaign_id).status
-            repo.touch_campaign(s, campaign_id=self.campaign_id, owner=self.owner,
-                                elapsed_seconds=self.elapsed())
+            repo.touch_campaign(
+                s, campaign_id=self.campaign_id, owner=self.owner, elapsed_seconds=self.elapsed()
+            )
             if self.on_progress:
                 self._status = "completed"
                 self.on_progress(self._progress())
@@ -591,22 +712,41 @@ class CampaignRunner:
         """Re-evaluate the top K on held-out proxies with several seeds; returns how it ended."""
         top = self.transfer_candidates()
         with session_scope(self.engine) as s:
-            existing = {(e.candidate_id, e.seed) for e in s.query(Evaluation).filter(
-                Evaluation.campaign_id == self.campaign_id, Evaluation.kind == "transfer")}
+            existing = {
+                (e.candidate_id, e.seed)
+                for e in s.query(Evaluation).filter(
+                    Evaluation.campaign_id == self.campaign_id, Evaluation.kind == "transfer"
+                )
+            }
             jobs = []
             for candidate_id, graph_dict in top:
                 for seed in range(self.spec.transfer.seeds):
                     if (candidate_id, seed) in existing:
                         continue
-                    evaluation = repo.add_evaluation(s, candidate_id=candidate_id,
-                                                     kind="transfer", seed=seed)
-                    repo.lease_evaluation(s, evaluation_id=evaluation.id, owner=self.owner,
-                                          lease_seconds=self.lease_seconds)
-                    jobs.append((str(evaluation.id), self._payload(
-                        graph_dict, "transfer", seed, self.spec.transfer.proxies or None)))
+                    evaluation = repo.add_evaluation(
+                        s, candidate_id=candidate_id, kind="transfer", seed=seed
+                    )
+                    repo.lease_evaluation(
+                        s,
+                        evaluation_id=evaluation.id,
+                        owner=self.owner,
+                        lease_seconds=self.lease_seconds,
+                    )
+                    jobs.append(
+                        (
+                            str(evaluation.id),
+                            self._payload(
+                                graph_dict, "transfer", seed, self.spec.transfer.proxies or None
+                            ),
+                        )
+                    )
             if jobs:
-                repo.add_event(s, campaign_id=self.campaign_id, kind="transfer",
-                               payload={"candidates": [c for c, _ in top], "jobs": len(jobs)})
+                repo.add_event(
+                    s,
+                    campaign_id=self.campaign_id,
+                    kind="transfer",
+                    payload={"candidates": [c for c, _ in top], "jobs": len(jobs)},
+                )
         for job_id, payload in jobs:
             self.evaluator.submit(job_id, payload)
         while self.evaluator.in_flight():
@@ -641,7 +781,7 @@ class CampaignRunner:
                 if campaign.owner == self.owner:
                     campaign.owner = None
                     campaign.elapsed_seconds = self.elapsed()
-        except Exception:  # noqa: BLE001 - best effort on the way out
+        except Exception:
             log.exception("could not release campaign %s", self.campaign_id)
 
 
@@ -667,19 +807,24 @@ def worker_rejection_config(spec: CampaignSpec, *, transfer: bool = False) -> di
 def _all_candidates(session, campaign_id: int) -> list[Candidate]:
     from sqlalchemy import select
 
-    return list(session.scalars(
-        select(Candidate).where(Candidate.campaign_id == campaign_id).order_by(Candidate.seq)))
+    return list(
+        session.scalars(
+            select(Candidate).where(Candidate.campaign_id == campaign_id).order_by(Candidate.seq)
+        )
+    )
 
 
 def _timestamp(value) -> float:
     import datetime as dt
 
     if value.tzinfo is None:  # SQLite returns naive datetimes in UTC
-        value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
     return value.timestamp()
 
 
-def create_campaign(database_url: str, spec: CampaignSpec, *, idempotency_key: str | None = None) -> int:
+def create_campaign(
+    database_url: str, spec: CampaignSpec, *, idempotency_key: str | None = None
+) -> int:
     """Store a validated spec as a queued campaign; returns its id."""
     objectives = campaign_objectives(spec)
     with session_scope(get_engine(database_url)) as s:
@@ -688,10 +833,14 @@ def create_campaign(database_url: str, spec: CampaignSpec, *, idempotency_key: s
             if existing is not None:
                 return existing.id
         campaign = repo.create_campaign(
-            s, name=spec.name, spec=spec.model_dump(mode="json"), space_kind=spec.space.kind,
-            strategy=spec.strategy.name, objectives=[
-                {"name": o.name, "maximize": o.maximize} for o in objectives],
-            seed=spec.seed, reference_point=reference_point(objectives),
+            s,
+            name=spec.name,
+            spec=spec.model_dump(mode="json"),
+            space_kind=spec.space.kind,
+            strategy=spec.strategy.name,
+            objectives=[{"name": o.name, "maximize": o.maximize} for o in objectives],
+            seed=spec.seed,
+            reference_point=reference_point(objectives),
             idempotency_key=idempotency_key,
         )
         return campaign.id
@@ -706,18 +855,33 @@ def pareto_of_campaign(database_url: str, campaign_id: int) -> dict[str, Any]:
         names = [o.name for o in objectives]
         ids, table = repo.objective_table(s, campaign_id=campaign_id, names=names)
         front = set(pareto_front(to_minimize(objectives, table))) if ids else set()
-        texts = dict(s.query(Candidate.id, Candidate.text).filter(Candidate.id.in_(ids)).all()) if ids else {}
-        origins = dict(s.query(Candidate.id, Candidate.origin).filter(Candidate.id.in_(ids)).all()) if ids else {}
+        texts = (
+            dict(s.query(Candidate.id, Candidate.text).filter(Candidate.id.in_(ids)).all())
+            if ids
+            else {}
+        )
+        origins = (
+            dict(s.query(Candidate.id, Candidate.origin).filter(Candidate.id.in_(ids)).all())
+            if ids
+            else {}
+        )
         points = [
-            {"candidate_id": cid, "text": texts.get(cid, ""), "origin": origins.get(cid, ""),
-             "values": dict(zip(names, row)), "on_front": index in front}
+            {
+                "candidate_id": cid,
+                "text": texts.get(cid, ""),
+                "origin": origins.get(cid, ""),
+                "values": dict(zip(names, row)),
+                "on_front": index in front,
+            }
             for index, (cid, row) in enumerate(zip(ids, table))
         ]
-        return {"campaign_id": campaign_id,
-                "objectives": [{"name": o.name, "maximize": o.maximize} for o in objectives],
-                "reference_point": campaign.reference_point,
-                "front": [p for p in points if p["on_front"]],
-                "dominated": [p for p in points if not p["on_front"]]}
+        return {
+            "campaign_id": campaign_id,
+            "objectives": [{"name": o.name, "maximize": o.maximize} for o in objectives],
+            "reference_point": campaign.reference_point,
+            "front": [p for p in points if p["on_front"]],
+            "dominated": [p for p in points if not p["on_front"]],
+        }
 
 
 def transfer_ranking(database_url: str, campaign_id: int) -> list[dict[str, Any]]:
@@ -726,20 +890,34 @@ def transfer_ranking(database_url: str, campaign_id: int) -> list[dict[str, Any]
 
     rows: dict[int, list[float]] = {}
     with session_scope(get_engine(database_url), readonly=True) as s:
-        evaluations = s.query(Evaluation).filter(
-            Evaluation.campaign_id == campaign_id, Evaluation.kind == "transfer",
-            Evaluation.status == "completed").all()
+        evaluations = (
+            s.query(Evaluation)
+            .filter(
+                Evaluation.campaign_id == campaign_id,
+                Evaluation.kind == "transfer",
+                Evaluation.status == "completed",
+            )
+            .all()
+        )
         texts = {}
         for evaluation in evaluations:
             result = evaluation.result or {}
-            accs = [float(p.get("val_accuracy")) for p in result.get("proxies") or []
-                    if isinstance(p.get("val_accuracy"), (int, float))]
+            accs = [
+                float(p.get("val_accuracy"))
+                for p in result.get("proxies") or []
+                if isinstance(p.get("val_accuracy"), (int, float))
+            ]
             if accs:
                 rows.setdefault(evaluation.candidate_id, []).append(sum(accs) / len(accs))
                 texts[evaluation.candidate_id] = evaluation.candidate.text
     ranking = [
-        {"candidate_id": cid, "text": texts[cid], "runs": len(v), "mean": statistics.fmean(v),
-         "std": statistics.stdev(v) if len(v) > 1 else 0.0}
+        {
+            "candidate_id": cid,
+            "text": texts[cid],
+            "runs": len(v),
+            "mean": statistics.fmean(v),
+            "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+        }
         for cid, v in rows.items()
     ]
     ranking.sort(key=lambda r: (-r["mean"], r["std"]))

@@ -52,13 +52,16 @@ def worker_job(payload: dict[str, Any]) -> dict[str, Any]:
     """
     seed = int(payload.get("seed", 0))
     proxies = [dict(p, seed=seed + int(p.get("seed", 0))) for p in payload["proxies"]]
-    return {"candidate": payload["graph"], "proxies": proxies,
-            "config": payload.get("rejection") or {}}
+    return {
+        "candidate": payload["graph"],
+        "proxies": proxies,
+        "config": payload.get("rejection") or {},
+    }
 
 
 def evaluate_payload(payload: dict[str, Any], *, device: str = "cpu") -> dict[str, Any]:
     """Run the workers' rejection protocol and full evaluation on one payload, here."""
-    from workers.rejection import evaluate_candidate
+    from layerforge.workers.rejection import evaluate_candidate
 
     job = worker_job(payload)
     return evaluate_candidate(job["candidate"], job["proxies"], job["config"], device=device)
@@ -122,7 +125,7 @@ class SimulatedEvaluator:
 
     def poll(self, timeout_s: float) -> list[Outcome]:
         """Finish every job that is due, waiting up to ``timeout_s`` for the next one."""
-        from grammar import Graph, fingerprint
+        from layerforge.grammar import Graph, fingerprint
 
         if self.pending and timeout_s:
             wait = self.pending[0][0] - time.monotonic()
@@ -137,19 +140,31 @@ class SimulatedEvaluator:
             score = digest[0] / 255
             stages = (payload.get("rejection") or {}).get("stages", ["quality"])
             if score < self.reject_fraction and "quality" in stages:
-                result = {"status": "rejected", "stage": "quality", "reason": "simulated",
-                          "stages": [{"name": "quality", "seconds": 0.0, "passed": False}],
-                          "proxies": [], "costs": {}, "fingerprint": fp}
+                result = {
+                    "status": "rejected",
+                    "stage": "quality",
+                    "reason": "simulated",
+                    "stages": [{"name": "quality", "seconds": 0.0, "passed": False}],
+                    "proxies": [],
+                    "costs": {},
+                    "fingerprint": fp,
+                }
             else:
-                proxies = [{"val_accuracy": (digest[1 + i] / 255) * 0.9 + 0.1}
-                           for i in range(len(payload["proxies"]))]
-                result = {"status": "completed", "stage": None, "reason": None, "stages": [],
-                          "proxies": proxies,
-                          "costs": {"runtime_ratio": 1 + digest[10] / 255,
-                                    "num_params": digest[11]},
-                          "fingerprint": fp}
+                proxies = [
+                    {"val_accuracy": (digest[1 + i] / 255) * 0.9 + 0.1}
+                    for i in range(len(payload["proxies"]))
+                ]
+                result = {
+                    "status": "completed",
+                    "stage": None,
+                    "reason": None,
+                    "stages": [],
+                    "proxies": proxies,
+                    "costs": {"runtime_ratio": 1 + digest[10] / 255, "num_params": digest[11]},
+                    "fingerprint": fp,
+                }
             if self.describe:
-                from grammar import formula_latex
+                from layerforge.grammar import formula_latex
 
                 result["latex"] = formula_latex(payload["graph"])
             done.append(Outcome(job_id, "ok", result, worker="simulated"))
@@ -169,12 +184,24 @@ class SimulatedEvaluator:
 class RayEvaluator:
     """The :class:`workers.pool.EvaluatorPool` on Ray (local, or the cluster at RAY_ADDRESS)."""
 
-    def __init__(self, *, num_actors: int = 2, num_cpus: float = 1.0, num_gpus: float = 0.0,
-                 task_timeout_s: float = 1800.0, ray_address: str | None = None):
-        from workers.pool import EvaluatorPool
+    def __init__(
+        self,
+        *,
+        num_actors: int = 2,
+        num_cpus: float = 1.0,
+        num_gpus: float = 0.0,
+        task_timeout_s: float = 1800.0,
+        ray_address: str | None = None,
+    ):
+        from layerforge.workers.pool import EvaluatorPool
 
-        self.pool = EvaluatorPool(num_actors, num_cpus=num_cpus, num_gpus=num_gpus,
-                                  task_timeout_s=task_timeout_s, ray_address=ray_address)
+        self.pool = EvaluatorPool(
+            num_actors,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            task_timeout_s=task_timeout_s,
+            ray_address=ray_address,
+        )
 
     def submit(self, job_id: str, payload: dict[str, Any]) -> None:
         """Send a job to the pool."""
@@ -183,8 +210,14 @@ class RayEvaluator:
     def poll(self, timeout_s: float) -> list[Outcome]:
         """Outcomes the pool has finished."""
         return [
-            Outcome(r.job_id, r.status, r.result, r.error, getattr(r, "attempts", 1),
-                    getattr(r, "actor_id", None))
+            Outcome(
+                r.job_id,
+                r.status,
+                r.result,
+                r.error,
+                getattr(r, "attempts", 1),
+                getattr(r, "actor_id", None),
+            )
             for r in self.pool.poll(timeout_s)
         ]
 
@@ -218,12 +251,19 @@ class CachingEvaluator:
         """What makes two jobs give the same outcome."""
         import json
 
-        from grammar import Graph, fingerprint
+        from layerforge.grammar import Graph, fingerprint
 
         fp = payload.get("fingerprint") or fingerprint(Graph.from_dict(payload["graph"]))
-        rest = json.dumps([payload.get("proxies"), payload.get("rejection"),
-                           payload.get("seed", 0), payload.get("kind", "search")],
-                          sort_keys=True, default=str)
+        rest = json.dumps(
+            [
+                payload.get("proxies"),
+                payload.get("rejection"),
+                payload.get("seed", 0),
+                payload.get("kind", "search"),
+            ],
+            sort_keys=True,
+            default=str,
+        )
         return fp + ":" + hashlib.sha256(rest.encode()).hexdigest()[:16]
 
     def submit(self, job_id: str, payload: dict[str, Any]) -> None:
@@ -232,8 +272,9 @@ class CachingEvaluator:
         known = self.cache.get(key)
         if known is not None:
             self.hits += 1
-            self.ready.append(Outcome(job_id, known.status, known.result, known.error,
-                                      known.attempts, "cache"))
+            self.ready.append(
+                Outcome(job_id, known.status, known.result, known.error, known.attempts, "cache")
+            )
             return
         self.keys[job_id] = key
         self.inner.submit(job_id, payload)

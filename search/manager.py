@@ -14,10 +14,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from storage import ConflictError, get_engine, is_transient, repository as repo, session_scope
-
-from search.campaign import CampaignRunner, _timestamp, new_owner, owner_is_dead
-from search.evaluators import Evaluator
+from layerforge.search.campaign import CampaignRunner, _timestamp, new_owner, owner_is_dead
+from layerforge.search.evaluators import Evaluator
+from layerforge.storage import ConflictError, get_engine, is_transient, session_scope
+from layerforge.storage import repository as repo
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,9 @@ class ControllerManager:
 
     def start(self) -> None:
         """Start scanning in a daemon thread."""
-        self._thread = threading.Thread(target=self._loop, name="layerforge-controller",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name="layerforge-controller", daemon=True
+        )
         self._thread.start()
 
     def wake(self) -> None:
@@ -79,7 +80,7 @@ class ControllerManager:
         while not self.stop_event.is_set():
             try:
                 self._scan()
-            except Exception:  # noqa: BLE001 - the scanner must survive database hiccups
+            except Exception:
                 log.exception("controller scan failed; retrying")
             self.wake_event.wait(self.scan_s)
             self.wake_event.clear()
@@ -94,14 +95,20 @@ class ControllerManager:
         with session_scope(get_engine(self.url), readonly=True) as s:
             candidates = repo.list_campaigns(s, status=["queued", "running"], limit=1000)
             runnable = [
-                c.id for c in sorted(candidates, key=lambda c: c.id)
-                if c.id not in self.runners and (
-                    c.owner is None or owner_is_dead(c.owner) or c.heartbeat_at is None
-                    or now - _timestamp(c.heartbeat_at) > self.stale_after_s)
+                c.id
+                for c in sorted(candidates, key=lambda c: c.id)
+                if c.id not in self.runners
+                and (
+                    c.owner is None
+                    or owner_is_dead(c.owner)
+                    or c.heartbeat_at is None
+                    or now - _timestamp(c.heartbeat_at) > self.stale_after_s
+                )
             ]
         for campaign_id in runnable[:room]:
-            thread = threading.Thread(target=self._run, args=(campaign_id,),
-                                      name=f"campaign-{campaign_id}", daemon=True)
+            thread = threading.Thread(
+                target=self._run, args=(campaign_id,), name=f"campaign-{campaign_id}", daemon=True
+            )
             with self._lock:
                 self.runners[campaign_id] = thread
             thread.start()
@@ -122,18 +129,28 @@ class ControllerManager:
             started = time.monotonic()
             try:
                 evaluator = self.evaluator_factory()
-                runner = CampaignRunner(self.url, campaign_id, evaluator, stop=self.stop_event,
-                                        stale_after_s=self.stale_after_s, owner=owner,
-                                        **self.runner_options)
+                runner = CampaignRunner(
+                    self.url,
+                    campaign_id,
+                    evaluator,
+                    stop=self.stop_event,
+                    stale_after_s=self.stale_after_s,
+                    owner=owner,
+                    **self.runner_options,
+                )
                 status = runner.run()
                 log.info("campaign %s left the controller as %s", campaign_id, status)
                 return
-            except Exception as err:  # noqa: BLE001 - recorded on the campaign, never fatal
+            except Exception as err:
                 if is_transient(err) and not self.stop_event.is_set():
                     failures = 1 if time.monotonic() - started > 60 else failures + 1
-                    delay = min(self.max_backoff_s, 0.25 * 2 ** failures)
-                    log.warning("campaign %s: database unavailable (%s); retrying in %.1f s",
-                                campaign_id, err, delay)
+                    delay = min(self.max_backoff_s, 0.25 * 2**failures)
+                    log.warning(
+                        "campaign %s: database unavailable (%s); retrying in %.1f s",
+                        campaign_id,
+                        err,
+                        delay,
+                    )
                     self.stop_event.wait(delay)
                     continue
                 if self.stop_event.is_set() and is_transient(err):
@@ -145,10 +162,14 @@ class ControllerManager:
                 self.errors[campaign_id] = f"{type(err).__name__}: {err}"
                 try:
                     with session_scope(get_engine(self.url)) as s:
-                        repo.set_campaign_status(s, campaign_id=campaign_id, status="failed",
-                                                 expected=["queued", "running"],
-                                                 error=self.errors[campaign_id])
-                except Exception:  # noqa: BLE001
+                        repo.set_campaign_status(
+                            s,
+                            campaign_id=campaign_id,
+                            status="failed",
+                            expected=["queued", "running"],
+                            error=self.errors[campaign_id],
+                        )
+                except Exception:
                     log.exception("could not mark campaign %s failed", campaign_id)
                 return
             finally:

@@ -53,7 +53,9 @@ def reference_point(objectives: Sequence[Objective]) -> list[float]:
     return [o.minimized(o.reference) for o in objectives]
 
 
-def to_minimize(objectives: Sequence[Objective], table: Sequence[Sequence[float]]) -> list[list[float]]:
+def to_minimize(
+    objectives: Sequence[Objective], table: Sequence[Sequence[float]]
+) -> list[list[float]]:
     """Rows of stored values turned into rows to minimize."""
     return [[o.minimized(v) for o, v in zip(objectives, row)] for row in table]
 

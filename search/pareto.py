@@ -108,7 +108,9 @@ def crowding_distance(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndar
     return distance
 
 
-def hypervolume(points: Sequence[Sequence[float]] | np.ndarray, reference: Sequence[float]) -> float:
+def hypervolume(
+    points: Sequence[Sequence[float]] | np.ndarray, reference: Sequence[float]
+) -> float:
     """Volume dominated by ``points`` and bounded by ``reference`` (minimizing).
 
     Points that do not strictly dominate the reference point, and rows with NaN, add
@@ -121,9 +123,7 @@ def hypervolume(points: Sequence[Sequence[float]] | np.ndarray, reference: Seque
     if matrix.size == 0:
         return 0.0
     if matrix.shape[1] != ref.size:
-        raise ValueError(
-            f"reference point has {ref.size} values but points have {matrix.shape[1]}"
-        )
+        raise ValueError(f"reference point has {ref.size} values but points have {matrix.shape[1]}")
     keep = ~np.isnan(matrix).any(axis=1) & (matrix < ref).all(axis=1)
     if not keep.any():
         return 0.0

@@ -45,11 +45,12 @@ class SpaceSpec(_Strict):
 
     def build(self):
         """The grammar's :class:`grammar.Space` for this spec (raises ValueError when invalid)."""
-        from grammar import GrammarError, make_space
+        from layerforge.grammar import GrammarError, make_space
 
         try:
-            return make_space(self.kind, ops=self.ops, max_nodes=self.max_nodes,
-                              max_depth=self.max_depth)
+            return make_space(
+                self.kind, ops=self.ops, max_nodes=self.max_nodes, max_depth=self.max_depth
+            )
         except GrammarError as err:
             raise ValueError(str(err)) from None
 
@@ -81,23 +82,32 @@ class RejectionSpec(_Strict):
         Literal["static", "probe", "duplicate", "stability", "trainability", "quality"]
     ] = Field(
         default_factory=lambda: [
-            "static", "probe", "duplicate", "stability", "trainability", "quality"
+            "static",
+            "probe",
+            "duplicate",
+            "stability",
+            "trainability",
+            "quality",
         ]
     )
     quality_steps: int = Field(100, ge=1, le=1_000_000)
     quality_min_accuracy: float = Field(0.2, ge=0.0, le=1.0)
     stability_max_grad_norm: float = Field(1e3, gt=0)
     trainability_steps: int = Field(
-        10, ge=1, le=1_000_000,
+        10,
+        ge=1,
+        le=1_000_000,
         description="first training steps of each proxy run, the loss read after each (NaN: reject)",
     )
     trainability_min_logit_spread: float = Field(
-        1e-3, ge=0.0,
+        1e-3,
+        ge=0.0,
         description="reject when the proxy network's logits at initialisation vary less than this "
-                    "(std across a batch): its output ignores its input",
+        "(std across a batch): its output ignores its input",
     )
     trainability_max_logit: float = Field(
-        1e3, gt=0,
+        1e3,
+        gt=0,
         description="reject when the mean |logit| at initialisation exceeds this: the signal explodes",
     )
 
@@ -165,7 +175,7 @@ class CampaignSpec(_Strict):
 
 def parse_seed(text: str, space: SpaceSpec):
     """A seed is a built-in layer's name or an expression; return its Graph."""
-    from grammar import GrammarError, check_static, get_builtin, list_builtins, parse
+    from layerforge.grammar import GrammarError, check_static, get_builtin, list_builtins, parse
 
     try:
         if text in list_builtins(space.kind):
@@ -180,14 +190,14 @@ def parse_seed(text: str, space: SpaceSpec):
 
 def _seed_space(space: SpaceSpec):
     """Seeds may use any op of the kind and exceed the size limits the search keeps."""
-    from grammar import make_space
+    from layerforge.grammar import make_space
 
     return make_space(space.kind, ops="full", max_nodes=64, max_depth=64)
 
 
 def _validate_proxies(proxies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from workers.errors import WorkersError
-    from workers.tasks import ProxyTask
+    from layerforge.workers.errors import WorkersError
+    from layerforge.workers.tasks import ProxyTask
 
     checked = []
     for index, proxy in enumerate(proxies):
@@ -204,6 +214,11 @@ def validate_spec(data: Any) -> CampaignSpec:
         return CampaignSpec.model_validate(data)
     except ValidationError as err:
         raise SpecError(
-            [(".".join(str(p) for p in e["loc"]) or "spec",
-              e["msg"].removeprefix("Value error, ")) for e in err.errors()]
+            [
+                (
+                    ".".join(str(p) for p in e["loc"]) or "spec",
+                    e["msg"].removeprefix("Value error, "),
+                )
+                for e in err.errors()
+            ]
         ) from None

@@ -2,7 +2,7 @@
 
 Use it as::
 
-    from storage import get_engine, session_scope, upgrade_database, repository as repo
+    from layerforge.storage import get_engine, session_scope, upgrade_database, repository as repo
 
     upgrade_database(url)
     with session_scope(get_engine(url)) as session:
@@ -11,9 +11,9 @@ Use it as::
 The contract every backend honours is written in :mod:`storage.repository`'s docstring.
 """
 
-from storage import repository
-from storage.encoding import decode_float, encode_float, json_safe
-from storage.engine import (
+from layerforge.storage import repository
+from layerforge.storage.encoding import decode_float, encode_float, json_safe
+from layerforge.storage.engine import (
     DATABASE_URL_VARIABLE,
     DEFAULT_DATABASE_URL,
     create_engine_for,
@@ -23,9 +23,14 @@ from storage.engine import (
     session_scope,
     validate_database_url,
 )
-from storage.errors import ConflictError, NotFoundError, StorageError
-from storage.migrate import current_revision, downgrade_database, head_revision, upgrade_database
-from storage.versions import read_data_version
+from layerforge.storage.errors import ConflictError, NotFoundError, StorageError
+from layerforge.storage.migrate import (
+    current_revision,
+    downgrade_database,
+    head_revision,
+    upgrade_database,
+)
+from layerforge.storage.versions import read_data_version
 
 __all__ = [
     "DATABASE_URL_VARIABLE",

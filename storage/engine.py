@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.errors import ConflictError, StorageError
+from layerforge.storage.errors import ConflictError, StorageError
 
 DATABASE_URL_VARIABLE = "LAYERFORGE_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///./layerforge.db"
@@ -92,8 +92,12 @@ def create_engine_for(url: str, *, pool_size: int = 10) -> Engine:
     """Create an engine for ``url`` with layerforge's settings for its backend."""
     parsed = validate_database_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-                               pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE)
+        engine = create_engine(
+            parsed,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            pool_size=SQLITE_POOL_SIZE,
+            max_overflow=SQLITE_POOL_SIZE,
+        )
         _configure_sqlite(engine)
         return engine
     return create_engine(
@@ -152,15 +156,23 @@ def is_transient(err: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, exc.DBAPIError) and current.connection_invalidated:
             return True
-        if isinstance(current, (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError,
-                                sqlite3.OperationalError)):
+        if isinstance(
+            current,
+            (
+                exc.OperationalError,
+                exc.InterfaceError,
+                exc.DisconnectionError,
+                sqlite3.OperationalError,
+            ),
+        ):
             return True
         try:
             import psycopg
         except ImportError:  # pragma: no cover - psycopg is a dependency
             psycopg = None
-        if psycopg is not None and isinstance(current, (psycopg.OperationalError,
-                                                        psycopg.InterfaceError)):
+        if psycopg is not None and isinstance(
+            current, (psycopg.OperationalError, psycopg.InterfaceError)
+        ):
             return True
         current = current.__cause__ or current.__context__
     return False

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from storage.encoding import VALUE_KINDS
+from layerforge.storage.encoding import VALUE_KINDS
 
 CAMPAIGN_STATUSES = ("queued", "running", "paused", "completed", "cancelled", "failed")
 CAMPAIGN_ACTIVE = ("queued", "running")
@@ -41,7 +41,7 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 def utcnow() -> dt.datetime:
     """Timezone-aware now, the only clock the models use."""
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -125,15 +125,21 @@ class Candidate(Base):
 
     campaign: Mapped[Campaign] = relationship(back_populates="candidates")
     evaluations: Mapped[list[Evaluation]] = relationship(
-        back_populates="candidate", cascade="all, delete-orphan", passive_deletes=True,
+        back_populates="candidate",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
         order_by="Evaluation.id",
     )
     objective_values: Mapped[list[ObjectiveValue]] = relationship(
-        back_populates="candidate", cascade="all, delete-orphan", passive_deletes=True,
+        back_populates="candidate",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
         order_by="ObjectiveValue.name",
     )
     rejection: Mapped[Rejection | None] = relationship(
-        back_populates="candidate", cascade="all, delete-orphan", passive_deletes=True,
+        back_populates="candidate",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
         uselist=False,
     )
 

@@ -27,12 +27,25 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Float, Select, and_, bindparam, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Float,
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, defer, joinedload, selectinload
 
-from storage.encoding import decode_float, encode_float, json_safe
-from storage.errors import ConflictError, NotFoundError
-from storage.models import (
+from layerforge.storage.encoding import decode_float, encode_float, json_safe
+from layerforge.storage.errors import ConflictError, NotFoundError
+from layerforge.storage.models import (
     CAMPAIGN_STATUSES,
     CANDIDATE_STATUSES,
     EVALUATION_KINDS,
@@ -144,13 +157,13 @@ def set_campaign_status(
         stmt = stmt.where(Campaign.status.in_(allowed))
     result = session.execute(stmt.values(**values).execution_options(synchronize_session=False))
     if result.rowcount == 0:
-        raise ConflictError(
-            f"campaign {campaign_id} is {previous!r}; cannot move it to {status!r}"
-        )
+        raise ConflictError(f"campaign {campaign_id} is {previous!r}; cannot move it to {status!r}")
     session.refresh(campaign)
     if previous != status:
         add_event(
-            session, campaign_id=campaign_id, kind="status",
+            session,
+            campaign_id=campaign_id,
+            kind="status",
             payload={"from": previous, "to": status, "error": error},
         )
     return campaign
@@ -187,10 +200,15 @@ def delete_campaign(session: Session, *, campaign_id: int) -> None:
 
 def _mark_data_changed(session: Session, campaigns: int | Select) -> None:
     """Raise the data version of one campaign, or of every campaign id ``campaigns`` selects."""
-    which = Campaign.id.in_(campaigns) if isinstance(campaigns, Select) else Campaign.id == campaigns
+    which = (
+        Campaign.id.in_(campaigns) if isinstance(campaigns, Select) else Campaign.id == campaigns
+    )
     session.execute(
-        update(Campaign).where(which).values(data_version=Campaign.data_version + 1)
-        .execution_options(synchronize_session=False))
+        update(Campaign)
+        .where(which)
+        .values(data_version=Campaign.data_version + 1)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _campaigns_of_candidates(candidate_ids: Iterable[int]) -> Select:
@@ -292,8 +310,10 @@ def _candidate_record_queries() -> _RecordQueries:
     return _RecordQueries(
         select(Candidate.__table__).where(Candidate.id == candidate_id),
         select(ObjectiveValue.name, ObjectiveValue.value, ObjectiveValue.value_kind)
-        .where(ObjectiveValue.candidate_id == candidate_id).order_by(ObjectiveValue.name),
-        select(Evaluation.__table__).where(Evaluation.candidate_id == candidate_id)
+        .where(ObjectiveValue.candidate_id == candidate_id)
+        .order_by(ObjectiveValue.name),
+        select(Evaluation.__table__)
+        .where(Evaluation.candidate_id == candidate_id)
         .order_by(Evaluation.id),
         select(Rejection.__table__).where(Rejection.candidate_id == candidate_id),
     )
@@ -314,8 +334,10 @@ def read_candidate(session: Session, *, candidate_id: int) -> CandidateRecord:
     candidate = connection.execute(q.candidate, params).first()
     if candidate is None:
         raise NotFoundError(f"candidate {candidate_id} does not exist")
-    objectives = {name: decode_float(value, kind)
-                  for name, value, kind in connection.execute(q.objectives, params)}
+    objectives = {
+        name: decode_float(value, kind)
+        for name, value, kind in connection.execute(q.objectives, params)
+    }
     evaluations = connection.execute(q.evaluations, params).all()
     rejection = connection.execute(q.rejection, params).first()
     return CandidateRecord(candidate, objectives, evaluations, rejection)
@@ -424,7 +446,9 @@ _SORT_INF = 1e300
 _SORT_LIMIT = 1.5e300
 
 
-def candidate_sort_key(candidate: Candidate, sort: str, descending: bool = True) -> tuple[float, int]:
+def candidate_sort_key(
+    candidate: Candidate, sort: str, descending: bool = True
+) -> tuple[float, int]:
     """The keyset cursor of ``candidate`` in a listing sorted by objective ``sort``."""
     for row in candidate.objective_values:
         if row.name == sort:
@@ -472,8 +496,11 @@ def _lineage_query() -> Select:
         .join(chain, Candidate.id == chain.c.parent)
         .where(chain.c.depth < bindparam("max_depth"))
     )
-    return (select(Candidate.id, Candidate.text, Candidate.origin, Candidate.status, chain.c.depth)
-            .join(chain, Candidate.id == chain.c.id).order_by(chain.c.depth))
+    return (
+        select(Candidate.id, Candidate.text, Candidate.origin, Candidate.status, chain.c.depth)
+        .join(chain, Candidate.id == chain.c.id)
+        .order_by(chain.c.depth)
+    )
 
 
 def lineage(session: Session, *, candidate_id: int, max_depth: int = 50) -> list[Ancestor]:
@@ -484,8 +511,11 @@ def lineage(session: Session, *, candidate_id: int, max_depth: int = 50) -> list
     candidate of a long campaign has dozens of ancestors) costs one round trip, not one per
     ancestor.
     """
-    rows = session.connection().execute(
-        _lineage_query(), {"candidate_id": candidate_id, "max_depth": max_depth}).all()
+    rows = (
+        session.connection()
+        .execute(_lineage_query(), {"candidate_id": candidate_id, "max_depth": max_depth})
+        .all()
+    )
     if not rows or rows[0].depth != 0:
         raise NotFoundError(f"candidate {candidate_id} does not exist")
     ancestors: list[Ancestor] = []
@@ -510,7 +540,9 @@ def add_evaluation(
     candidate = get_candidate(session, candidate_id=candidate_id)
     exists = session.scalar(
         select(Evaluation.id).where(
-            Evaluation.candidate_id == candidate_id, Evaluation.kind == kind, Evaluation.seed == seed
+            Evaluation.candidate_id == candidate_id,
+            Evaluation.kind == kind,
+            Evaluation.seed == seed,
         )
     )
     if exists is not None:
@@ -631,8 +663,11 @@ def requeue_expired(session: Session, *, campaign_id: int | None = None) -> int:
     if campaign_id is not None:
         expired = and_(expired, Evaluation.campaign_id == campaign_id)
     _mark_data_changed(session, select(Evaluation.campaign_id).where(expired))
-    result = session.execute(update(Evaluation).where(expired).values(
-        status="queued", lease_owner=None, lease_expires_at=None))
+    result = session.execute(
+        update(Evaluation)
+        .where(expired)
+        .values(status="queued", lease_owner=None, lease_expires_at=None)
+    )
     return int(result.rowcount or 0)
 
 
@@ -665,8 +700,11 @@ def set_objective_values(
         value, kind = encode_float(raw)
         session.add(
             ObjectiveValue(
-                candidate_id=candidate_id, campaign_id=candidate.campaign_id,
-                name=name, value=value, value_kind=kind,
+                candidate_id=candidate_id,
+                campaign_id=candidate.campaign_id,
+                name=name,
+                value=value,
+                value_kind=kind,
             )
         )
     session.flush()
@@ -689,8 +727,12 @@ def objective_table(
     This is what Pareto fronts and hypervolume are computed from.
     """
     rows = session.execute(
-        select(ObjectiveValue.candidate_id, ObjectiveValue.name, ObjectiveValue.value,
-               ObjectiveValue.value_kind)
+        select(
+            ObjectiveValue.candidate_id,
+            ObjectiveValue.name,
+            ObjectiveValue.value,
+            ObjectiveValue.value_kind,
+        )
         .where(ObjectiveValue.campaign_id == campaign_id, ObjectiveValue.name.in_(list(names)))
         .order_by(ObjectiveValue.candidate_id)
     )
@@ -716,8 +758,11 @@ def record_rejection(
     if candidate.rejection is not None:
         raise ConflictError(f"candidate {candidate_id} was already rejected")
     rejection = Rejection(
-        candidate_id=candidate_id, campaign_id=candidate.campaign_id,
-        stage=stage, reason=reason, cost_seconds=float(cost_seconds),
+        candidate_id=candidate_id,
+        campaign_id=candidate.campaign_id,
+        stage=stage,
+        reason=reason,
+        cost_seconds=float(cost_seconds),
     )
     session.add(rejection)
     candidate.status = "rejected"
@@ -734,8 +779,11 @@ def rejection_funnel(session: Session, *, campaign_id: int) -> dict[str, dict[st
         .group_by(Rejection.stage)
     )
     return {
-        stage: {"rejected": int(count), "cost_seconds": float(cost),
-                "mean_cost_seconds": float(cost) / max(int(count), 1)}
+        stage: {
+            "rejected": int(count),
+            "cost_seconds": float(cost),
+            "mean_cost_seconds": float(cost) / max(int(count), 1),
+        }
         for stage, count, cost in rows
     }
 
@@ -744,12 +792,18 @@ def rejection_funnel(session: Session, *, campaign_id: int) -> dict[str, dict[st
 
 
 def add_hypervolume_point(
-    session: Session, *, campaign_id: int, evaluations: int, hypervolume: float,
+    session: Session,
+    *,
+    campaign_id: int,
+    evaluations: int,
+    hypervolume: float,
     elapsed_seconds: float = 0.0,
 ) -> HypervolumePoint:
     """Append a point to the campaign's hypervolume history."""
     point = HypervolumePoint(
-        campaign_id=campaign_id, evaluations=evaluations, hypervolume=float(hypervolume),
+        campaign_id=campaign_id,
+        evaluations=evaluations,
+        hypervolume=float(hypervolume),
         elapsed_seconds=float(elapsed_seconds),
     )
     session.add(point)
@@ -806,9 +860,14 @@ def _check_status(status: str, allowed: tuple[str, ...], what: str) -> None:
 
 def next_candidate_seq(session: Session, *, campaign_id: int) -> int:
     """The sequence number the campaign's next candidate gets."""
-    return int(session.scalar(
-        select(func.coalesce(func.max(Candidate.seq), -1) + 1).where(
-            Candidate.campaign_id == campaign_id)) or 0)
+    return int(
+        session.scalar(
+            select(func.coalesce(func.max(Candidate.seq), -1) + 1).where(
+                Candidate.campaign_id == campaign_id
+            )
+        )
+        or 0
+    )
 
 
 def add_candidates(
@@ -826,16 +885,24 @@ def add_candidates(
     for offset, row in enumerate(rows):
         status = row.get("status", "proposed")
         _check_status(status, CANDIDATE_STATUSES, "candidate")
-        values.append({
-            "campaign_id": campaign_id, "seq": seq + offset, "graph": json_safe(dict(row["graph"])),
-            "text": row["text"], "fingerprint": row["fingerprint"], "origin": row["origin"],
-            "canonical_key": row.get("canonical_key"),
-            "parent_ids": [int(p) for p in row.get("parent_ids", ())],
-            "num_nodes": int(row.get("num_nodes", 0)),
-            "strategy_data": json_safe(dict(row.get("strategy_data") or {})),
-            "status": status, "duplicate_of": row.get("duplicate_of"),
-            "created_at": now, "updated_at": now,
-        })
+        values.append(
+            {
+                "campaign_id": campaign_id,
+                "seq": seq + offset,
+                "graph": json_safe(dict(row["graph"])),
+                "text": row["text"],
+                "fingerprint": row["fingerprint"],
+                "origin": row["origin"],
+                "canonical_key": row.get("canonical_key"),
+                "parent_ids": [int(p) for p in row.get("parent_ids", ())],
+                "num_nodes": int(row.get("num_nodes", 0)),
+                "strategy_data": json_safe(dict(row.get("strategy_data") or {})),
+                "status": status,
+                "duplicate_of": row.get("duplicate_of"),
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
     result = session.execute(
         insert(Candidate).returning(Candidate.id, sort_by_parameter_order=True), values
     )
@@ -864,9 +931,17 @@ def add_running_evaluations(
     expires = now + dt.timedelta(seconds=lease_seconds)
     seeds = list(seeds) if seeds is not None else [0] * len(candidate_ids)
     values = [
-        {"candidate_id": cid, "campaign_id": campaign_id, "kind": kind, "seed": seed,
-         "status": "running", "attempts": 1, "lease_owner": owner, "lease_expires_at": expires,
-         "started_at": now}
+        {
+            "candidate_id": cid,
+            "campaign_id": campaign_id,
+            "kind": kind,
+            "seed": seed,
+            "status": "running",
+            "attempts": 1,
+            "lease_owner": owner,
+            "lease_expires_at": expires,
+            "started_at": now,
+        }
         for cid, seed in zip(candidate_ids, seeds)
     ]
     result = session.execute(
@@ -904,10 +979,19 @@ def finish_evaluations(session: Session, *, rows: Sequence[Mapping[str, Any]]) -
     values = []
     for row in rows:
         if row["status"] not in ("completed", "failed", "timeout"):
-            raise ValueError(f"an evaluation finishes as completed, failed or timeout, not {row['status']!r}")
-        values.append({"id": row["id"], "status": row["status"],
-                       "result": None if row.get("result") is None else json_safe(dict(row["result"])),
-                       "error": row.get("error"), "finished_at": now, "lease_expires_at": None})
+            raise ValueError(
+                f"an evaluation finishes as completed, failed or timeout, not {row['status']!r}"
+            )
+        values.append(
+            {
+                "id": row["id"],
+                "status": row["status"],
+                "result": None if row.get("result") is None else json_safe(dict(row["result"])),
+                "error": row.get("error"),
+                "finished_at": now,
+                "lease_expires_at": None,
+            }
+        )
     session.execute(update(Evaluation), values)
     _mark_data_changed(session, _campaigns_of_evaluations(row["id"] for row in rows))
 
@@ -919,9 +1003,10 @@ def set_candidate_statuses(session: Session, *, statuses: Mapping[int, str]) -> 
     now = utcnow()
     for status in set(statuses.values()):
         _check_status(status, CANDIDATE_STATUSES, "candidate")
-    session.execute(update(Candidate), [
-        {"id": cid, "status": status, "updated_at": now} for cid, status in statuses.items()
-    ])
+    session.execute(
+        update(Candidate),
+        [{"id": cid, "status": status, "updated_at": now} for cid, status in statuses.items()],
+    )
     _mark_data_changed(session, _campaigns_of_candidates(statuses))
 
 
@@ -933,8 +1018,15 @@ def add_objective_values(
     for cid, named in values.items():
         for name, raw in named.items():
             value, kind = encode_float(raw)
-            rows.append({"candidate_id": cid, "campaign_id": campaign_id, "name": name,
-                         "value": value, "value_kind": kind})
+            rows.append(
+                {
+                    "candidate_id": cid,
+                    "campaign_id": campaign_id,
+                    "name": name,
+                    "value": value,
+                    "value_kind": kind,
+                }
+            )
     if rows:
         session.execute(insert(ObjectiveValue), rows)
         _mark_data_changed(session, campaign_id)
@@ -947,11 +1039,20 @@ def add_rejections(
     separately with :func:`set_candidate_statuses`)."""
     if rows:
         now = utcnow()
-        session.execute(insert(Rejection), [
-            {"campaign_id": campaign_id, "candidate_id": r["candidate_id"], "stage": r["stage"],
-             "reason": r["reason"], "cost_seconds": float(r.get("cost_seconds", 0.0)),
-             "created_at": now} for r in rows
-        ])
+        session.execute(
+            insert(Rejection),
+            [
+                {
+                    "campaign_id": campaign_id,
+                    "candidate_id": r["candidate_id"],
+                    "stage": r["stage"],
+                    "reason": r["reason"],
+                    "cost_seconds": float(r.get("cost_seconds", 0.0)),
+                    "created_at": now,
+                }
+                for r in rows
+            ],
+        )
         _mark_data_changed(session, campaign_id)
 
 
@@ -961,12 +1062,19 @@ def add_hypervolume_points(
     """Append ``{evaluations, hypervolume, elapsed_seconds}`` points to the history."""
     if rows:
         now = utcnow()
-        session.execute(insert(HypervolumePoint), [
-            {"campaign_id": campaign_id, "evaluations": int(r["evaluations"]),
-             "hypervolume": float(r["hypervolume"]),
-             "elapsed_seconds": float(r.get("elapsed_seconds", 0.0)), "created_at": now}
-            for r in rows
-        ])
+        session.execute(
+            insert(HypervolumePoint),
+            [
+                {
+                    "campaign_id": campaign_id,
+                    "evaluations": int(r["evaluations"]),
+                    "hypervolume": float(r["hypervolume"]),
+                    "elapsed_seconds": float(r.get("elapsed_seconds", 0.0)),
+                    "created_at": now,
+                }
+                for r in rows
+            ],
+        )
 
 
 def add_events(
@@ -975,18 +1083,29 @@ def add_events(
     """Append ``(kind, payload)`` events in order."""
     if rows:
         now = utcnow()
-        session.execute(insert(Event), [
-            {"campaign_id": campaign_id, "kind": kind, "payload": json_safe(dict(payload)),
-             "created_at": now} for kind, payload in rows
-        ])
+        session.execute(
+            insert(Event),
+            [
+                {
+                    "campaign_id": campaign_id,
+                    "kind": kind,
+                    "payload": json_safe(dict(payload)),
+                    "created_at": now,
+                }
+                for kind, payload in rows
+            ],
+        )
 
 
 def duplicates_of(session: Session, *, candidate_ids: Sequence[int]) -> dict[int, list[int]]:
     """Candidates stored as duplicates of these ones: original id -> duplicate ids."""
     found: dict[int, list[int]] = {}
     if candidate_ids:
-        rows = session.execute(select(Candidate.duplicate_of, Candidate.id).where(
-            Candidate.duplicate_of.in_(list(candidate_ids))))
+        rows = session.execute(
+            select(Candidate.duplicate_of, Candidate.id).where(
+                Candidate.duplicate_of.in_(list(candidate_ids))
+            )
+        )
         for original, duplicate in rows:
             found.setdefault(int(original), []).append(int(duplicate))
     return found

@@ -21,8 +21,8 @@ from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import Engine
 
-from storage.engine import wrap_driver_errors
-from storage.models import Campaign, Candidate
+from layerforge.storage.engine import wrap_driver_errors
+from layerforge.storage.models import Campaign, Candidate
 
 VersionScope = Literal["campaign", "candidate"]
 
@@ -37,11 +37,14 @@ class DataVersion(NamedTuple):
     created_at: dt.datetime
     counter: int
 
+
 _CAMPAIGN, _CANDIDATE = Campaign.__tablename__, Candidate.__tablename__
 _SQL: dict[str, str] = {
     "campaign": f"SELECT id, created_at, data_version FROM {_CAMPAIGN} WHERE id = {{p}}",
-    "candidate": (f"SELECT c.id, c.created_at, c.data_version FROM {_CAMPAIGN} c "
-                  f"JOIN {_CANDIDATE} d ON d.campaign_id = c.id WHERE d.id = {{p}}"),
+    "candidate": (
+        f"SELECT c.id, c.created_at, c.data_version FROM {_CAMPAIGN} c "
+        f"JOIN {_CANDIDATE} d ON d.campaign_id = c.id WHERE d.id = {{p}}"
+    ),
 }
 _prepared: dict[tuple[int, str], tuple[str, Callable[[Any], Any]]] = {}
 
@@ -98,8 +101,14 @@ class VersionReader:
     def __init__(self, engine: Engine):
         self.engine = engine
         database = engine.url.database or ""
-        self._path = (database if engine.dialect.name == "sqlite" and database
-                      and database != ":memory:" and not database.startswith("file:") else None)
+        self._path = (
+            database
+            if engine.dialect.name == "sqlite"
+            and database
+            and database != ":memory:"
+            and not database.startswith("file:")
+            else None
+        )
         self._connection: sqlite3.Connection | None = None
         self._owner: int | None = None
 
@@ -110,10 +119,11 @@ class VersionReader:
         sql, convert = _prepare(self.engine, scope)
         with wrap_driver_errors():
             if self._connection is None:
-                from storage.engine import SQLITE_BUSY_TIMEOUT_MS
+                from layerforge.storage.engine import SQLITE_BUSY_TIMEOUT_MS
 
-                self._connection = sqlite3.connect(self._path, isolation_level=None,
-                                                   check_same_thread=False)
+                self._connection = sqlite3.connect(
+                    self._path, isolation_level=None, check_same_thread=False
+                )
                 self._connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
                 self._owner = threading.get_ident()
             row = self._connection.execute(sql, (row_id,)).fetchone()

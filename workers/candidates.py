@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.errors import InvalidConfigError
+from layerforge.workers.errors import InvalidConfigError
 
 __all__ = [
     "MIN_GROUP_SIZE",
@@ -58,7 +58,7 @@ class Candidate:
         """The grammar's functional fingerprint of the graph, else one computed here."""
         if self.graph is not None:
             try:
-                from grammar import fingerprint
+                from layerforge.grammar import fingerprint
 
                 return str(fingerprint(self.graph))
             except ImportError:  # pragma: no cover - grammar always ships fingerprint
@@ -85,7 +85,7 @@ def functional_fingerprint(factory: Callable[[int], nn.Module], kind: str) -> st
 
 def _grammar():
     try:
-        import grammar
+        from layerforge import grammar
     except ImportError as exc:  # pragma: no cover
         raise InvalidConfigError(
             "candidate", f"the grammar package is not importable: {exc}"
@@ -118,7 +118,9 @@ class GraphLayerFactory:
         return g.layer_factory(self.graph)(num_features)
 
     def __repr__(self) -> str:
-        return f"GraphLayerFactory({_graph_name(self.graph)!r}, min_group_size={self.min_group_size})"
+        return (
+            f"GraphLayerFactory({_graph_name(self.graph)!r}, min_group_size={self.min_group_size})"
+        )
 
 
 def _from_graph(graph: Any, spec: Any, name: str | None = None) -> Candidate:
@@ -155,7 +157,7 @@ def resolve_candidate(spec: Any, kind: str | None = None) -> Candidate:
         return spec
     g = None
     try:
-        import grammar as g
+        from layerforge import grammar as g
     except ImportError:  # pragma: no cover
         g = None
     if g is not None and isinstance(spec, getattr(g, "Graph", ())):

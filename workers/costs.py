@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.candidates import Candidate, resolve_candidate
+from layerforge.workers.candidates import Candidate, resolve_candidate
 
 __all__ = ["baseline_factory", "measure_layer_cost"]
 
@@ -37,7 +37,7 @@ class _BNReLU(nn.Module):
 def baseline_factory(kind: str) -> Callable[[int], nn.Module]:
     """The grammar's ``relu`` / ``bn_relu`` built-in when available, else the torch equivalent."""
     try:
-        from grammar import get_builtin, layer_factory
+        from layerforge.grammar import get_builtin, layer_factory
 
         return layer_factory(get_builtin("relu" if kind == "activation" else "bn_relu"))
     except Exception:  # noqa: BLE001 - grammar not ready or without builtins: plain torch

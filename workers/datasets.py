@@ -37,8 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workers.errors import DatasetUnavailableError, InvalidConfigError, UnknownNameError
-from workers.memory_format import convert_batch, torch_memory_format
+from layerforge.workers.errors import DatasetUnavailableError, InvalidConfigError, UnknownNameError
+from layerforge.workers.memory_format import convert_batch, torch_memory_format
 
 __all__ = [
     "DATASETS",
@@ -190,9 +190,7 @@ class BatchSampler:
         x = self.dataset.train_x.index_select(0, idx)
         y = self.dataset.train_y.index_select(0, idx)
         if self.augment:
-            x = augment_batch(
-                x, self.dataset.augment, self.dataset.crop_padding, self.generator
-            )
+            x = augment_batch(x, self.dataset.augment, self.dataset.crop_padding, self.generator)
         if self.memory_format != "contiguous":
             x = convert_batch(x, self.memory_format)
         return x, y
@@ -287,9 +285,7 @@ def _load_mnist1d(
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as exc:  # pragma: no cover - mnist1d is a dependency
-        raise DatasetUnavailableError(
-            f"mnist1d needs the mnist1d package: {exc}"
-        ) from exc
+        raise DatasetUnavailableError(f"mnist1d needs the mnist1d package: {exc}") from exc
     args = get_dataset_args()
     args.num_samples = int(num_samples)
     np_state, py_state = np.random.get_state(), random.getstate()
@@ -326,9 +322,7 @@ def _smooth_noise(
     lead = shape[: len(shape) - len(low)]
     coarse = torch.randn(*lead, *low, generator=gen)
     if len(low) == 2:
-        out = F.interpolate(
-            coarse, size=shape[-2:], mode="bilinear", align_corners=False
-        )
+        out = F.interpolate(coarse, size=shape[-2:], mode="bilinear", align_corners=False)
     else:
         out = F.interpolate(coarse, size=shape[-1:], mode="linear", align_corners=False)
     return out / out.flatten(1).std(dim=1).view(-1, *([1] * (out.dim() - 1)))
@@ -380,9 +374,7 @@ def _load_synthetic(
     x = x + distractor * protos[other]
     dims = tuple(range(2, x.dim()))
     if max_shift > 0:
-        shifts = torch.randint(
-            -max_shift, max_shift + 1, (total, len(dims)), generator=gen
-        )
+        shifts = torch.randint(-max_shift, max_shift + 1, (total, len(dims)), generator=gen)
         for i in range(total):  # generation only, not the hot loop
             x[i] = torch.roll(
                 x[i], shifts=tuple(shifts[i].tolist()), dims=tuple(d - 1 for d in dims)
@@ -446,11 +438,7 @@ def _load_vision(
     cls = getattr(tvd, cls_name)
     try:
         train = cls(str(root_path), train=True, download=download)
-        test = (
-            cls(str(root_path), train=False, download=download)
-            if val_source == "test"
-            else None
-        )
+        test = cls(str(root_path), train=False, download=download) if val_source == "test" else None
     except (RuntimeError, OSError) as exc:
         raise DatasetUnavailableError(
             f"dataset {name!r} not found under {root_path} ({exc}). Put the torchvision files "
@@ -493,9 +481,7 @@ def _vision_loader(name: str) -> Callable[..., DeviceDataset]:
         return _load_vision(name, **kw)
 
     load.__name__ = f"_load_{name}"
-    load.__doc__ = (
-        f"{name} through torchvision (optional extra ``layerforge[vision]``)."
-    )
+    load.__doc__ = f"{name} through torchvision (optional extra ``layerforge[vision]``)."
     return load
 
 

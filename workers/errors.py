@@ -21,9 +21,7 @@ class UnknownNameError(WorkersError, ValueError, KeyError):
         self.what = what
         self.name = name
         self.valid = sorted(valid)
-        super().__init__(
-            f"unknown {what} {name!r}; valid {what}s: {', '.join(self.valid)}"
-        )
+        super().__init__(f"unknown {what} {name!r}; valid {what}s: {', '.join(self.valid)}")
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return self.args[0]

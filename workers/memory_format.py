@@ -107,7 +107,7 @@ import re
 import torch
 from torch import nn
 
-from workers.errors import InvalidConfigError
+from layerforge.workers.errors import InvalidConfigError
 
 __all__ = [
     "CHANNELS_LAST",

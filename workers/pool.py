@@ -34,7 +34,7 @@ from typing import Any, Self
 
 import ray
 
-from workers.errors import InvalidConfigError
+from layerforge.workers.errors import InvalidConfigError
 
 __all__ = ["EvaluatorActor", "EvaluatorPool", "PoolResult", "ray_connect"]
 
@@ -42,19 +42,11 @@ log = logging.getLogger(__name__)
 
 
 def ray_connect(address: str | None = None, **init_kwargs: Any) -> None:
-    """Connect to Ray once: reuse an initialized Ray; else join ``address`` / ``$RAY_ADDRESS``;
-    else start a local Ray (dashboard off, usage stats off)."""
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
-    kwargs.update(init_kwargs)
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        kwargs.setdefault("include_dashboard", False)
-        ray.init(**kwargs)
+    """Connect this process to Ray through its one owner (:mod:`workers.ray_session`): join
+    ``address`` when given, else start a new local Ray (dashboard off, usage stats off)."""
+    from layerforge.workers.ray_session import RaySettings, connect
+
+    connect(RaySettings(address=address or None, init_kwargs=dict(init_kwargs)))
 
 
 @ray.remote(concurrency_groups={"control": 1})
@@ -66,7 +58,7 @@ class EvaluatorActor:
 
         import torch
 
-        from workers.datasets import DatasetCache
+        from layerforge.workers.datasets import DatasetCache
 
         torch.set_num_threads(max(1, int(num_cpus)))
         self.actor_id = actor_id
@@ -76,7 +68,7 @@ class EvaluatorActor:
         self.host = socket.gethostname()
 
     def evaluate(self, payload: dict[str, Any]) -> dict[str, Any]:
-        from workers.rejection import evaluate_candidate
+        from layerforge.workers.rejection import evaluate_candidate
 
         self.tasks += 1
         op = payload.get("op", "evaluate")
@@ -166,30 +158,16 @@ class EvaluatorPool:
         ray_address: str | None = None,
         soft_time_limit: bool = True,
     ):
-        if (
-            isinstance(num_actors, bool)
-            or not isinstance(num_actors, int)
-            or num_actors < 1
-        ):
-            raise InvalidConfigError(
-                "num_actors", f"must be an integer >= 1, got {num_actors!r}"
-            )
+        if isinstance(num_actors, bool) or not isinstance(num_actors, int) or num_actors < 1:
+            raise InvalidConfigError("num_actors", f"must be an integer >= 1, got {num_actors!r}")
         if not num_cpus > 0:
             raise InvalidConfigError("num_cpus", f"must be > 0, got {num_cpus!r}")
         if num_gpus < 0:
             raise InvalidConfigError("num_gpus", f"must be >= 0, got {num_gpus!r}")
         if not task_timeout_s > 0:
-            raise InvalidConfigError(
-                "task_timeout_s", f"must be > 0, got {task_timeout_s!r}"
-            )
-        if (
-            isinstance(max_retries, bool)
-            or not isinstance(max_retries, int)
-            or max_retries < 0
-        ):
-            raise InvalidConfigError(
-                "max_retries", f"must be an integer >= 0, got {max_retries!r}"
-            )
+            raise InvalidConfigError("task_timeout_s", f"must be > 0, got {task_timeout_s!r}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise InvalidConfigError("max_retries", f"must be an integer >= 0, got {max_retries!r}")
         ray_connect(ray_address)
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
@@ -226,9 +204,7 @@ class EvaluatorPool:
         try:
             slot.stats = dict(ray.get(slot.ready_ref))
         except Exception as exc:  # noqa: BLE001 - the actor could not start
-            log.warning(
-                "actor %s failed to start (%s); replacing it", slot.actor_id, exc
-            )
+            log.warning("actor %s failed to start (%s); replacing it", slot.actor_id, exc)
             self._replace(slot, kill=True)
             return False
         slot.ready_ref = None
@@ -267,9 +243,7 @@ class EvaluatorPool:
         if job_id in self._job_ids:
             raise InvalidConfigError("job_id", f"{job_id!r} is already in flight")
         if not isinstance(payload, dict):
-            raise InvalidConfigError(
-                "payload", f"must be an object, got {type(payload).__name__}"
-            )
+            raise InvalidConfigError("payload", f"must be an object, got {type(payload).__name__}")
         payload = dict(payload)
         if self.soft_time_limit and payload.get("op", "evaluate") == "evaluate":
             config = dict(payload.get("config") or {})
@@ -339,9 +313,7 @@ class EvaluatorPool:
                     )
                 )
             return
-        except (
-            ray.exceptions.RayTaskError
-        ) as exc:  # the task raised; the actor lives on
+        except ray.exceptions.RayTaskError as exc:  # the task raised; the actor lives on
             self._finish(slot, "failed", error=f"{type(exc).__name__}: {exc}"[:4000])
             return
         slot.stats = dict(out.get("stats") or {})

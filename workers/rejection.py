@@ -51,10 +51,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers.candidates import Candidate, resolve_candidate
-from workers.datasets import DatasetCache
-from workers.errors import InvalidConfigError, UnknownNameError, WorkersError
-from workers.tasks import ProxyTask
+from layerforge.workers.candidates import Candidate, resolve_candidate
+from layerforge.workers.datasets import DatasetCache
+from layerforge.workers.errors import InvalidConfigError, UnknownNameError, WorkersError
+from layerforge.workers.tasks import ProxyTask
 
 __all__ = [
     "STAGES",
@@ -173,9 +173,7 @@ class RejectionConfig:
         if not isinstance(self.measure_costs, bool):
             raise InvalidConfigError("measure_costs", "must be true or false")
         if not isinstance(self.space, dict):
-            raise InvalidConfigError(
-                "space", "must be an object of make_space arguments"
-            )
+            raise InvalidConfigError("space", "must be an object of make_space arguments")
         if (
             not isinstance(self.cost_shape, (list, tuple))
             or len(self.cost_shape) not in (2, 3, 4)
@@ -192,9 +190,7 @@ class RejectionConfig:
         if isinstance(data, RejectionConfig):
             return data
         if not isinstance(data, dict):
-            raise InvalidConfigError(
-                "rejection", f"must be an object, got {type(data).__name__}"
-            )
+            raise InvalidConfigError("rejection", f"must be an object, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -238,11 +234,7 @@ class _Deadline:
         self.start = time.perf_counter()
 
     def remaining(self) -> float | None:
-        return (
-            None
-            if self.limit is None
-            else self.limit - (time.perf_counter() - self.start)
-        )
+        return None if self.limit is None else self.limit - (time.perf_counter() - self.start)
 
     def check(self, where: str) -> None:
         r = self.remaining()
@@ -282,7 +274,7 @@ def _describe(exc: BaseException) -> str:
 def _stage_static(cand: Candidate, cfg: RejectionConfig) -> str:
     if cand.graph is None:
         return "no graph (a torch factory); nothing to check statically"
-    from grammar import GrammarError, check_static, make_space
+    from layerforge.grammar import GrammarError, check_static, make_space
 
     try:
         space = make_space(cand.kind, **cfg.space)
@@ -295,9 +287,7 @@ def _stage_static(cand: Candidate, cfg: RejectionConfig) -> str:
     return "ok"
 
 
-def _probe_shapes(
-    cand: Candidate, cfg: RejectionConfig, archs: set[str]
-) -> list[tuple[int, ...]]:
+def _probe_shapes(cand: Candidate, cfg: RejectionConfig, archs: set[str]) -> list[tuple[int, ...]]:
     n, c, s = cfg.probe_batch, cfg.probe_channels, cfg.probe_size
     if cand.kind == "activation":
         return [(n, c, s, s)]
@@ -319,11 +309,7 @@ def _stage_probe(
         layer = cand.factory(shape[1]).to(device)
         for scale in cfg.probe_scales:
             where = f"probe batch {tuple(shape)} x~N(0, {scale:g}^2)"
-            x = (
-                (torch.randn(shape, generator=gen) * scale)
-                .to(device)
-                .requires_grad_(True)
-            )
+            x = (torch.randn(shape, generator=gen) * scale).to(device).requires_grad_(True)
             cot = torch.randn(shape, generator=gen).to(device)
             layer.train()
             try:
@@ -339,9 +325,7 @@ def _stage_probe(
             yd = y.detach().float()
             if not torch.isfinite(yd).all():
                 bad = (~torch.isfinite(yd)).float().mean().item()
-                raise _Reject(
-                    f"output is not finite (NaN/Inf in {bad:.0%} of values) on {where}"
-                )
+                raise _Reject(f"output is not finite (NaN/Inf in {bad:.0%} of values) on {where}")
             try:
                 (gx,) = torch.autograd.grad(y, x, cot, allow_unused=True)
             except Exception as exc:
@@ -360,9 +344,7 @@ def _stage_probe(
                     )
                 gmax = gx.abs().max().item()
                 if gmax <= 1e-12:
-                    raise _Reject(
-                        f"gradient w.r.t. the input is zero everywhere on {where}"
-                    )
+                    raise _Reject(f"gradient w.r.t. the input is zero everywhere on {where}")
                 if top > cfg.probe_max_output:
                     raise _Reject(
                         f"output magnitude {top:.3g} exceeds {cfg.probe_max_output:g} on {where}"
@@ -390,9 +372,7 @@ def _stage_probe(
 
 
 class _StabilityNet(nn.Module):
-    def __init__(
-        self, factory: Callable[[int], nn.Module], width: int = 8, classes: int = 10
-    ):
+    def __init__(self, factory: Callable[[int], nn.Module], width: int = 8, classes: int = 10):
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, 3, padding=1, bias=False)
         self.l1 = factory(width)
@@ -405,14 +385,10 @@ class _StabilityNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-def _stability_grad_norm(
-    net: nn.Module, x: torch.Tensor, y: torch.Tensor, create_graph: bool
-):
+def _stability_grad_norm(net: nn.Module, x: torch.Tensor, y: torch.Tensor, create_graph: bool):
     params = [p for p in net.parameters() if p.requires_grad]
     loss = F.cross_entropy(net(x), y)
-    grads = torch.autograd.grad(
-        loss, params, create_graph=create_graph, allow_unused=True
-    )
+    grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
     sq = sum((g.float() ** 2).sum() for g in grads if g is not None)
     return params, loss, sq
 
@@ -530,9 +506,7 @@ def _stage_trainability(tr: Any, cfg: RejectionConfig, train_to: Callable[[Any, 
         raise _Reject(f"forward pass of the {name} network raised {_describe(exc)}") from exc
     if not torch.isfinite(logits).all():
         bad = (~torch.isfinite(logits)).float().mean().item()
-        raise _Reject(
-            f"logits at initialisation are not finite ({bad:.0%} NaN/Inf) on {name}"
-        )
+        raise _Reject(f"logits at initialisation are not finite ({bad:.0%} NaN/Inf) on {name}")
     scale = logits.abs().mean().item()
     if scale > cfg.trainability_max_logit:
         raise _Reject(
@@ -550,9 +524,7 @@ def _stage_trainability(tr: Any, cfg: RejectionConfig, train_to: Callable[[Any, 
     for step in range(tr.step + 1, k + 1):  # one loss read-back per step
         train_to(tr, step)
         if tr.diverged:
-            raise _Reject(
-                f"training diverged (NaN/Inf loss) at step {tr.diverged_step} on {name}"
-            )
+            raise _Reject(f"training diverged (NaN/Inf loss) at step {tr.diverged_step} on {name}")
         losses.append(tr.train_loss)
     trend = f", loss {losses[0]:.3g} -> {losses[-1]:.3g} in {k} steps" if losses else ""
     return f"{name}: logit std {spread:.3g}, mean |logit| {scale:.3g}{trend}"
@@ -599,10 +571,17 @@ def evaluate_candidate(
     result's fingerprint) and ``reused: true``, with the earlier result's status, proxies and
     costs.
     """
-    from grammar import formula_latex
+    from layerforge.grammar import formula_latex
 
-    result = _evaluate(graph_dict, proxies, config, seen=seen, device=device,
-                       datasets_cache=datasets_cache, progress=progress)
+    result = _evaluate(
+        graph_dict,
+        proxies,
+        config,
+        seen=seen,
+        device=device,
+        datasets_cache=datasets_cache,
+        progress=progress,
+    )
     try:
         graph = resolve_candidate(graph_dict).graph
     except Exception:  # noqa: BLE001 - the result already says why the candidate is unusable
@@ -625,9 +604,7 @@ def _evaluate(
     device = torch.device(device)
     try:
         cfg = (
-            RejectionConfig.from_dict(config)
-            if not isinstance(config, RejectionConfig)
-            else config
+            RejectionConfig.from_dict(config) if not isinstance(config, RejectionConfig) else config
         )
         tasks = [ProxyTask.from_dict(p) for p in (proxies or [])]
     except (WorkersError, ValueError, TypeError) as exc:
@@ -650,22 +627,16 @@ def _evaluate(
             deadline.check(name)
             reason = fn()
         except _Reject as exc:
-            verdicts.append(
-                StageVerdict(name, False, str(exc), time.perf_counter() - t0)
-            )
+            verdicts.append(StageVerdict(name, False, str(exc), time.perf_counter() - t0))
             raise
         except _Fail as exc:
-            verdicts.append(
-                StageVerdict(name, False, str(exc), time.perf_counter() - t0)
-            )
+            verdicts.append(StageVerdict(name, False, str(exc), time.perf_counter() - t0))
             raise
         except Exception as exc:
             if is_oom(exc):
                 _release_memory(device)
                 msg = f"out of memory during {name}: {_describe(exc)}"
-                verdicts.append(
-                    StageVerdict(name, False, msg, time.perf_counter() - t0)
-                )
+                verdicts.append(StageVerdict(name, False, msg, time.perf_counter() - t0))
                 raise _Reject(msg) from exc
             raise
         verdicts.append(StageVerdict(name, True, reason, time.perf_counter() - t0))
@@ -704,7 +675,7 @@ def _evaluate(
         """One trainer per proxy task. A setup error (bad task, missing dependency) fails the
         evaluation; with ``reject_errors`` any other error (not OOM) rejects the candidate,
         otherwise it propagates (recorded as an unexpected error)."""
-        from workers.training import make_trainer
+        from layerforge.workers.training import make_trainer
 
         for task in tasks:
             try:
@@ -722,9 +693,7 @@ def _evaluate(
             except Exception as exc:
                 if not reject_errors or is_oom(exc):
                     raise
-                raise _Reject(
-                    f"building proxy {task.name} raised {_describe(exc)}"
-                ) from exc
+                raise _Reject(f"building proxy {task.name} raised {_describe(exc)}") from exc
 
     def trainability() -> str:
         build_trainers(reject_errors=True)
@@ -751,9 +720,7 @@ def _evaluate(
                     f"validation accuracy {res.val_accuracy:.3f} < {cfg.quality_min_accuracy:g} "
                     f"on {tr.task.name} after {res.steps} steps"
                 )
-            notes.append(
-                f"{tr.task.name}: {res.val_accuracy:.3f} after {res.steps} steps"
-            )
+            notes.append(f"{tr.task.name}: {res.val_accuracy:.3f} after {res.steps} steps")
         return "; ".join(notes)
 
     def full() -> str:
@@ -768,24 +735,18 @@ def _evaluate(
                 raise _Reject(
                     f"training diverged (NaN/Inf loss) at step {res.diverged_step} on {tr.task.name}"
                 )
-            notes.append(
-                f"{tr.task.name}: {res.val_accuracy:.3f} after {res.steps} steps"
-            )
+            notes.append(f"{tr.task.name}: {res.val_accuracy:.3f} after {res.steps} steps")
         return "; ".join(notes)
 
     def _train_to(tr, step: int, where: str) -> None:
         remaining = deadline.remaining()
-        tr.time_limit_s = (
-            None if remaining is None else tr.train_seconds + max(0.0, remaining)
-        )
+        tr.time_limit_s = None if remaining is None else tr.train_seconds + max(0.0, remaining)
         try:
             tr.run_until(step)
         except Exception as exc:
             if is_oom(exc):
                 raise
-            raise _Reject(
-                f"training on {tr.task.name} raised {_describe(exc)}"
-            ) from exc
+            raise _Reject(f"training on {tr.task.name} raised {_describe(exc)}") from exc
         if tr.timed_out:
             raise _Reject(
                 f"time limit of {cfg.time_limit_s:g}s exceeded during {where} on {tr.task.name}"
@@ -794,9 +755,7 @@ def _evaluate(
     def proxy_results() -> list[dict[str, Any]]:
         out = []
         for tr in trainers:
-            res = getattr(tr, "full_result", None) or getattr(
-                tr, "quality_result", None
-            )
+            res = getattr(tr, "full_result", None) or getattr(tr, "quality_result", None)
             if res is None and tr.step > 0:
                 res = tr.result(evaluate=False)
             if res is not None:
@@ -830,7 +789,7 @@ def _evaluate(
         if cfg.measure_costs:
             current = "costs"
             try:
-                from workers.costs import measure_layer_cost
+                from layerforge.workers.costs import measure_layer_cost
 
                 c = measure_layer_cost(
                     cand.factory,
@@ -870,9 +829,7 @@ def _evaluate(
                 str(exc),
                 verdicts,
                 proxies=list(earlier.get("proxies", [])),
-                costs=dict(
-                    earlier.get("costs") or {"runtime_ratio": None, "num_params": None}
-                ),
+                costs=dict(earlier.get("costs") or {"runtime_ratio": None, "num_params": None}),
                 fingerprint=state["fingerprint"],
                 duplicate_of=earlier.get("fingerprint", state["fingerprint"]),
                 reused=True,
@@ -886,9 +843,7 @@ def _evaluate(
             fingerprint=state["fingerprint"],
         )
     except _Fail as exc:
-        return _result(
-            "failed", current, str(exc), verdicts, fingerprint=state["fingerprint"]
-        )
+        return _result("failed", current, str(exc), verdicts, fingerprint=state["fingerprint"])
     except Exception as exc:  # noqa: BLE001 - a bug or an unexpected error: recorded, not raised
         if is_oom(exc):
             _release_memory(device)

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.errors import InvalidConfigError, UnknownNameError
+from layerforge.workers.errors import InvalidConfigError, UnknownNameError
 
 # Upper bound of steps, batch sizes and check intervals: a bigger number is a typo, and one
 # past 2**63 cannot even be stored (PostgreSQL's JSON keeps it, torch's indexing does not).
@@ -60,8 +60,8 @@ class ProxyTask:
         return f"{self.arch}/{self.dataset}"
 
     def validate(self) -> None:
-        from workers.architectures import ARCHITECTURES
-        from workers.datasets import DATASETS
+        from layerforge.workers.architectures import ARCHITECTURES
+        from layerforge.workers.datasets import DATASETS
 
         if self.arch not in ARCHITECTURES:
             raise UnknownNameError("architecture", self.arch, ARCHITECTURES)
@@ -82,9 +82,7 @@ class ProxyTask:
             if not 0 <= v < 1:
                 raise InvalidConfigError(name, f"must be in [0, 1), got {v!r}")
         if _number("weight_decay", self.weight_decay) < 0:
-            raise InvalidConfigError(
-                "weight_decay", f"must be >= 0, got {self.weight_decay!r}"
-            )
+            raise InvalidConfigError("weight_decay", f"must be >= 0, got {self.weight_decay!r}")
         for name in ("nesterov", "augment"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidConfigError(
@@ -92,16 +90,11 @@ class ProxyTask:
                 )
         if self.nesterov and self.momentum == 0:
             raise InvalidConfigError("nesterov", "Nesterov momentum needs momentum > 0")
-        if (
-            self.time_limit_s is not None
-            and _number("time_limit_s", self.time_limit_s) <= 0
-        ):
-            raise InvalidConfigError(
-                "time_limit_s", f"must be > 0, got {self.time_limit_s!r}"
-            )
+        if self.time_limit_s is not None and _number("time_limit_s", self.time_limit_s) <= 0:
+            raise InvalidConfigError("time_limit_s", f"must be > 0, got {self.time_limit_s!r}")
         if not isinstance(self.dataset_options, dict):
             raise InvalidConfigError("dataset_options", "must be an object")
-        from workers.architectures.common import resolve_scale
+        from layerforge.workers.architectures.common import resolve_scale
 
         resolve_scale(self.scale)
 
@@ -110,9 +103,7 @@ class ProxyTask:
         if isinstance(data, ProxyTask):
             return data
         if not isinstance(data, dict):
-            raise InvalidConfigError(
-                "proxy", f"must be an object, got {type(data).__name__}"
-            )
+            raise InvalidConfigError("proxy", f"must be an object, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:

@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers.datasets import BatchSampler, DatasetCache, DeviceDataset, load_dataset
-from workers.memory_format import convert_batch, convert_model, resolve_memory_format
-from workers.tasks import ProxyTask
+from layerforge.workers.datasets import BatchSampler, DatasetCache, DeviceDataset, load_dataset
+from layerforge.workers.memory_format import convert_batch, convert_model, resolve_memory_format
+from layerforge.workers.tasks import ProxyTask
 
 __all__ = ["TrainResult", "Trainer", "make_trainer", "run_proxy", "train", "worker_id"]
 
@@ -92,9 +92,7 @@ class TrainResult:
         for k in ("val_loss", "train_loss"):
             if d.get(k) is None:
                 d[k] = float("nan")
-        d["curve"] = [
-            (int(s), float("nan") if v is None else float(v)) for s, v in d["curve"]
-        ]
+        d["curve"] = [(int(s), float("nan") if v is None else float(v)) for s, v in d["curve"]]
         return cls(**d)
 
 
@@ -130,9 +128,7 @@ def _make_optimizer(model: nn.Module, task: ProxyTask) -> torch.optim.SGD:
     groups = _param_groups(model, task.weight_decay)
     kwargs = dict(lr=_lr_at(0, task), momentum=task.momentum, nesterov=task.nesterov)
     params = [p for g in groups for p in g["params"]]
-    if params and all(
-        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
-    ):
+    if params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
         try:
             return torch.optim.SGD(groups, fused=True, **kwargs)
         except (RuntimeError, ValueError, TypeError):  # pragma: no cover - torch without it
@@ -168,13 +164,9 @@ class Trainer:
             memory_format, task.arch, kind, self.device, model
         )
         self.model = convert_model(model.to(self.device), self.memory_format)
-        self.dataset = (
-            dataset if dataset.device == self.device else dataset.to(self.device)
-        )
+        self.dataset = dataset if dataset.device == self.device else dataset.to(self.device)
         self.task = task
-        self.time_limit_s = (
-            time_limit_s if time_limit_s is not None else task.time_limit_s
-        )
+        self.time_limit_s = time_limit_s if time_limit_s is not None else task.time_limit_s
         self.progress = progress
         self.sampler = BatchSampler(
             self.dataset,
@@ -193,10 +185,7 @@ class Trainer:
         self.train_seconds = 0.0
         self._started: float | None = None
         self._curve_targets = sorted(
-            {
-                max(1, round(task.steps * (i + 1) / CURVE_POINTS))
-                for i in range(CURVE_POINTS)
-            }
+            {max(1, round(task.steps * (i + 1) / CURVE_POINTS)) for i in range(CURVE_POINTS)}
         )
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
@@ -379,7 +368,7 @@ def make_trainer(
 
     ``memory_format`` goes to :class:`Trainer` (``"auto"``: the policy of
     :mod:`workers.memory_format` for ``task.arch``, ``kind`` and ``device``)."""
-    from workers.architectures import build_model
+    from layerforge.workers.architectures import build_model
 
     dataset = load_dataset(
         task.dataset, device, seed=task.seed, cache=cache, **task.dataset_options

@@ -10,29 +10,39 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from api.cache import CACHED_RESPONSES
-from api.deps import CachedReadsDep, SessionDep
-from api.errors import ApiError, responses
-from api.routes.campaigns import MAX_ID, CampaignId
-from api.routes.common import decode_cursor, encode_cursor, finite
-from api.schemas import (
+from layerforge.api.cache import CACHED_RESPONSES
+from layerforge.api.deps import CachedReadsDep, SessionDep
+from layerforge.api.errors import ApiError, responses
+from layerforge.api.routes.campaigns import MAX_ID, CampaignId
+from layerforge.api.routes.common import decode_cursor, encode_cursor, finite
+from layerforge.api.schemas import (
     CandidateDetail,
     CandidatePage,
     CandidateStatus,
     CurvePublic,
     ExportFormat,
 )
-from storage import decode_float, repository as repo
-from storage.models import Candidate
+from layerforge.storage import decode_float
+from layerforge.storage import repository as repo
+from layerforge.storage.models import Candidate
 
 router = APIRouter(tags=["candidates"])
 
 CandidateId = Annotated[int, Path(ge=1, le=MAX_ID, description="candidate id")]
 
-EXTENSIONS = {"pytorch": ".py", "numpy": ".py", "jax": ".py", "sympy": ".py", "latex": ".tex",
-              "json": ".json"}
-MEDIA_TYPES = {".py": "text/x-python; charset=utf-8", ".tex": "application/x-tex; charset=utf-8",
-               ".json": "application/json"}
+EXTENSIONS = {
+    "pytorch": ".py",
+    "numpy": ".py",
+    "jax": ".py",
+    "sympy": ".py",
+    "latex": ".tex",
+    "json": ".json",
+}
+MEDIA_TYPES = {
+    ".py": "text/x-python; charset=utf-8",
+    ".tex": "application/x-tex; charset=utf-8",
+    ".json": "application/json",
+}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -47,42 +57,67 @@ def safe_filename(stem: str, fmt: str) -> str:
 
 
 def _objectives(candidate: Candidate) -> dict[str, float | None]:
-    return {row.name: finite(decode_float(row.value, row.value_kind))
-            for row in candidate.objective_values}
+    return {
+        row.name: finite(decode_float(row.value, row.value_kind))
+        for row in candidate.objective_values
+    }
 
 
 def candidate_summary(candidate: Any, objectives: dict[str, float | None]) -> dict[str, Any]:
     """The fields of :class:`api.schemas.CandidateSummary`, from a stored candidate (an ORM
     object or a row) and its objective values."""
-    return {"id": candidate.id, "campaign_id": candidate.campaign_id, "seq": candidate.seq,
-            "status": candidate.status, "origin": candidate.origin, "text": candidate.text,
-            "num_nodes": candidate.num_nodes, "parent_ids": list(candidate.parent_ids or []),
-            "objectives": objectives, "created_at": candidate.created_at}
+    return {
+        "id": candidate.id,
+        "campaign_id": candidate.campaign_id,
+        "seq": candidate.seq,
+        "status": candidate.status,
+        "origin": candidate.origin,
+        "text": candidate.text,
+        "num_nodes": candidate.num_nodes,
+        "parent_ids": list(candidate.parent_ids or []),
+        "objectives": objectives,
+        "created_at": candidate.created_at,
+    }
 
 
 def _graph(candidate: Any):
-    from grammar import Graph
+    from layerforge.grammar import Graph
 
     return Graph.from_dict(candidate.graph)
 
 
-def candidate_page(session: Session, campaign_id: int, *, status: str | None, sort: str | None,
-                   order: str, cursor: str | None, limit: int) -> dict[str, Any]:
+def candidate_page(
+    session: Session,
+    campaign_id: int,
+    *,
+    status: str | None,
+    sort: str | None,
+    order: str,
+    cursor: str | None,
+    limit: int,
+) -> dict[str, Any]:
     """The fields of :class:`api.schemas.CandidatePage`; 400 for a bad cursor, 422 for a sort
     that is not one of the campaign's objectives."""
     campaign = repo.get_campaign(session, campaign_id=campaign_id)
     names = [str(o.get("name")) for o in campaign.objectives or []]
     if sort is not None and sort not in names:
-        raise ApiError(422, f"query.sort: {sort!r} is not an objective of campaign {campaign_id}"
-                       f" (one of: {', '.join(names)})")
+        raise ApiError(
+            422,
+            f"query.sort: {sort!r} is not an objective of campaign {campaign_id}"
+            f" (one of: {', '.join(names)})",
+        )
     descending = order == "desc"
     after: Any = None
     if cursor:
         data = decode_cursor(cursor, "candidates")
-        if (data.get("sort"), data.get("order"), data.get("status")) != (sort, order, status) \
-                or not isinstance(data.get("id"), int):
-            raise ApiError(400, "the cursor belongs to another sort, order or status filter",
-                           "bad_cursor")
+        if (data.get("sort"), data.get("order"), data.get("status")) != (
+            sort,
+            order,
+            status,
+        ) or not isinstance(data.get("id"), int):
+            raise ApiError(
+                400, "the cursor belongs to another sort, order or status filter", "bad_cursor"
+            )
         if sort is None:
             after = data["id"]
         else:
@@ -90,9 +125,16 @@ def candidate_page(session: Session, campaign_id: int, *, status: str | None, so
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise ApiError(400, "the cursor is damaged", "bad_cursor")
             after = (float(value), data["id"])
-    rows = repo.list_candidates(session, campaign_id=campaign_id, status=status, sort=sort,
-                                descending=descending, after=after, limit=limit + 1,
-                                load_graphs=False)
+    rows = repo.list_candidates(
+        session,
+        campaign_id=campaign_id,
+        status=status,
+        sort=sort,
+        descending=descending,
+        after=after,
+        limit=limit + 1,
+        load_graphs=False,
+    )
     page, more = rows[:limit], len(rows) > limit
     next_cursor = None
     if more:
@@ -101,13 +143,15 @@ def candidate_page(session: Session, campaign_id: int, *, status: str | None, so
         if sort is not None:
             data["v"] = repo.candidate_sort_key(last, sort, descending)[0]
         next_cursor = encode_cursor(data)
-    return {"items": [candidate_summary(c, _objectives(c)) for c in page],
-            "next_cursor": next_cursor}
+    return {
+        "items": [candidate_summary(c, _objectives(c)) for c in page],
+        "next_cursor": next_cursor,
+    }
 
 
 @functools.lru_cache(maxsize=16384)
 def _memoised_latex(graph) -> str | None:
-    from grammar import formula_latex
+    from layerforge.grammar import formula_latex
 
     return formula_latex(graph)
 
@@ -132,31 +176,51 @@ def candidate_detail(session: Session, candidate_id: int) -> dict[str, Any]:
     record = repo.read_candidate(session, candidate_id=candidate_id)
     candidate, rejection = record.candidate, record.rejection
     return {
-        **candidate_summary(candidate, {name: finite(value)
-                                        for name, value in record.objectives.items()}),
+        **candidate_summary(
+            candidate, {name: finite(value) for name, value in record.objectives.items()}
+        ),
         "space": str((candidate.graph or {}).get("space", "")),
-        "graph": candidate.graph, "latex": _latex(candidate, record.evaluations),
+        "graph": candidate.graph,
+        "latex": _latex(candidate, record.evaluations),
         "fingerprint": candidate.fingerprint,
         "duplicate_of": candidate.duplicate_of,
         "lineage": [a._asdict() for a in repo.lineage(session, candidate_id=candidate_id)],
         "evaluations": [
-            {"id": e.id, "kind": e.kind, "seed": e.seed, "status": e.status,
-             "attempts": e.attempts, "started_at": e.started_at, "finished_at": e.finished_at,
-             "error": e.error, "result": e.result} for e in record.evaluations],
-        "rejection": None if rejection is None else {
-            "stage": rejection.stage, "reason": rejection.reason,
-            "cost_seconds": float(rejection.cost_seconds or 0.0)},
+            {
+                "id": e.id,
+                "kind": e.kind,
+                "seed": e.seed,
+                "status": e.status,
+                "attempts": e.attempts,
+                "started_at": e.started_at,
+                "finished_at": e.finished_at,
+                "error": e.error,
+                "result": e.result,
+            }
+            for e in record.evaluations
+        ],
+        "rejection": None
+        if rejection is None
+        else {
+            "stage": rejection.stage,
+            "reason": rejection.reason,
+            "cost_seconds": float(rejection.cost_seconds or 0.0),
+        },
     }
 
 
-@router.get("/campaigns/{campaign_id}/candidates", response_model=CandidatePage,
-            responses={**responses(400, 404, 422), **CACHED_RESPONSES})
+@router.get(
+    "/campaigns/{campaign_id}/candidates",
+    response_model=CandidatePage,
+    responses={**responses(400, 404, 422), **CACHED_RESPONSES},
+)
 def list_candidates(
     campaign_id: CampaignId,
     reads: CachedReadsDep,
     status: Annotated[CandidateStatus | None, Query()] = None,
-    sort: Annotated[str | None, Query(max_length=200,
-                                      description="an objective name; default: by id")] = None,
+    sort: Annotated[
+        str | None, Query(max_length=200, description="an objective name; default: by id")
+    ] = None,
     order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -167,25 +231,32 @@ def list_candidates(
         key=("candidates", campaign_id, status, sort, order, cursor, limit),
         scope=("campaign", campaign_id),
         model=CandidatePage,
-        build=lambda session: candidate_page(session, campaign_id, status=status, sort=sort,
-                                             order=order, cursor=cursor, limit=limit))
+        build=lambda session: candidate_page(
+            session, campaign_id, status=status, sort=sort, order=order, cursor=cursor, limit=limit
+        ),
+    )
 
 
-@router.get("/candidates/{candidate_id}", response_model=CandidateDetail,
-            responses={**responses(404, 422), **CACHED_RESPONSES})
+@router.get(
+    "/candidates/{candidate_id}",
+    response_model=CandidateDetail,
+    responses={**responses(404, 422), **CACHED_RESPONSES},
+)
 async def get_candidate(candidate_id: CandidateId, reads: CachedReadsDep) -> Response:
     """Graph, text, LaTeX, lineage, evaluations, rejection stage and reason, objective values
     (served from memory while its campaign's data is unchanged)."""
     return await reads.respond_quick(
         key=("candidate", candidate_id),
         scope=("candidate", candidate_id),
-        model=CandidateDetail, build=lambda session: candidate_detail(session, candidate_id))
+        model=CandidateDetail,
+        build=lambda session: candidate_detail(session, candidate_id),
+    )
 
 
 def _curve(graph, points: int) -> dict[str, Any]:
     import torch
 
-    from grammar import compile_graph
+    from layerforge.grammar import compile_graph
 
     if graph.space == "activation":
         module = compile_graph(graph).double()
@@ -193,10 +264,13 @@ def _curve(graph, points: int) -> dict[str, Any]:
         y = module(x)
         (dy,) = torch.autograd.grad(y.sum(), x, allow_unused=True)
         dy = torch.zeros_like(x) if dy is None else dy
-        return {"kind": "activation", "x": x.detach().tolist(),
-                "y": [finite(v) for v in y.detach().tolist()],
-                "dy": [finite(v) for v in dy.tolist()],
-                "description": "f(x) and df/dx on [-5, 5] at initial parameter values"}
+        return {
+            "kind": "activation",
+            "x": x.detach().tolist(),
+            "y": [finite(v) for v in y.detach().tolist()],
+            "dy": [finite(v) for v in dy.tolist()],
+            "description": "f(x) and df/dx on [-5, 5] at initial parameter values",
+        }
     channels = 4
     module = compile_graph(graph, channels).double()
     module.train()
@@ -206,17 +280,23 @@ def _curve(graph, points: int) -> dict[str, Any]:
         output = module(batch)
     x = batch[:, 0].reshape(-1)
     y = output[:, 0].reshape(-1)
-    order = torch.argsort(x)[: points]
-    return {"kind": "normact", "x": x[order].tolist(), "y": [finite(v) for v in y[order].tolist()],
-            "dy": None,
-            "description": "output vs input of channel 0 on a fixed N(0, 4) batch of shape "
-                           "(8, 4, 4, 4), training mode"}
+    order = torch.argsort(x)[:points]
+    return {
+        "kind": "normact",
+        "x": x[order].tolist(),
+        "y": [finite(v) for v in y[order].tolist()],
+        "dy": None,
+        "description": "output vs input of channel 0 on a fixed N(0, 4) batch of shape "
+        "(8, 4, 4, 4), training mode",
+    }
 
 
-@router.get("/candidates/{candidate_id}/curve", response_model=CurvePublic,
-            responses=responses(404, 422))
+@router.get(
+    "/candidates/{candidate_id}/curve", response_model=CurvePublic, responses=responses(404, 422)
+)
 def get_curve(
-    candidate_id: CandidateId, session: SessionDep,
+    candidate_id: CandidateId,
+    session: SessionDep,
     points: Annotated[int, Query(ge=2, le=2000)] = 200,
 ) -> dict[str, Any]:
     """Points to plot the function and its derivative, or a norm-act layer's response."""
@@ -225,35 +305,50 @@ def get_curve(
     try:
         return _curve(graph, points)
     except Exception as err:  # noqa: BLE001 - a graph that cannot run is reported, not a 500
-        raise ApiError(409, f"candidate {candidate_id} cannot be evaluated for plotting: "
-                       f"{type(err).__name__}: {err}", "not_plottable") from None
+        raise ApiError(
+            409,
+            f"candidate {candidate_id} cannot be evaluated for plotting: "
+            f"{type(err).__name__}: {err}",
+            "not_plottable",
+        ) from None
 
 
 @router.get(
     "/candidates/{candidate_id}/export",
     response_class=Response,
-    responses={**responses(404, 409, 422), 200: {
-        "description": "The layer as code, as a download (Content-Disposition: attachment)",
-        "content": {"text/x-python": {"schema": {"type": "string"}},
-                    "application/x-tex": {"schema": {"type": "string"}},
-                    "application/json": {"schema": {"type": "object"}}},
-        "headers": {"Content-Disposition": {"schema": {"type": "string"}}}}},
+    responses={
+        **responses(404, 409, 422),
+        200: {
+            "description": "The layer as code, as a download (Content-Disposition: attachment)",
+            "content": {
+                "text/x-python": {"schema": {"type": "string"}},
+                "application/x-tex": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+            "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+        },
+    },
 )
 def export_candidate(
-    candidate_id: CandidateId, session: SessionDep,
-    format: Annotated[ExportFormat, Query(description="target language")] = "pytorch",  # noqa: A002
+    candidate_id: CandidateId,
+    session: SessionDep,
+    format: Annotated[ExportFormat, Query(description="target language")] = "pytorch",
 ) -> Response:
     """Download the candidate as a PyTorch module, NumPy/JAX function, LaTeX, SymPy or JSON."""
-    from grammar import GrammarError, export
+    from layerforge.grammar import GrammarError, export
 
     candidate = repo.get_candidate(session, candidate_id=candidate_id)
     campaign = repo.get_campaign(session, campaign_id=candidate.campaign_id)
     try:
         text = export(_graph(candidate), format)
     except GrammarError as err:
-        raise ApiError(409, f"candidate {candidate_id} cannot be exported as {format}: {err}",
-                       "not_exportable") from None
+        raise ApiError(
+            409, f"candidate {candidate_id} cannot be exported as {format}: {err}", "not_exportable"
+        ) from None
     filename = safe_filename(f"{campaign.name}_candidate_{candidate.id}", format)
     extension = EXTENSIONS[format]
-    return Response(text, media_type=MEDIA_TYPES[extension],
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        text,
+        media_type=MEDIA_TYPES[extension],
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

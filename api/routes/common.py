@@ -8,7 +8,7 @@ import json
 import math
 from typing import Any
 
-from api.errors import ApiError
+from layerforge.api.errors import ApiError
 
 
 def encode_cursor(data: dict[str, Any]) -> str:
@@ -25,8 +25,12 @@ def decode_cursor(cursor: str, kind: str) -> dict[str, Any]:
     except (ValueError, binascii.Error, UnicodeError):
         data = None
     if not isinstance(data, dict) or data.get("k") != kind:
-        raise ApiError(400, f"cursor {cursor[:40]!r} is not a cursor of this listing; "
-                       "pass back the next_cursor of the previous page", "bad_cursor")
+        raise ApiError(
+            400,
+            f"cursor {cursor[:40]!r} is not a cursor of this listing; "
+            "pass back the next_cursor of the previous page",
+            "bad_cursor",
+        )
     return data
 
 

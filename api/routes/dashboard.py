@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from api.errors import ApiError
+from layerforge.api.errors import ApiError
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -26,8 +26,9 @@ def plotly_path() -> Path | None:
 
 @router.get("/")
 def index() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
-                        headers={"Cache-Control": "no-cache"})
+    return FileResponse(
+        STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"}
+    )
 
 
 @router.get("/static/vendor/plotly.min.js")
@@ -35,5 +36,6 @@ def plotly_js() -> FileResponse:
     path = plotly_path()
     if path is None:
         raise ApiError(404, "plotly is not installed; pip install plotly")
-    return FileResponse(path, media_type="text/javascript",
-                        headers={"Cache-Control": "public, max-age=86400"})
+    return FileResponse(
+        path, media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"}
+    )

@@ -17,11 +17,12 @@ import anyio
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from api.deps import SettingsDep
-from api.errors import responses
-from api.routes.campaigns import CampaignId
-from storage import NotFoundError, StorageError, get_engine, repository as repo, session_scope
-from storage.models import CAMPAIGN_FINISHED
+from layerforge.api.deps import SettingsDep
+from layerforge.api.errors import responses
+from layerforge.api.routes.campaigns import CampaignId
+from layerforge.storage import NotFoundError, StorageError, get_engine, session_scope
+from layerforge.storage import repository as repo
+from layerforge.storage.models import CAMPAIGN_FINISHED
 
 router = APIRouter(tags=["campaigns"])
 
@@ -49,19 +50,25 @@ def _read(url: str, campaign_id: int, after: int) -> tuple[str | None, list[tupl
 @router.get(
     "/campaigns/{campaign_id}/events",
     response_class=StreamingResponse,
-    responses={**responses(404, 422), 200: {
-        "description": "text/event-stream of the campaign's events",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    responses={
+        **responses(404, 422),
+        200: {
+            "description": "text/event-stream of the campaign's events",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+    },
 )
 async def stream_events(
     campaign_id: CampaignId,
     request: Request,
     settings: SettingsDep,
-    after: Annotated[int | None, Query(ge=0, le=2**63 - 1,
-                                       description="start after this event id")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=2**63 - 1, description="start after this event id")
+    ] = None,
     last_event_id: Annotated[int | None, Header(ge=0, le=2**63 - 1)] = None,
-    timeout: Annotated[float | None, Query(gt=0, le=3600,
-                                           description="close the stream after this many s")] = None,
+    timeout: Annotated[
+        float | None, Query(gt=0, le=3600, description="close the stream after this many s")
+    ] = None,
 ) -> StreamingResponse:
     """Server-sent events of the campaign's progress (status, progress, candidate, ...)."""
     url = settings.database_url
@@ -69,8 +76,9 @@ async def stream_events(
     if status is None:
         raise NotFoundError(f"campaign {campaign_id} does not exist")
     state = request.app.state
-    lifetime = min(timeout or MAX_STREAM_SECONDS,
-                   getattr(state, "sse_max_seconds", MAX_STREAM_SECONDS))
+    lifetime = min(
+        timeout or MAX_STREAM_SECONDS, getattr(state, "sse_max_seconds", MAX_STREAM_SECONDS)
+    )
     keepalive = getattr(state, "sse_keepalive_seconds", KEEPALIVE_SECONDS)
     poll = getattr(state, "sse_poll_seconds", POLL_SECONDS)
     cursor = max(after or 0, last_event_id or 0)
@@ -109,5 +117,8 @@ async def stream_events(
                 return
             await anyio.sleep(poll)
 
-    return StreamingResponse(generate(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        generate(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -18,7 +18,12 @@ def _template_latex(graph: Graph) -> str:
         if n.op == "x":
             memo[i] = ("x", 9)
         elif n.op == "param":
-            memo[i] = (_PARAM.get(str(n.name), "\\" + str(n.name) if str(n.name) == "beta" else str(n.name)), 9)
+            memo[i] = (
+                _PARAM.get(
+                    str(n.name), "\\" + str(n.name) if str(n.name) == "beta" else str(n.name)
+                ),
+                9,
+            )
         elif n.op == "const":
             v = float(n.value)  # type: ignore[arg-type]
             s = repr(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)

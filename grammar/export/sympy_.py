@@ -19,7 +19,13 @@ def export_sympy(graph: Graph, name: str = "expr") -> str:
 
     check_name(name)
     if graph.space != "activation":
-        aggs = sorted({n.op for n, lv in zip(graph.nodes, graph.live) if lv and OPS.get(n.op) and OPS[n.op].aggregate})
+        aggs = sorted(
+            {
+                n.op
+                for n, lv in zip(graph.nodes, graph.live)
+                if lv and OPS.get(n.op) and OPS[n.op].aggregate
+            }
+        )
         raise GrammarError(
             "the sympy format supports activation graphs only: normact statistics "
             f"({', '.join(aggs) or 'per-channel parameters'}) have no SymPy form; "

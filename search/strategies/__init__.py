@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from search.strategies.base import Member, Proposal, Strategy
-from search.strategies.evolution import Evolution
-from search.strategies.nsga2 import NSGA2
-from search.strategies.random_search import RandomSearch
+from layerforge.search.strategies.base import Member, Proposal, Strategy
+from layerforge.search.strategies.evolution import Evolution
+from layerforge.search.strategies.nsga2 import NSGA2
+from layerforge.search.strategies.random_search import RandomSearch
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "evolution": Evolution,
@@ -16,7 +16,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
 
 def _register_optuna() -> None:
     try:
-        from search.strategies.optuna_search import OptunaSearch
+        from layerforge.search.strategies.optuna_search import OptunaSearch
     except ImportError:  # pragma: no cover - optuna is a dependency
         return
     STRATEGIES["optuna"] = OptunaSearch
@@ -30,7 +30,9 @@ def get_strategy(name: str) -> type[Strategy]:
     try:
         return STRATEGIES[name]
     except KeyError:
-        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}") from None
+        raise ValueError(
+            f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}"
+        ) from None
 
 
 def create_strategy(name: str, space, settings, num_objectives: int, seed: int) -> Strategy:

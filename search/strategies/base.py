@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from grammar import Graph, Space, fingerprint, passes_static, random_graph
+from layerforge.grammar import Graph, Space, fingerprint, passes_static, random_graph
 
 FINISHED = ("completed", "rejected", "failed", "duplicate")
 
@@ -152,8 +152,13 @@ class Strategy(ABC):
             return False, fp
         return True, fp
 
-    def random_proposal(self, rng: random.Random, taken: set[str], origin: str = "random",
-                        data: dict[str, Any] | None = None) -> Proposal | None:
+    def random_proposal(
+        self,
+        rng: random.Random,
+        taken: set[str],
+        origin: str = "random",
+        data: dict[str, Any] | None = None,
+    ) -> Proposal | None:
         """A random graph whose function is new, or None when none was found in the budget."""
         for _ in range(int(getattr(self.settings, "max_attempts", 200))):
             graph = random_graph(self.space, rng)

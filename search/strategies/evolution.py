@@ -10,10 +10,9 @@ are random graphs, so the search starts without waiting when the seeds are few.
 
 from __future__ import annotations
 
-from grammar import mutate
-
-from search.pareto import pareto_front
-from search.strategies.base import Proposal, Strategy
+from layerforge.grammar import mutate
+from layerforge.search.pareto import pareto_front
+from layerforge.search.strategies.base import Proposal, Strategy
 
 
 class Evolution(Strategy):
@@ -23,7 +22,7 @@ class Evolution(Strategy):
 
     def population(self) -> list:
         """The living population: the most recent ``population`` evaluated members."""
-        return self.evaluated()[-int(self.settings.population):]
+        return self.evaluated()[-int(self.settings.population) :]
 
     def ask(self, n: int) -> list[Proposal]:
         """Up to ``n`` children of tournament winners (random graphs while warming up)."""
@@ -50,8 +49,12 @@ class Evolution(Strategy):
         for attempt in range(int(self.settings.max_attempts)):
             # keep mutating the last child: a chain of mutations escapes a parent whose
             # every single mutation is a known function; restart from the parent now and then
-            graph = mutate(parent.graph if attempt % 16 == 0 else graph, self.space, rng,
-                           valid_keys=self._valid_keys)
+            graph = mutate(
+                parent.graph if attempt % 16 == 0 else graph,
+                self.space,
+                rng,
+                valid_keys=self._valid_keys,
+            )
             ok, fp = self.is_new(graph, taken)
             if ok:
                 taken.add(fp)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from grammar import mutate
 
-from search.pareto import crowding_distance, non_dominated_sort
-from search.strategies.base import Member, Proposal, Strategy
+from layerforge.grammar import mutate
+from layerforge.search.pareto import crowding_distance, non_dominated_sort
+from layerforge.search.strategies.base import Member, Proposal, Strategy
 
 
 class NSGA2(Strategy):
@@ -107,8 +107,12 @@ class NSGA2(Strategy):
         parent = min((a, b), key=lambda m: (rank[m.id], -crowd[m.id], m.seq))
         graph = parent.graph
         for attempt in range(int(self.settings.max_attempts)):
-            graph = mutate(parent.graph if attempt % 16 == 0 else graph, self.space, rng,
-                           valid_keys=self._valid_keys)
+            graph = mutate(
+                parent.graph if attempt % 16 == 0 else graph,
+                self.space,
+                rng,
+                valid_keys=self._valid_keys,
+            )
             ok, fp = self.is_new(graph, taken)
             if ok:
                 taken.add(fp)

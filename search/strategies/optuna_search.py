@@ -21,18 +21,22 @@ import logging
 from typing import Any
 
 import optuna
-from grammar import Graph, Node, get_op
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.strategies.base import Proposal, Strategy
+from layerforge.grammar import Graph, Node, get_op
+from layerforge.search.strategies.base import Proposal, Strategy
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 logging.getLogger("optuna").setLevel(logging.WARNING)
 
 IDENTITY = "identity"
-NORMACT_LEAVES = (Node("x"), Node("const", value=0.0), Node("param", name="v0"),
-                  Node("param", name="v1"))
+NORMACT_LEAVES = (
+    Node("x"),
+    Node("const", value=0.0),
+    Node("param", name="v0"),
+    Node("param", name="v1"),
+)
 
 
 class OptunaSearch(Strategy):
@@ -57,8 +61,11 @@ class OptunaSearch(Strategy):
             binary = self._ops(2)
             if not binary:
                 raise ValueError("the optuna template needs at least one binary op in the space")
-            return {"u1": CategoricalDistribution(unary), "u2": CategoricalDistribution(unary),
-                    "b": CategoricalDistribution(binary)}
+            return {
+                "u1": CategoricalDistribution(unary),
+                "u2": CategoricalDistribution(unary),
+                "b": CategoricalDistribution(binary),
+            }
         ops = self._ops(1) + self._ops(2)
         axes = list(self.space.axes) or ["instance"]
         dists: dict[str, CategoricalDistribution] = {}
@@ -87,35 +94,45 @@ class OptunaSearch(Strategy):
         for i in range(self._slots()):
             op = get_op(params[f"op{i}"])
             inputs = (params[f"a{i}"], params[f"b{i}"])[: op.arity]
-            nodes.append(Node(op.name, tuple(int(j) for j in inputs),
-                              axis=params[f"axis{i}"] if op.aggregate else None))
+            nodes.append(
+                Node(
+                    op.name,
+                    tuple(int(j) for j in inputs),
+                    axis=params[f"axis{i}"] if op.aggregate else None,
+                )
+            )
         out = len(nodes) - 1
-        nodes += [Node("param", name="weight"), Node("mul", (out, out + 1)),
-                  Node("param", name="bias"), Node("add", (out + 2, out + 3))]
+        nodes += [
+            Node("param", name="weight"),
+            Node("mul", (out, out + 1)),
+            Node("param", name="bias"),
+            Node("add", (out + 2, out + 3)),
+        ]
         return Graph("normact", tuple(nodes))
 
     # ---------------------------------------------------------------- ask
     def _study(self, salt: int) -> optuna.Study:
         seed = self.rng(salt).randrange(2**31)
         if getattr(self.settings, "sampler", "tpe") == "nsga2":
-            sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=max(
-                2, min(int(self.settings.population), 50)))
+            sampler = optuna.samplers.NSGAIISampler(
+                seed=seed, population_size=max(2, min(int(self.settings.population), 50))
+            )
         else:
-            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=10,
-                                                 multivariate=True)
-        study = optuna.create_study(directions=["minimize"] * self.num_objectives,
-                                    sampler=sampler)
+            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True)
+        study = optuna.create_study(directions=["minimize"] * self.num_objectives, sampler=sampler)
         for member_id in self.order:
             member = self.members[member_id]
             params = member.data.get("params")
             if not params or not member.finished:
                 continue
             if member.values is not None:
-                trial = create_trial(params=params, distributions=self.distributions,
-                                     values=list(member.values))
+                trial = create_trial(
+                    params=params, distributions=self.distributions, values=list(member.values)
+                )
             else:
-                trial = create_trial(params=params, distributions=self.distributions,
-                                     state=TrialState.FAIL)
+                trial = create_trial(
+                    params=params, distributions=self.distributions, state=TrialState.FAIL
+                )
             study.add_trial(trial)
         return study
 

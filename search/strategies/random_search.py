@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from search.strategies.base import Proposal, Strategy
+from layerforge.search.strategies.base import Proposal, Strategy
 
 
 class RandomSearch(Strategy):

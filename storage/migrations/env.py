@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from storage.engine import get_engine
-from storage.models import Base
+from layerforge.storage.engine import get_engine
+from layerforge.storage.models import Base
 
 config = context.config
 url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")

@@ -6,8 +6,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from api.app import create_app
-from api.settings import load_settings
+from layerforge.api.app import create_app
+from layerforge.api.settings import load_settings
 from tests.reliability.helpers import API, LAYERFORGE, Server  # noqa: F401 - API, LAYERFORGE re-exported
 
 
@@ -29,14 +29,19 @@ def small_spec(**overrides) -> dict:
 
 def make_app(tmp_path: Path, **overrides):
     """An app on a fresh SQLite file; the simulated evaluator unless told otherwise."""
-    values = {"database_url": f"sqlite:///{tmp_path / 'api.db'}", "evaluator": "simulated",
-              "run_controller": False, "api_token": None}
+    values = {
+        "database_url": f"sqlite:///{tmp_path / 'api.db'}",
+        "evaluator": "simulated",
+        "run_controller": False,
+        "api_token": None,
+    }
     values.update(overrides)
     return create_app(load_settings(**values))
 
 
-def wait_for(client, campaign_id: int, statuses=("completed", "failed", "cancelled"),
-             timeout: float = 60.0) -> dict:
+def wait_for(
+    client, campaign_id: int, statuses=("completed", "failed", "cancelled"), timeout: float = 60.0
+) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         body = client.get(f"{API}/campaigns/{campaign_id}").json()
@@ -50,8 +55,12 @@ def wait_for(client, campaign_id: int, statuses=("completed", "failed", "cancell
 def live_server(tmp_path: Path, env: dict[str, str] | None = None, args=()):
     """``layerforge serve`` in a subprocess on a free port (the simulated evaluator unless
     ``env`` says otherwise); yields its base URL."""
-    server = Server(f"sqlite:///{tmp_path / 'live.db'}", tmp_path,
-                    env={"LAYERFORGE_EVALUATOR": "simulated", **(env or {})}, args=tuple(args))
+    server = Server(
+        f"sqlite:///{tmp_path / 'live.db'}",
+        tmp_path,
+        env={"LAYERFORGE_EVALUATOR": "simulated", **(env or {})},
+        args=tuple(args),
+    )
     server.start(timeout=90)
     try:
         yield server.base

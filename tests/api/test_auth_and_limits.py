@@ -9,7 +9,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
-from api.deps import MUTATING_METHODS
+from layerforge.api.deps import MUTATING_METHODS
 from tests.api.helpers import API, make_app, small_spec
 
 TOKEN = "s3cret-token"
@@ -46,8 +46,13 @@ def mutating_routes(app):
 
 def test_the_walk_sees_every_api_route(app):
     paths = {path for path, _, route in walk(app) if isinstance(route, APIRoute)}
-    assert {"/api/v1/campaigns", "/api/v1/campaigns/{campaign_id}/resume",
-            "/api/v1/candidates/{candidate_id}/export", "/healthz", "/metrics"} <= paths
+    assert {
+        "/api/v1/campaigns",
+        "/api/v1/campaigns/{campaign_id}/resume",
+        "/api/v1/candidates/{candidate_id}/export",
+        "/healthz",
+        "/metrics",
+    } <= paths
 
 
 def test_every_mutating_route_rejects_a_missing_or_wrong_token(secured):
@@ -55,8 +60,12 @@ def test_every_mutating_route_rejects_a_missing_or_wrong_token(secured):
     routes = list(mutating_routes(app))
     assert len(routes) >= 5  # POST campaigns, pause, resume, cancel, DELETE
     for method, path in routes:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
-                        {"Authorization": f"Basic {TOKEN}"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": TOKEN},
+            {"Authorization": f"Basic {TOKEN}"},
+        ):
             response = client.request(method, fill(path), json=small_spec(), headers=headers)
             assert response.status_code == 401, (method, path, headers, response.text)
             assert response.json()["error"]["code"] == "unauthorized"
@@ -138,6 +147,9 @@ def test_streamed_oversized_body_without_length_is_413(secured):
 
 def test_lying_content_length_is_rejected(secured):
     _, client = secured
-    response = client.post(f"{API}/campaigns", content=b"{}",
-                           headers={"Content-Length": "lots", "Content-Type": "application/json"})
+    response = client.post(
+        f"{API}/campaigns",
+        content=b"{}",
+        headers={"Content-Length": "lots", "Content-Type": "application/json"},
+    )
     assert response.status_code == 400

@@ -18,14 +18,25 @@ from tests.api.helpers import API, live_server, small_spec
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync",
-                 "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 def chromium_path() -> str | None:
-    for candidate in (os.environ.get("LAYERFORGE_CHROMIUM"), "/usr/bin/chromium",
-                      shutil.which("chromium"), shutil.which("chromium-browser")):
+    for candidate in (
+        os.environ.get("LAYERFORGE_CHROMIUM"),
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ):
         if candidate and os.path.exists(candidate):
             return candidate
     return None
@@ -35,8 +46,10 @@ def chromium_path() -> str | None:
 def browser():
     path = chromium_path()
     if path is None:
-        pytest.skip("no Chromium binary (apt-get install chromium, or set LAYERFORGE_CHROMIUM); "
-                    ".ci/run installs it")
+        pytest.skip(
+            "no Chromium binary (apt-get install chromium, or set LAYERFORGE_CHROMIUM); "
+            ".ci/run installs it"
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as err:
@@ -56,7 +69,9 @@ def test_dashboard_front_candidate_and_export(browser, tmp_path):
             assert time.monotonic() < deadline
             time.sleep(0.2)
 
-        context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000})
+        context = browser.new_context(
+            accept_downloads=True, viewport={"width": 1400, "height": 1000}
+        )
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda err: errors.append(str(err)))
@@ -69,8 +84,9 @@ def test_dashboard_front_candidate_and_export(browser, tmp_path):
         assert "browser-run" in row.inner_text() and "completed" in row.inner_text()
         row.click()
 
-        page.wait_for_function(f"document.body.dataset.ready === '#/campaigns/{cid}'",
-                               timeout=20_000)
+        page.wait_for_function(
+            f"document.body.dataset.ready === '#/campaigns/{cid}'", timeout=20_000
+        )
         points = page.locator("#pareto-plot .scatterlayer .trace .point")
         points.first.wait_for(timeout=20_000)
         assert points.count() >= 2
@@ -81,13 +97,16 @@ def test_dashboard_front_candidate_and_export(browser, tmp_path):
         assert "accuracy:mlp/mnist1d" in options
 
         # click the first point of the front trace (blue) at its centre
-        front_point = page.locator("#pareto-plot .scatterlayer .trace").nth(1).locator(".point").first
+        front_point = (
+            page.locator("#pareto-plot .scatterlayer .trace").nth(1).locator(".point").first
+        )
         box = front_point.bounding_box()
         page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         page.wait_for_function("location.hash.startsWith('#/candidates/')", timeout=10_000)
         candidate_id = int(page.evaluate("location.hash.split('/').pop()"))
-        page.wait_for_function(f"document.body.dataset.ready === '#/candidates/{candidate_id}'",
-                               timeout=20_000)
+        page.wait_for_function(
+            f"document.body.dataset.ready === '#/candidates/{candidate_id}'", timeout=20_000
+        )
         expected = httpx.get(f"{base}{API}/candidates/{candidate_id}").json()
         assert expected["status"] == "completed"
         assert page.locator("#candidate-text").inner_text() == expected["text"]
@@ -104,6 +123,7 @@ def test_dashboard_front_candidate_and_export(browser, tmp_path):
         assert "import torch" in target.read_text()
 
         assert errors == [], errors
-        assert all(url.startswith(base) for url in requests), \
-            [url for url in requests if not url.startswith(base)]
+        assert all(url.startswith(base) for url in requests), [
+            url for url in requests if not url.startswith(base)
+        ]
         context.close()

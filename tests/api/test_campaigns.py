@@ -7,8 +7,9 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from storage import get_engine, repository as repo, session_scope
-from storage.models import Campaign, Event
+from layerforge.storage import get_engine, session_scope
+from layerforge.storage import repository as repo
+from layerforge.storage.models import Campaign, Event
 from tests.api.helpers import API, small_spec, wait_for
 
 
@@ -54,8 +55,10 @@ def test_idempotency_key_returns_the_same_campaign(client):
 
 
 def test_list_is_newest_first_with_an_opaque_cursor_and_a_status_filter(client):
-    ids = [client.post(f"{API}/campaigns", json=small_spec(name=f"c{i}")).json()["id"]
-           for i in range(5)]
+    ids = [
+        client.post(f"{API}/campaigns", json=small_spec(name=f"c{i}")).json()["id"]
+        for i in range(5)
+    ]
     client.post(f"{API}/campaigns/{ids[1]}/pause")
     seen, cursor = [], None
     while True:
@@ -84,8 +87,14 @@ def test_detail_of_a_finished_campaign(live_client):
     body = wait_for(live_client, cid)
     assert body["status"] == "completed"
     assert sum(body["counts"].values()) == 12
-    assert set(body["counts"]) == {"proposed", "running", "completed", "rejected", "failed",
-                                   "duplicate"}
+    assert set(body["counts"]) == {
+        "proposed",
+        "running",
+        "completed",
+        "rejected",
+        "failed",
+        "duplicate",
+    }
     rejected = body["counts"]["rejected"]
     assert sum(stage["rejected"] for stage in body["funnel"].values()) == rejected
     name = "accuracy:mlp/mnist1d"
@@ -106,13 +115,21 @@ def test_detail_of_a_finished_campaign(live_client):
 
 
 def test_estimate_while_running_uses_the_rate_and_the_budget(client):
-    cid = client.post(f"{API}/campaigns", json=small_spec(budget={"max_candidates": 10})).json()["id"]
+    cid = client.post(f"{API}/campaigns", json=small_spec(budget={"max_candidates": 10})).json()[
+        "id"
+    ]
     url = client.app.state.settings.database_url
     with session_scope(get_engine(url)) as s:
         for i in range(4):
-            candidate = repo.add_candidate(s, campaign_id=cid, graph={}, text=f"c{i}",
-                                           fingerprint=f"f{i}", origin="random",
-                                           status="completed")
+            candidate = repo.add_candidate(
+                s,
+                campaign_id=cid,
+                graph={},
+                text=f"c{i}",
+                fingerprint=f"f{i}",
+                origin="random",
+                status="completed",
+            )
         repo.set_campaign_status(s, campaign_id=cid, status="running")
         repo.touch_campaign(s, campaign_id=cid, owner="test", elapsed_seconds=8.0)
     body = client.get(f"{API}/campaigns/{cid}").json()
@@ -165,11 +182,19 @@ def test_delete_only_finished_campaigns(client):
     assert client.delete(f"{API}/campaigns/{cid}").status_code == 404
 
 
-@pytest.mark.parametrize("path", [
-    "/campaigns/999", "/campaigns/999/pareto", "/campaigns/999/hypervolume",
-    "/campaigns/999/candidates", "/campaigns/999/events", "/candidates/999",
-    "/candidates/999/export", "/candidates/999/curve",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/campaigns/999",
+        "/campaigns/999/pareto",
+        "/campaigns/999/hypervolume",
+        "/campaigns/999/candidates",
+        "/campaigns/999/events",
+        "/candidates/999",
+        "/candidates/999/export",
+        "/candidates/999/curve",
+    ],
+)
 def test_unknown_ids_are_404_in_the_error_shape(client, path):
     response = client.get(API + path)
     assert response.status_code == 404
@@ -177,10 +202,15 @@ def test_unknown_ids_are_404_in_the_error_shape(client, path):
     assert error["code"] == "not_found" and "999" in error["message"]
 
 
-@pytest.mark.parametrize("method,path", [("post", "/campaigns/999/pause"),
-                                         ("post", "/campaigns/999/resume"),
-                                         ("post", "/campaigns/999/cancel"),
-                                         ("delete", "/campaigns/999")])
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("post", "/campaigns/999/pause"),
+        ("post", "/campaigns/999/resume"),
+        ("post", "/campaigns/999/cancel"),
+        ("delete", "/campaigns/999"),
+    ],
+)
 def test_actions_on_unknown_campaigns_are_404(client, method, path):
     response = getattr(client, method)(API + path)
     assert response.status_code == 404 and "999" in response.json()["error"]["message"]
@@ -197,32 +227,37 @@ def test_framework_errors_use_the_error_shape(client):
     assert bad_id.json()["error"]["message"].startswith("path.campaign_id:")
 
 
-@pytest.mark.parametrize("body,fragment", [
-    ({"budget": {"max_candidates": "many"}}, "body.budget.max_candidates"),
-    ({"budget": {"max_candidates": 0}}, "body.budget.max_candidates"),
-    ({"parallelism": [1]}, "body.parallelism"),
-    ({"colour": "red"}, "body.colour"),
-    ({"space": {"kind": "activation", "ops": "swish", "depth": 3}}, "body.space.depth"),
-    ({"space": {"kind": "quantum"}}, "body.space.kind"),
-    ({"proxies": []}, "body.proxies"),
-    ({"seeds": ["__import__('os')"]}, "seeds[0]"),
-    ({"strategy": {"name": "annealing"}}, "body.strategy.name"),
-])
+@pytest.mark.parametrize(
+    "body,fragment",
+    [
+        ({"budget": {"max_candidates": "many"}}, "body.budget.max_candidates"),
+        ({"budget": {"max_candidates": 0}}, "body.budget.max_candidates"),
+        ({"parallelism": [1]}, "body.parallelism"),
+        ({"colour": "red"}, "body.colour"),
+        ({"space": {"kind": "activation", "ops": "swish", "depth": 3}}, "body.space.depth"),
+        ({"space": {"kind": "quantum"}}, "body.space.kind"),
+        ({"proxies": []}, "body.proxies"),
+        ({"seeds": ["__import__('os')"]}, "seeds[0]"),
+        ({"strategy": {"name": "annealing"}}, "body.strategy.name"),
+    ],
+)
 def test_bad_specs_are_422_naming_the_field_and_store_nothing(client, body, fragment):
     response = client.post(f"{API}/campaigns", json=small_spec(**body))
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["code"] == "validation_error"
     assert fragment in error["message"]
-    assert any(fragment.split("[")[0] in f["path"] or fragment in f["message"]
-               for f in error["fields"])
+    assert any(
+        fragment.split("[")[0] in f["path"] or fragment in f["message"] for f in error["fields"]
+    )
     assert stored(client) == []
 
 
 @pytest.mark.parametrize("payload", [b"{", b"{'name': 1}", b"[1, 2", b"\xff\xfe"])
 def test_malformed_json_is_400_and_stores_nothing(client, payload):
-    response = client.post(f"{API}/campaigns", content=payload,
-                           headers={"Content-Type": "application/json"})
+    response = client.post(
+        f"{API}/campaigns", content=payload, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code in (400, 422)
     error = response.json()["error"]
     assert "JSON" in error["message"] or "json" in error["message"]
@@ -231,16 +266,20 @@ def test_malformed_json_is_400_and_stores_nothing(client, payload):
 
 def test_wrong_body_type_is_422(client):
     for payload in ([1, 2], "spec", 42, None):
-        response = client.post(f"{API}/campaigns", content=json.dumps(payload),
-                               headers={"Content-Type": "application/json"})
+        response = client.post(
+            f"{API}/campaigns",
+            content=json.dumps(payload),
+            headers={"Content-Type": "application/json"},
+        )
         assert response.status_code == 422, payload
         assert response.json()["error"]["message"].startswith("body")
     assert stored(client) == []
 
 
 def test_idempotency_key_too_long_is_422(client):
-    response = client.post(f"{API}/campaigns", json=small_spec(),
-                           headers={"Idempotency-Key": "k" * 201})
+    response = client.post(
+        f"{API}/campaigns", json=small_spec(), headers={"Idempotency-Key": "k" * 201}
+    )
     assert response.status_code == 422
     assert "header.idempotency-key" in response.json()["error"]["message"]
     assert stored(client) == []

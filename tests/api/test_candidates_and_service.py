@@ -7,10 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from api.routes.candidates import safe_filename
-from storage import get_engine, repository as repo, session_scope
+from layerforge.api.routes.candidates import safe_filename
+from layerforge.storage import get_engine, session_scope
+from layerforge.storage import repository as repo
 from tests.api.helpers import API, small_spec, wait_for
 
 OBJ = "accuracy:mlp/mnist1d"
@@ -47,7 +50,7 @@ def test_candidates_sorted_by_an_objective_with_a_cursor(finished):
         scored = [c["objectives"][OBJ] for c in ranked if c["objectives"].get(OBJ) is not None]
         assert scored == sorted(scored, reverse=order == "desc") and len(scored) >= 5
         # candidates without a value come last either way
-        tail = [c["objectives"].get(OBJ) for c in ranked[len(scored):]]
+        tail = [c["objectives"].get(OBJ) for c in ranked[len(scored) :]]
         assert all(v is None for v in tail)
     rejected = all_pages(client, cid, status="rejected")
     assert rejected and all(c["status"] == "rejected" for c in rejected)
@@ -58,12 +61,18 @@ def test_candidate_listing_rejects_bad_sort_and_foreign_cursors(finished):
     client, cid = finished
     bad = client.get(f"{API}/campaigns/{cid}/candidates", params={"sort": "beauty"})
     assert bad.status_code == 422 and OBJ in bad.json()["error"]["message"]
-    cursor = client.get(f"{API}/campaigns/{cid}/candidates", params={"limit": 2}).json()["next_cursor"]
+    cursor = client.get(f"{API}/campaigns/{cid}/candidates", params={"limit": 2}).json()[
+        "next_cursor"
+    ]
     other = client.get(f"{API}/campaigns/{cid}/candidates", params={"cursor": cursor, "sort": OBJ})
     assert other.status_code == 400
     campaigns_cursor = client.get(f"{API}/campaigns", params={"limit": 1}).json()
-    assert client.get(f"{API}/campaigns/{cid}/candidates",
-                      params={"cursor": "eyJrIjoiY2FtcGFpZ25zIn0"}).status_code == 400
+    assert (
+        client.get(
+            f"{API}/campaigns/{cid}/candidates", params={"cursor": "eyJrIjoiY2FtcGFpZ25zIn0"}
+        ).status_code
+        == 400
+    )
     assert campaigns_cursor["next_cursor"] is None
 
 
@@ -84,20 +93,35 @@ def test_candidate_detail_has_graph_text_latex_lineage_evaluations_rejection(fin
 
 
 def test_candidate_detail_shows_the_formula_the_workers_stored(app, client):
-    from grammar import export, parse
+    from layerforge.grammar import export, parse
 
     campaign_id = client.post(f"{API}/campaigns", json=small_spec()).json()["id"]
     graph = parse("x * sigmoid(x)", "activation")
     with session_scope(get_engine(app.state.settings.database_url)) as s:
-        stored, computed = repo.add_candidates(s, campaign_id=campaign_id, rows=[
-            {"graph": graph.to_dict(), "text": f"swish{i}", "fingerprint": f"fp{i}",
-             "origin": "seed", "num_nodes": 3} for i in range(2)])
-        [evaluation] = repo.add_running_evaluations(s, campaign_id=campaign_id,
-                                                    candidate_ids=[stored], owner="t",
-                                                    lease_seconds=60)
+        stored, computed = repo.add_candidates(
+            s,
+            campaign_id=campaign_id,
+            rows=[
+                {
+                    "graph": graph.to_dict(),
+                    "text": f"swish{i}",
+                    "fingerprint": f"fp{i}",
+                    "origin": "seed",
+                    "num_nodes": 3,
+                }
+                for i in range(2)
+            ],
+        )
+        [evaluation] = repo.add_running_evaluations(
+            s, campaign_id=campaign_id, candidate_ids=[stored], owner="t", lease_seconds=60
+        )
         repo.lock_unfinished_evaluations(s, evaluation_ids=[evaluation])
-        repo.finish_evaluations(s, rows=[{"id": evaluation, "status": "completed",
-                                          "result": {"latex": "\\mathrm{stored}"}}])
+        repo.finish_evaluations(
+            s,
+            rows=[
+                {"id": evaluation, "status": "completed", "result": {"latex": "\\mathrm{stored}"}}
+            ],
+        )
     assert client.get(f"{API}/candidates/{stored}").json()["latex"] == "\\mathrm{stored}"
     # a candidate no worker saw gets its formula computed by the service
     assert client.get(f"{API}/candidates/{computed}").json()["latex"] == export(graph, "latex")
@@ -118,8 +142,17 @@ def test_pareto_front_and_dominated_points(finished):
         assert points[baseline["id"]]["origin"] == "baseline"
 
 
-@pytest.mark.parametrize("fmt,ext", [("pytorch", "py"), ("numpy", "py"), ("jax", "py"),
-                                     ("latex", "tex"), ("sympy", "py"), ("json", "json")])
+@pytest.mark.parametrize(
+    "fmt,ext",
+    [
+        ("pytorch", "py"),
+        ("numpy", "py"),
+        ("jax", "py"),
+        ("latex", "tex"),
+        ("sympy", "py"),
+        ("json", "json"),
+    ],
+)
 def test_export_downloads_with_a_safe_filename(finished, fmt, ext):
     client, cid = finished
     candidate = all_pages(client, cid, status="completed")[0]
@@ -137,14 +170,21 @@ def test_export_downloads_with_a_safe_filename(finished, fmt, ext):
 
 
 def test_export_filename_of_a_hostile_campaign_name_stays_in_its_folder(client, tmp_path):
-    cid = client.post(f"{API}/campaigns",
-                      json=small_spec(name="../../etc/passwd .bashrc\\x")).json()["id"]
+    cid = client.post(
+        f"{API}/campaigns", json=small_spec(name="../../etc/passwd .bashrc\\x")
+    ).json()["id"]
     url = client.app.state.settings.database_url
-    from grammar import get_builtin
+    from layerforge.grammar import get_builtin
 
     with session_scope(get_engine(url)) as s:
-        cand = repo.add_candidate(s, campaign_id=cid, graph=get_builtin("silu").to_dict(),
-                                  text="x * sigmoid(x)", fingerprint="f", origin="seed")
+        cand = repo.add_candidate(
+            s,
+            campaign_id=cid,
+            graph=get_builtin("silu").to_dict(),
+            text="x * sigmoid(x)",
+            fingerprint="f",
+            origin="seed",
+        )
     response = client.get(f"{API}/candidates/{cand.id}/export", params={"format": "pytorch"})
     name = re.search(r'filename="([^"]+)"', response.headers["content-disposition"]).group(1)
     assert name == f"etc_passwd_bashrc_x_candidate_{cand.id}.py"
@@ -164,15 +204,27 @@ def test_safe_filename_never_escapes(stem, fmt):
 def test_curves_for_activation_and_normact(client):
     import math
 
-    from grammar import get_builtin
+    from layerforge.grammar import get_builtin
 
     cid = client.post(f"{API}/campaigns", json=small_spec()).json()["id"]
     url = client.app.state.settings.database_url
     with session_scope(get_engine(url)) as s:
-        act = repo.add_candidate(s, campaign_id=cid, graph=get_builtin("silu").to_dict(),
-                                 text="x * sigmoid(x)", fingerprint="a", origin="seed")
-        norm = repo.add_candidate(s, campaign_id=cid, graph=get_builtin("evonorm_s0").to_dict(),
-                                  text="evonorm_s0", fingerprint="b", origin="seed")
+        act = repo.add_candidate(
+            s,
+            campaign_id=cid,
+            graph=get_builtin("silu").to_dict(),
+            text="x * sigmoid(x)",
+            fingerprint="a",
+            origin="seed",
+        )
+        norm = repo.add_candidate(
+            s,
+            campaign_id=cid,
+            graph=get_builtin("evonorm_s0").to_dict(),
+            text="evonorm_s0",
+            fingerprint="b",
+            origin="seed",
+        )
     curve = client.get(f"{API}/candidates/{act.id}/curve", params={"points": 101}).json()
     assert curve["kind"] == "activation" and len(curve["x"]) == 101
     for x, y, dy in zip(curve["x"], curve["y"], curve["dy"]):
@@ -220,8 +272,9 @@ def test_event_stream_delivers_progress_and_ends_when_the_campaign_is_done(live_
     assert ids == sorted(ids) and len(ids) == len(set(ids))
     # reconnecting with Last-Event-ID resumes after that event
     middle = ids[len(ids) // 2]
-    rest = read_events(live_client, f"{API}/campaigns/{cid}/events",
-                       headers={"Last-Event-ID": str(middle)})
+    rest = read_events(
+        live_client, f"{API}/campaigns/{cid}/events", headers={"Last-Event-ID": str(middle)}
+    )
     assert [int(e["id"]) for e in rest if "id" in e] == [i for i in ids if i > middle]
     after = read_events(live_client, f"{API}/campaigns/{cid}/events?after={ids[-2]}")
     assert [int(e["id"]) for e in after if "id" in e] == [ids[-1]]
@@ -247,12 +300,20 @@ def test_metrics_in_prometheus_text(finished):
     assert 'layerforge_candidates{status="completed"}' in text
     assert 'layerforge_evaluations{status="completed"} 20' in text
     assert "# TYPE layerforge_http_requests_total counter" in text
-    assert re.search(r'layerforge_http_requests_total\{method="GET",'
-                     r'route="/api/v1/campaigns/\{campaign_id\}",status="404"\} 1', text)
-    assert re.search(r'layerforge_http_requests_total\{method="POST",route="/api/v1/campaigns",'
-                     r'status="202"\} 1', text)
-    assert "layerforge_controller_active_runners 0" in text or \
-        "layerforge_controller_active_runners 1" in text
+    assert re.search(
+        r'layerforge_http_requests_total\{method="GET",'
+        r'route="/api/v1/campaigns/\{campaign_id\}",status="404"\} 1',
+        text,
+    )
+    assert re.search(
+        r'layerforge_http_requests_total\{method="POST",route="/api/v1/campaigns",'
+        r'status="202"\} 1',
+        text,
+    )
+    assert (
+        "layerforge_controller_active_runners 0" in text
+        or "layerforge_controller_active_runners 1" in text
+    )
 
 
 def test_ops_and_builtins(client):

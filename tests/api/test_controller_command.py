@@ -24,8 +24,13 @@ def test_a_service_without_controller_leaves_campaigns_to_the_controller_process
         time.sleep(1.5)  # the service runs no controller: the campaign waits
         assert httpx.get(f"{server.base}{API}/campaigns/{campaign_id}").json()["status"] == "queued"
         with open(tmp_path / "controller.log", "w") as log:
-            controller = subprocess.Popen([LAYERFORGE, "controller"], env=server.env,
-                                          cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+            controller = subprocess.Popen(
+                [LAYERFORGE, "controller"],
+                env=server.env,
+                cwd=tmp_path,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         body = wait_status(server.base, campaign_id, timeout=60)
         assert body["status"] == "completed", body
         assert sum(body["counts"].values()) == 20
@@ -42,8 +47,16 @@ def test_a_service_without_controller_leaves_campaigns_to_the_controller_process
 
 
 def test_the_controller_command_fails_fast_on_bad_settings(tmp_path):
-    done = subprocess.run([LAYERFORGE, "controller"], capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", "LAYERFORGE_MAX_CAMPAIGNS": "0",
-                               "LAYERFORGE_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
+    done = subprocess.run(
+        [LAYERFORGE, "controller"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "LAYERFORGE_MAX_CAMPAIGNS": "0",
+            "LAYERFORGE_DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+        },
+    )
     assert done.returncode == 2
     assert "LAYERFORGE_MAX_CAMPAIGNS" in done.stderr and "Traceback" not in done.stderr

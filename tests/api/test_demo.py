@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from api.app import DEMO_SPEC
-from search.spec import validate_spec
+from layerforge.api.app import DEMO_SPEC
+from layerforge.search.spec import validate_spec
 from tests.api.helpers import API, live_server
 
 pytestmark = pytest.mark.slow

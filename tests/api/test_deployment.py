@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from storage import validate_database_url
+from layerforge.storage import validate_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -46,7 +46,7 @@ def test_services_and_their_wiring():
 def _settings_of(service: str):
     import os
 
-    from api.settings import load_settings
+    from layerforge.api.settings import load_settings
 
     env = {k: substitute(str(v)) for k, v in SERVICES[service]["environment"].items()}
     saved = dict(os.environ)
@@ -78,7 +78,7 @@ def test_api_and_controller_environment():
 
 def script_exists(name: str) -> bool:
     if name == "layerforge":
-        return PYPROJECT["project"]["scripts"].get("layerforge") == "api.cli:app"
+        return PYPROJECT["project"]["scripts"].get("layerforge") == "layerforge.api.cli:app"
     if name == "ray":
         declared = any(re.match(r"ray\b", d) for d in PYPROJECT["project"]["dependencies"])
         installed = any(ep.name == "ray" for ep in entry_points(group="console_scripts"))
@@ -93,8 +93,9 @@ def test_every_command_exists_in_the_image_and_accepts_its_flags(service):
     executable = BIN / command[0]
     assert executable.exists() or shutil.which(command[0]), executable
     sub = command[1]
-    help_text = subprocess.run([str(executable), sub, "--help"], capture_output=True, text=True,
-                               timeout=120).stdout
+    help_text = subprocess.run(
+        [str(executable), sub, "--help"], capture_output=True, text=True, timeout=120
+    ).stdout
     for flag in command[2:]:
         if flag.startswith("--"):
             assert flag.split("=")[0] in help_text, (service, flag)
@@ -109,5 +110,19 @@ def test_dockerfile():
     assert 'CMD ["layerforge", "serve", "--host", "0.0.0.0"]' in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored
-    for package in ("grammar", "workers", "search", "storage", "api"):
-        assert f"COPY {package} ./{package}" in text
+    mapping = PYPROJECT["tool"]["setuptools"]["package-dir"]
+    for folder in mapping.values():
+        assert f"COPY {folder} ./{folder}" in text
+    stand_ins = re.search(r"for p in (.*?); do mkdir", text, re.S).group(1).split()
+    stand_ins = [p for p in stand_ins if p != "\\"]
+    packages = PYPROJECT["tool"]["setuptools"]["packages"]
+    assert sorted(stand_ins) == sorted(_folder_of(p, mapping) for p in packages)
+
+
+def _folder_of(package: str, mapping: dict[str, str]) -> str:
+    """The repository folder that holds ``package`` under pyproject's package-dir mapping."""
+    parts = package.split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in mapping:
+            return "/".join([mapping[".".join(parts[:n])], *parts[n:]])
+    raise AssertionError(f"{package} is not under any package-dir mapping")

@@ -30,8 +30,9 @@ E2E_SPEC = small_spec(
 
 def test_submit_poll_pareto_export_and_run_the_layer(tmp_path):
     with live_server(tmp_path, env={"LAYERFORGE_EVALUATOR": "local"}) as base:
-        response = httpx.post(f"{base}{API}/campaigns", json=E2E_SPEC,
-                              headers={"Idempotency-Key": "e2e-1"})
+        response = httpx.post(
+            f"{base}{API}/campaigns", json=E2E_SPEC, headers={"Idempotency-Key": "e2e-1"}
+        )
         assert response.status_code == 202, response.text
         location = response.headers["location"]
         deadline = time.monotonic() + 240
@@ -51,8 +52,9 @@ def test_submit_poll_pareto_export_and_run_the_layer(tmp_path):
         best = max(pareto["front"], key=lambda p: p["values"][objective])
         assert 0.0 < best["values"][objective] <= 1.0
 
-        exported = httpx.get(f"{base}{API}/candidates/{best['candidate_id']}/export",
-                             params={"format": "pytorch"})
+        exported = httpx.get(
+            f"{base}{API}/candidates/{best['candidate_id']}/export", params={"format": "pytorch"}
+        )
         assert exported.status_code == 200
         filename = exported.headers["content-disposition"].split('filename="')[1].rstrip('"')
         assert filename == f"e2e_candidate_{best['candidate_id']}.py"
@@ -72,16 +74,26 @@ def test_submit_poll_pareto_export_and_run_the_layer(tmp_path):
         "assert 'layerforge' not in sys.modules and 'grammar' not in sys.modules\n"
         "print('OK', cls.__name__)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=120, cwd=tmp_path / "out",
-                            env={**os.environ, "PYTHONPATH": ""})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path / "out",
+        env={**os.environ, "PYTHONPATH": ""},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK")
 
 
 def cli(*args, env=None):
-    return subprocess.run([LAYERFORGE, *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [LAYERFORGE, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_cli_client_against_a_live_server(tmp_path):
@@ -112,8 +124,9 @@ def test_cli_client_against_a_live_server(tmp_path):
         assert best["text"] in front.stdout
 
         out = tmp_path / "layer.py"
-        exported = cli("export", str(best["candidate_id"]), "--format", "pytorch", "-o", str(out),
-                       env=env)
+        exported = cli(
+            "export", str(best["candidate_id"]), "--format", "pytorch", "-o", str(out), env=env
+        )
         assert exported.returncode == 0, exported.stderr
         assert "import torch" in out.read_text()
         latex = cli("export", str(best["candidate_id"]), "--format", "latex", env=env)

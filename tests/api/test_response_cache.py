@@ -7,8 +7,9 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 
-from api.cache import ResponseCache, etag_matches
-from storage import get_engine, repository as repo, session_scope
+from layerforge.api.cache import ResponseCache, etag_matches
+from layerforge.storage import get_engine, session_scope
+from layerforge.storage import repository as repo
 from tests.api.helpers import API, make_app, small_spec, wait_for
 
 OBJ = "accuracy:mlp/mnist1d"
@@ -22,11 +23,24 @@ def _session(app):
 def stored(app, client):
     """A queued campaign (no controller) with three candidates written through the repository,
     as the controller writes them: the API only ever learns of them from the database."""
-    campaign_id = client.post(f"{API}/campaigns", json=small_spec(objectives=["accuracy"])).json()["id"]
+    campaign_id = client.post(f"{API}/campaigns", json=small_spec(objectives=["accuracy"])).json()[
+        "id"
+    ]
     with _session(app) as s:
-        ids = repo.add_candidates(s, campaign_id=campaign_id, rows=[
-            {"graph": {"space": "activation", "nodes": [{"op": "x"}]}, "text": f"x{i}",
-             "fingerprint": f"fp{i}", "origin": "seed", "num_nodes": 1} for i in range(3)])
+        ids = repo.add_candidates(
+            s,
+            campaign_id=campaign_id,
+            rows=[
+                {
+                    "graph": {"space": "activation", "nodes": [{"op": "x"}]},
+                    "text": f"x{i}",
+                    "fingerprint": f"fp{i}",
+                    "origin": "seed",
+                    "num_nodes": 1,
+                }
+                for i in range(3)
+            ],
+        )
     return campaign_id, ids
 
 
@@ -44,18 +58,33 @@ def test_candidate_pages_change_with_every_kind_of_write(app, client, stored):
     assert _get(client, page, first.headers["ETag"]).status_code == 304
 
     def reject(s):  # the controller stores a rejection and the status together
-        repo.add_rejections(s, campaign_id=campaign_id, rows=[
-            {"candidate_id": ids[1], "stage": "quality", "reason": "low"}])
+        repo.add_rejections(
+            s,
+            campaign_id=campaign_id,
+            rows=[{"candidate_id": ids[1], "stage": "quality", "reason": "low"}],
+        )
         repo.set_candidate_status(s, candidate_id=ids[1], status="rejected")
 
     writes = [  # each changes what the page shows
         lambda s: repo.set_candidate_statuses(s, statuses={ids[0]: "running"}),
-        lambda s: repo.add_objective_values(s, campaign_id=campaign_id, values={ids[0]: {OBJ: 0.5}}),
+        lambda s: repo.add_objective_values(
+            s, campaign_id=campaign_id, values={ids[0]: {OBJ: 0.5}}
+        ),
         reject,
         lambda s: repo.set_objective_values(s, candidate_id=ids[0], values={OBJ: 0.75}),
-        lambda s: repo.add_candidates(s, campaign_id=campaign_id, rows=[
-            {"graph": {"space": "activation", "nodes": [{"op": "x"}]}, "text": "x3",
-             "fingerprint": "fp3", "origin": "mutation", "num_nodes": 1}]),
+        lambda s: repo.add_candidates(
+            s,
+            campaign_id=campaign_id,
+            rows=[
+                {
+                    "graph": {"space": "activation", "nodes": [{"op": "x"}]},
+                    "text": "x3",
+                    "fingerprint": "fp3",
+                    "origin": "mutation",
+                    "num_nodes": 1,
+                }
+            ],
+        ),
     ]
     previous = first
     for write in writes:
@@ -77,14 +106,15 @@ def test_candidate_detail_and_pareto_follow_writes(app, client, stored):
     assert _get(client, detail).json()["evaluations"] == []
     assert _get(client, pareto).json()["front"] == []
     with _session(app) as s:
-        [evaluation] = repo.add_running_evaluations(s, campaign_id=campaign_id,
-                                                    candidate_ids=[ids[2]], owner="t",
-                                                    lease_seconds=60)
+        [evaluation] = repo.add_running_evaluations(
+            s, campaign_id=campaign_id, candidate_ids=[ids[2]], owner="t", lease_seconds=60
+        )
     assert [e["status"] for e in _get(client, detail).json()["evaluations"]] == ["running"]
     with _session(app) as s:
         repo.lock_unfinished_evaluations(s, evaluation_ids=[evaluation])
-        repo.finish_evaluations(s, rows=[{"id": evaluation, "status": "completed",
-                                          "result": {"ok": True}}])
+        repo.finish_evaluations(
+            s, rows=[{"id": evaluation, "status": "completed", "result": {"ok": True}}]
+        )
         repo.add_objective_values(s, campaign_id=campaign_id, values={ids[2]: {OBJ: 0.9}})
     body = _get(client, detail).json()
     assert body["evaluations"][0]["status"] == "completed" and body["objectives"] == {OBJ: 0.9}
@@ -100,21 +130,28 @@ def test_a_campaign_that_reuses_a_deleted_campaigns_id_gets_its_own_answers(app,
     assert client.get(f"{API}/campaigns/{first}/pareto").json()["objectives"][0]["name"] == OBJ
     assert client.delete(f"{API}/campaigns/{first}").status_code == 204
     assert client.get(f"{API}/campaigns/{first}/pareto").status_code == 404
-    second = client.post(f"{API}/campaigns", json=small_spec(
-        name="second", objectives=["accuracy", "nodes"])).json()["id"]
+    second = client.post(
+        f"{API}/campaigns", json=small_spec(name="second", objectives=["accuracy", "nodes"])
+    ).json()["id"]
     names = [o["name"] for o in client.get(f"{API}/campaigns/{second}/pareto").json()["objectives"]]
     assert names == [OBJ, "nodes"]
 
 
 def test_cached_answers_equal_fresh_ones_after_a_live_campaign(live_client, tmp_path):
     """Poll while the controller writes, then compare with an app whose cache is empty."""
-    campaign_id = live_client.post(f"{API}/campaigns", json=small_spec(
-        budget={"max_candidates": 30})).json()["id"]
-    paths = [f"{API}/campaigns/{campaign_id}/pareto",
-             f"{API}/campaigns/{campaign_id}/candidates?limit=7",
-             f"{API}/campaigns/{campaign_id}/candidates?sort={OBJ}&limit=7"]
+    campaign_id = live_client.post(
+        f"{API}/campaigns", json=small_spec(budget={"max_candidates": 30})
+    ).json()["id"]
+    paths = [
+        f"{API}/campaigns/{campaign_id}/pareto",
+        f"{API}/campaigns/{campaign_id}/candidates?limit=7",
+        f"{API}/campaigns/{campaign_id}/candidates?sort={OBJ}&limit=7",
+    ]
     while live_client.get(f"{API}/campaigns/{campaign_id}").json()["status"] not in (
-            "completed", "failed", "cancelled"):
+        "completed",
+        "failed",
+        "cancelled",
+    ):
         for path in paths:
             _get(live_client, path)
         items = live_client.get(paths[1]).json()["items"]
@@ -134,7 +171,10 @@ def test_errors_are_not_cached_and_304_needs_the_current_tag(client, stored):
     assert client.get(f"{API}/candidates/999999").status_code == 404
     ok = client.get(page)
     assert client.get(page, headers={"If-None-Match": '"other"'}).status_code == 200
-    assert client.get(page, headers={"If-None-Match": f'"x", W/{ok.headers["ETag"]}'}).status_code == 304
+    assert (
+        client.get(page, headers={"If-None-Match": f'"x", W/{ok.headers["ETag"]}'}).status_code
+        == 304
+    )
 
 
 def _metric(client, name: str) -> float:
@@ -147,9 +187,12 @@ def _metric(client, name: str) -> float:
 def test_repeated_reads_are_answered_before_routing_with_the_same_bytes(app, client, stored):
     campaign_id, ids = stored
     served = _metric(client, "layerforge_response_cache_served_total")
-    paths = [f"{API}/campaigns/{campaign_id}/pareto", f"{API}/candidates/{ids[0]}",
-             f"{API}/campaigns/{campaign_id}/candidates?limit=2",
-             f"{API}/campaigns/{campaign_id}/candidates?sort={OBJ}&order=asc&limit=2"]
+    paths = [
+        f"{API}/campaigns/{campaign_id}/pareto",
+        f"{API}/candidates/{ids[0]}",
+        f"{API}/campaigns/{campaign_id}/candidates?limit=2",
+        f"{API}/campaigns/{campaign_id}/candidates?sort={OBJ}&order=asc&limit=2",
+    ]
     built = [client.get(path) for path in paths]  # built by the routes
     again = [client.get(path) for path in paths]  # answered by the middleware
     assert _metric(client, "layerforge_response_cache_served_total") == served + len(paths)
@@ -168,7 +211,10 @@ def test_repeated_reads_are_answered_before_routing_with_the_same_bytes(app, cli
     with _session(app) as s:
         repo.add_objective_values(s, campaign_id=campaign_id, values={ids[0]: {OBJ: 0.25}})
     fresh = client.get(paths[1])
-    assert fresh.json()["objectives"] == {OBJ: 0.25} and fresh.headers["etag"] != built[1].headers["etag"]
+    assert (
+        fresh.json()["objectives"] == {OBJ: 0.25}
+        and fresh.headers["etag"] != built[1].headers["etag"]
+    )
     served_before = _metric(client, "layerforge_response_cache_served_total")
     assert client.get(paths[1], headers={"If-None-Match": fresh.headers["etag"]}).status_code == 304
     assert _metric(client, "layerforge_response_cache_served_total") == served_before + 1
@@ -219,11 +265,24 @@ def test_cached_reads_on_either_backend(database_url, tmp_path):
     with TestClient(application) as client:
         campaign_id = client.post(f"{API}/campaigns", json=small_spec()).json()["id"]
         with session_scope(get_engine(database_url)) as s:
-            [candidate_id] = repo.add_candidates(s, campaign_id=campaign_id, rows=[
-                {"graph": {"space": "activation", "nodes": [{"op": "x"}]}, "text": "x",
-                 "fingerprint": "fp", "origin": "seed", "num_nodes": 1}])
-        paths = [f"{API}/candidates/{candidate_id}", f"{API}/campaigns/{campaign_id}/pareto",
-                 f"{API}/campaigns/{campaign_id}/candidates?limit=5"]
+            [candidate_id] = repo.add_candidates(
+                s,
+                campaign_id=campaign_id,
+                rows=[
+                    {
+                        "graph": {"space": "activation", "nodes": [{"op": "x"}]},
+                        "text": "x",
+                        "fingerprint": "fp",
+                        "origin": "seed",
+                        "num_nodes": 1,
+                    }
+                ],
+            )
+        paths = [
+            f"{API}/candidates/{candidate_id}",
+            f"{API}/campaigns/{campaign_id}/pareto",
+            f"{API}/campaigns/{campaign_id}/candidates?limit=5",
+        ]
         first = [client.get(path) for path in paths]
         served = _metric(client, "layerforge_response_cache_served_total")
         again = [client.get(path) for path in paths]

@@ -25,9 +25,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from api.app import create_app
-from api.settings import load_settings
-from storage import upgrade_database
+from layerforge.api.app import create_app
+from layerforge.api.settings import load_settings
+from layerforge.storage import upgrade_database
 from tests.api.helpers import API, small_spec
 
 EXAMPLES = int(os.environ.get("LAYERFORGE_SCHEMATHESIS_EXAMPLES", "100"))
@@ -35,8 +35,9 @@ EXAMPLES = int(os.environ.get("LAYERFORGE_SCHEMATHESIS_EXAMPLES", "100"))
 
 def _not_a_server_error(ctx, response, case):
     """No 5xx, whatever the input."""
-    assert response.status_code < 500, f"{case.method} {case.formatted_path}: " \
-        f"{response.status_code} {response.text[:300]}"
+    assert response.status_code < 500, (
+        f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
+    )
 
 
 def _error_shape(ctx, response, case):
@@ -48,8 +49,15 @@ def _error_shape(ctx, response, case):
 
 _FOLDER = tempfile.mkdtemp(prefix="lf-schemathesis-")
 _URL = f"sqlite:///{_FOLDER}/st.db"
-APP = create_app(load_settings(database_url=_URL, evaluator="simulated", run_controller=False,
-                               api_token=None, max_body_bytes=65536))
+APP = create_app(
+    load_settings(
+        database_url=_URL,
+        evaluator="simulated",
+        run_controller=False,
+        api_token=None,
+        max_body_bytes=65536,
+    )
+)
 APP.state.sse_max_seconds = 0.3
 APP.state.sse_poll_seconds = 0.05
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
@@ -59,8 +67,9 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 def seeded_database():
     """A finished simulated campaign, so that generated ids sometimes hit real rows."""
     upgrade_database(_URL)
-    seeding = create_app(load_settings(database_url=_URL, evaluator="simulated",
-                                       run_controller=True, api_token=None))
+    seeding = create_app(
+        load_settings(database_url=_URL, evaluator="simulated", run_controller=True, api_token=None)
+    )
     with TestClient(seeding) as client:
         cid = client.post(f"{API}/campaigns", json=small_spec()).json()["id"]
         deadline = time.monotonic() + 60
@@ -72,10 +81,18 @@ def seeded_database():
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None,
-          suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
 def test_api_conforms_to_its_schema(case):
-    case.call_and_validate(checks=[
-        _not_a_server_error, _error_shape, status_code_conformance, content_type_conformance,
-        response_headers_conformance, response_schema_conformance, negative_data_rejection,
-    ])
+    case.call_and_validate(
+        checks=[
+            _not_a_server_error,
+            _error_shape,
+            status_code_conformance,
+            content_type_conformance,
+            response_headers_conformance,
+            response_schema_conformance,
+            negative_data_rejection,
+        ]
+    )

@@ -10,14 +10,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.settings import SettingsError, load_settings
-
+from layerforge.api.settings import SettingsError, load_settings
 from tests.reliability.helpers import LAYERFORGE, free_port
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None):
-    return subprocess.run([LAYERFORGE, *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})}, cwd=cwd)
+    return subprocess.run(
+        [LAYERFORGE, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
 
 
 def test_version():
@@ -55,17 +60,26 @@ def test_settings_default_to_loopback_and_name_bad_variables(monkeypatch):
         load_settings()
     monkeypatch.setenv("LAYERFORGE_SIMULATED_SECONDS", "0.25")
     monkeypatch.setenv("LAYERFORGE_EVALUATOR", "simulated")
-    from api.app import make_evaluator_factory
+    from layerforge.api.app import make_evaluator_factory
 
     assert make_evaluator_factory(load_settings())().seconds == 0.25
 
 
 def test_serve_answers_healthz_over_http(tmp_path: Path):
     port = free_port()
-    env = {"LAYERFORGE_DATABASE_URL": f"sqlite:///{tmp_path / 'lf.db'}",
-           "LAYERFORGE_PORT": str(port), "LAYERFORGE_RUN_CONTROLLER": "false"}
-    proc = subprocess.Popen([LAYERFORGE, "serve"], env={**os.environ, **env}, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        "LAYERFORGE_DATABASE_URL": f"sqlite:///{tmp_path / 'lf.db'}",
+        "LAYERFORGE_PORT": str(port),
+        "LAYERFORGE_RUN_CONTROLLER": "false",
+    }
+    proc = subprocess.Popen(
+        [LAYERFORGE, "serve"],
+        env={**os.environ, **env},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -79,8 +93,12 @@ def test_serve_answers_healthz_over_http(tmp_path: Path):
         assert response.status_code == 200
         body = response.json()
         assert body["status"] == "ok"
-        assert body["database"] == {"backend": "sqlite", "ok": True, "revision": "0002",
-                                    "head": "0002"}
+        assert body["database"] == {
+            "backend": "sqlite",
+            "ok": True,
+            "revision": "0002",
+            "head": "0002",
+        }
         assert body["version"].startswith("0.")
     finally:
         proc.terminate()

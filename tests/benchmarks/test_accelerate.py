@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from grammar import get_builtin, layer_factory
-from grammar.accelerate import CompilePolicy, maybe_torch_compile
+from layerforge.grammar import get_builtin, layer_factory
+from layerforge.grammar.accelerate import CompilePolicy, maybe_torch_compile
 
 
 def test_short_runs_never_compile_long_runs_do() -> None:
@@ -41,26 +41,43 @@ def test_decision_has_no_side_effects_and_stays_eager() -> None:
 
 def test_compile_failure_falls_back_to_eager() -> None:
     layer = layer_factory(get_builtin("silu"))(None)
-    mod, dec = maybe_torch_compile(layer, steps=10, example_input=torch.randn(4, 3), force=True,
-                                   compile_kwargs={"backend": "no-such-backend"})
+    mod, dec = maybe_torch_compile(
+        layer,
+        steps=10,
+        example_input=torch.randn(4, 3),
+        force=True,
+        compile_kwargs={"backend": "no-such-backend"},
+    )
     assert not dec.compiled and "failed" in dec.reason
     assert torch.allclose(mod(torch.ones(2)), F.silu(torch.ones(2)))
 
 
 def test_whole_model_with_generated_layers_traces() -> None:
     """dynamo must resolve the generated layers' globals (backend='eager': no C++ compile)."""
-    from workers.architectures import build_model
+    from layerforge.workers.architectures import build_model
 
     torch.manual_seed(0)
-    model = build_model("resnet", input_shape=(1, 8, 8), num_classes=3, kind="normact",
-                        layer_factory=layer_factory(get_builtin("evonorm_b0")), scale="cpu")
+    model = build_model(
+        "resnet",
+        input_shape=(1, 8, 8),
+        num_classes=3,
+        kind="normact",
+        layer_factory=layer_factory(get_builtin("evonorm_b0")),
+        scale="cpu",
+    )
     x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])
 
     def step() -> None:
         F.cross_entropy(model(x), y).backward()
 
-    mod, dec = maybe_torch_compile(model, steps=10, step_fn=step, force=True, policy=CompilePolicy(),
-                                   compile_kwargs={"backend": "eager"})
+    mod, dec = maybe_torch_compile(
+        model,
+        steps=10,
+        step_fn=step,
+        force=True,
+        policy=CompilePolicy(),
+        compile_kwargs={"backend": "eager"},
+    )
     assert dec.compiled, dec.reason
     assert dec.measured_compile_s is not None and dec.measured_compiled_step_s is not None
     assert torch.isfinite(mod(x)).all()

@@ -39,7 +39,9 @@ def _check_figures(name: str, figures: dict, results: Path) -> None:
     if name == "proposal_throughput":
         spaces = {row["space"] for row in figures["rows"]}
         assert {"activation/swish", "normact/evonorm"} <= spaces
-        assert all(row["proposals_per_s"] > 0 and row["proposals_timed"] > 0 for row in figures["rows"])
+        assert all(
+            row["proposals_per_s"] > 0 and row["proposals_timed"] > 0 for row in figures["rows"]
+        )
     elif name == "layer_overhead":
         layers = {row["layer"] for row in figures["rows"]}
         assert {"silu", "relu", "bn_relu", "evonorm_b0", "evonorm_s0"} <= layers
@@ -58,8 +60,10 @@ def _check_figures(name: str, figures: dict, results: Path) -> None:
     elif name == "training_throughput":
         proxies = {row["proxy"] for row in figures["rows"]}
         assert {"mlp/mnist1d", "resnet/digits"} <= proxies
-        assert all(row["ours_steps_per_s"] > 0 and row["plain_dataloader_steps_per_s"] > 0
-                   for row in figures["rows"])
+        assert all(
+            row["ours_steps_per_s"] > 0 and row["plain_dataloader_steps_per_s"] > 0
+            for row in figures["rows"]
+        )
     elif name == "search_efficiency":
         assert set(figures["final_hypervolume_mean"]) >= {"evolution", "random"}
         assert figures["best_functions"] and figures["relu_confirmed"]["runs"] >= 2
@@ -67,8 +71,12 @@ def _check_figures(name: str, figures: dict, results: Path) -> None:
         assert (results / figures["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     elif name == "api_load":
         assert figures["errors"] == 0, figures["error_samples"]
-        assert set(figures["endpoints"]) == {"pareto", "candidates_by_id", "candidates_sorted",
-                                             "candidate"}
+        assert set(figures["endpoints"]) == {
+            "pareto",
+            "candidates_by_id",
+            "candidates_sorted",
+            "candidate",
+        }
         assert all(v["requests"] > 0 for v in figures["endpoints"].values())
         assert figures["stored_candidates"] > 0
         assert figures["background_campaign"]["status"] == "running"
@@ -77,7 +85,8 @@ def _check_figures(name: str, figures: dict, results: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_quick_suite_runs_every_benchmark_and_writes_results(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.syspath_prepend(str(ROOT))  # benchmarks/ is a folder of the repo, not installed
     from benchmarks.__main__ import BENCHMARKS
 
@@ -86,7 +95,10 @@ def test_quick_suite_runs_every_benchmark_and_writes_results(
     before = _committed_mtimes()
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--results", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=880,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=880,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p.stem for p in tmp_path.glob("*.json")} == set(every)
@@ -125,6 +137,11 @@ def test_crash_is_recorded_not_raised(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_unknown_benchmark_is_refused(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--results", str(tmp_path), "--only", "nope"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--results", str(tmp_path), "--only", "nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0 and "unknown benchmark" in proc.stderr

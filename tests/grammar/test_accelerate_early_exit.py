@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from grammar import get_builtin, layer_factory
-from grammar.accelerate import CompilePolicy, maybe_torch_compile
+from layerforge.grammar import get_builtin, layer_factory
+from layerforge.grammar.accelerate import CompilePolicy, maybe_torch_compile
 
 
 def test_decision_stops_after_the_warm_up_step_when_even_it_cannot_pay() -> None:
@@ -18,9 +18,12 @@ def test_decision_stops_after_the_warm_up_step_when_even_it_cannot_pay() -> None
         calls.append(1)
         F.relu(layer(torch.randn(4, 8, 5, 5))).sum().backward()
 
-    _, dec = maybe_torch_compile(layer, steps=10, step_fn=step, policy=CompilePolicy(), measure_steps=3)
+    _, dec = maybe_torch_compile(
+        layer, steps=10, step_fn=step, policy=CompilePolicy(), measure_steps=3
+    )
     assert not dec.compiled and len(calls) == 1 and "upper bound" in dec.reason
     calls.clear()
-    _, dec = maybe_torch_compile(layer, steps=10, step_fn=step, policy=CompilePolicy(), force=False,
-                                 measure_steps=3)
+    _, dec = maybe_torch_compile(
+        layer, steps=10, step_fn=step, policy=CompilePolicy(), force=False, measure_steps=3
+    )
     assert not dec.compiled and len(calls) == 4  # forced: the full measurement, for the record

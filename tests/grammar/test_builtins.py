@@ -4,12 +4,42 @@ from __future__ import annotations
 
 import pytest
 
-from grammar import BUILTINS, GrammarError, Graph, baseline, check_static, get_builtin, list_builtins, make_space
-from grammar.builtins import ACTIVATION_TEXT, NORMACT_TEXT, builtin_text
+from layerforge.grammar import (
+    BUILTINS,
+    GrammarError,
+    Graph,
+    baseline,
+    check_static,
+    get_builtin,
+    list_builtins,
+    make_space,
+)
+from layerforge.grammar.builtins import ACTIVATION_TEXT, NORMACT_TEXT, builtin_text
 
-EXPECTED_ACT = {"relu", "leaky_relu", "elu", "selu", "gelu", "silu", "swish", "mish", "softplus", "tanh", "sigmoid",
-                "hardswish"}
-EXPECTED_NORM = {"bn_relu", "gn_relu", "ln_relu", "in_relu", "evonorm_b0", "evonorm_s0", "evonorm_s1", "evonorm_b1"}
+EXPECTED_ACT = {
+    "relu",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "gelu",
+    "silu",
+    "swish",
+    "mish",
+    "softplus",
+    "tanh",
+    "sigmoid",
+    "hardswish",
+}
+EXPECTED_NORM = {
+    "bn_relu",
+    "gn_relu",
+    "ln_relu",
+    "in_relu",
+    "evonorm_b0",
+    "evonorm_s0",
+    "evonorm_s1",
+    "evonorm_b1",
+}
 
 
 def test_names_and_kinds():

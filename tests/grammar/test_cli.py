@@ -8,8 +8,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from api.cli_grammar import register
-from grammar import BUILTINS, OPS, fingerprint, parse
+from layerforge.api.cli_grammar import register
+from layerforge.grammar import BUILTINS, OPS, fingerprint, parse
 
 
 @pytest.fixture()
@@ -37,7 +37,9 @@ def test_show(app):
     assert "text: sigmoid(x) * x" in lines
     assert any(line.startswith("latex: ") and "e^{- x}" in line for line in lines)
     assert f"fingerprint: {fingerprint(parse('x * sigmoid(x)', 'activation'))}" in lines
-    res = runner.invoke(app, ["show", "--expr", "x / std(x, group) * weight + bias", "--space", "normact"])
+    res = runner.invoke(
+        app, ["show", "--expr", "x / std(x, group) * weight + bias", "--space", "normact"]
+    )
     assert res.exit_code == 0 and "fingerprint: " in res.output
 
 
@@ -47,12 +49,21 @@ def test_show(app):
         (["show", "--expr", "x + foo"], "unknown name 'foo' at position 4"),
         (["show", "--expr", "x", "--space", "conv"], "unknown space 'conv'"),
         (["export", "--builtin", "nope", "--format", "json"], "unknown built-in 'nope'"),
-        (["export", "--expr", "x", "--space", "activation", "--format", "onnx"], "unknown export format 'onnx'"),
+        (
+            ["export", "--expr", "x", "--space", "activation", "--format", "onnx"],
+            "unknown export format 'onnx'",
+        ),
         (["export", "--expr", "x", "--format", "json"], "--space is required"),
         (["export", "--format", "json"], "exactly one of --expr or --builtin"),
         (["export", "--builtin", "evonorm_b0", "--format", "sympy"], "activation graphs only"),
-        (["export", "--builtin", "relu", "--space", "normact", "--format", "json"], "is an activation layer, not normact"),
-        (["export", "--builtin", "relu", "--format", "pytorch", "--name", "1x"], "not a valid Python identifier"),
+        (
+            ["export", "--builtin", "relu", "--space", "normact", "--format", "json"],
+            "is an activation layer, not normact",
+        ),
+        (
+            ["export", "--builtin", "relu", "--format", "pytorch", "--name", "1x"],
+            "not a valid Python identifier",
+        ),
     ],
 )
 def test_errors_exit_2_with_one_line(app, args, fragment):
@@ -65,7 +76,20 @@ def test_errors_exit_2_with_one_line(app, args, fragment):
 
 def test_export_builtin_to_file(app, tmp_path):
     out = tmp_path / "b0.py"
-    res = runner.invoke(app, ["export", "--builtin", "evonorm_b0", "--space", "normact", "--format", "pytorch", "-o", str(out)])
+    res = runner.invoke(
+        app,
+        [
+            "export",
+            "--builtin",
+            "evonorm_b0",
+            "--space",
+            "normact",
+            "--format",
+            "pytorch",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     src = out.read_text()
     assert "class EvoNorm2dB0(nn.Module)" in src and "running_var" in src
@@ -73,8 +97,20 @@ def test_export_builtin_to_file(app, tmp_path):
 
 
 def test_export_expr_to_stdout(app):
-    res = runner.invoke(app, ["export", "--expr", "x * sigmoid(beta * x)", "--space", "activation", "--format", "pytorch",
-                              "--name", "Swish"])
+    res = runner.invoke(
+        app,
+        [
+            "export",
+            "--expr",
+            "x * sigmoid(beta * x)",
+            "--space",
+            "activation",
+            "--format",
+            "pytorch",
+            "--name",
+            "Swish",
+        ],
+    )
     assert res.exit_code == 0
     assert "class Swish(nn.Module)" in res.output
     res = runner.invoke(app, ["export", "--builtin", "mish", "--format", "json"])

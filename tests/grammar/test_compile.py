@@ -10,8 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import grammar
-from grammar import BUILTINS, GrammarError, compile_graph, evaluate_numpy, layer_factory, list_builtins, parse
+from layerforge import grammar
+from layerforge.grammar import (
+    BUILTINS,
+    GrammarError,
+    compile_graph,
+    evaluate_numpy,
+    layer_factory,
+    list_builtins,
+    parse,
+)
 
 from .timm_reference import RefEvoNorm2dB0, RefEvoNorm2dB1, RefEvoNorm2dS0, RefEvoNorm2dS1
 
@@ -44,13 +52,19 @@ def test_activation_builtin_matches_pytorch(name):
     x32 = x.float()
     torch.testing.assert_close(mod(x32), TORCH_ACTS[name](x32), rtol=1e-5, atol=1e-6)
     # NumPy reference in float64
-    np.testing.assert_allclose(mod(x).numpy(), evaluate_numpy(BUILTINS[name], x.numpy()), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        mod(x).numpy(), evaluate_numpy(BUILTINS[name], x.numpy()), rtol=1e-12, atol=1e-12
+    )
     xg = (torch.randn(16, dtype=torch.float64, generator=g) * 2).requires_grad_(True)
     assert torch.autograd.gradcheck(mod, (xg,), eps=1e-6, atol=1e-5)
 
 
 def _ref_bn_relu(x, m, train):
-    return F.relu(F.batch_norm(x, m["running_mean"], m["running_var"], m["weight"], m["bias"], train, 0.1, 1e-5))
+    return F.relu(
+        F.batch_norm(
+            x, m["running_mean"], m["running_var"], m["weight"], m["bias"], train, 0.1, 1e-5
+        )
+    )
 
 
 def _norm_ref(kind, groups):
@@ -91,7 +105,7 @@ def test_evonorm_builtins_match_timm_reference_train_and_eval(name, channels):
     mod = compile_graph(BUILTINS[name], channels).double()
     mod.load_state_dict(ref.state_dict(), strict=True)  # timm's names and shapes
     g = torch.Generator().manual_seed(2)
-    for step in range(3):
+    for _step in range(3):
         x = torch.randn(4, channels, 5, 5, dtype=torch.float64, generator=g) * 2 + 0.5
         torch.testing.assert_close(mod(x), ref(x), rtol=1e-10, atol=1e-10)
     for k, v in ref.state_dict().items():
@@ -110,7 +124,7 @@ def test_norm_relu_builtins_match_torch_norms(name):
     p = {k: v.detach().clone() for k, v in mod.state_dict().items()}
     ref = _ref_bn_relu if name == "bn_relu" else _norm_ref(name, 32)
     g = torch.Generator().manual_seed(4)
-    for step in range(3):
+    for _step in range(3):
         x = torch.randn(4, c, 5, 5, dtype=torch.float64, generator=g) * 1.5 - 0.3
         torch.testing.assert_close(mod(x), ref(x, p, True), rtol=1e-10, atol=1e-10)
     if name == "bn_relu":
@@ -131,7 +145,9 @@ def test_normact_builtin_matches_numpy_and_gradcheck(name):
     inv = {"v": "v1"}
     nparams = {inv.get(k, k): v.reshape(1, -1, 1, 1) for k, v in params.items()}
     x = torch.randn(3, 8, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
-    np.testing.assert_allclose(mod(x).detach().numpy(), evaluate_numpy(g, x.numpy(), nparams), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        mod(x).detach().numpy(), evaluate_numpy(g, x.numpy(), nparams), rtol=1e-10, atol=1e-10
+    )
     xg = x.clone().requires_grad_(True)
     assert torch.autograd.gradcheck(mod, (xg,), eps=1e-6, atol=1e-5, rtol=1e-4)
     mod.eval()
@@ -238,7 +254,11 @@ def test_every_builtin_and_op_runs_in_bfloat16():
         y = mod(x.bfloat16())
         assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all(), name
     for name, op in grammar.OPS.items():
-        text = f"{name}(x, batch)" if op.aggregate else f"{name}({', '.join(['x', 'cos(x)', 'sin(x)'][:op.arity])})"
+        text = (
+            f"{name}(x, batch)"
+            if op.aggregate
+            else f"{name}({', '.join(['x', 'cos(x)', 'sin(x)'][: op.arity])})"
+        )
         space = "normact" if op.aggregate else "activation"
         mod = compile_graph(parse(text, space), 8 if op.aggregate else None)
         y = mod(x.bfloat16())

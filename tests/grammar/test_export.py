@@ -16,7 +16,7 @@ import pytest
 import sympy
 import torch
 
-from grammar import (
+from layerforge.grammar import (
     BUILTINS,
     FORMATS,
     GrammarError,
@@ -33,8 +33,14 @@ from grammar import (
 from .timm_reference import RefEvoNorm2dB0, RefEvoNorm2dS0
 
 C = 16
-SWISH_FOUND = ["x * sigmoid(beta * x)", "max(x, sigmoid(x))", "cos(x) - x", "min(x, sin(x))", "atan(x)^2 - x",
-               "max(x, tanh(x))"]
+SWISH_FOUND = [
+    "x * sigmoid(beta * x)",
+    "max(x, sigmoid(x))",
+    "cos(x) - x",
+    "min(x, sin(x))",
+    "atan(x)^2 - x",
+    "max(x, tanh(x))",
+]
 
 
 def _cases() -> list[tuple[str, Graph]]:
@@ -133,14 +139,23 @@ def test_pytorch_export_in_fresh_interpreter_equals_compile(tmp_path):
         spec.append({"module": module, "cls": "EvoNorm", "c": C})
     (tmp_path / "cases.json").write_text(json.dumps(spec))
     (tmp_path / "runner.py").write_text(RUNNER)
-    proc = subprocess.run([sys.executable, "-I", str(tmp_path / "runner.py"), str(tmp_path)],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-I", str(tmp_path / "runner.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"leaked": []}
     for module, (name, y_train, y_eval, state) in expected.items():
         out = torch.load(tmp_path / f"{module}.out.pt")
-        torch.testing.assert_close(out["train"], y_train, rtol=1e-5, atol=1e-5, equal_nan=True, msg=name)
-        torch.testing.assert_close(out["eval"], y_eval, rtol=1e-5, atol=1e-5, equal_nan=True, msg=name)
+        torch.testing.assert_close(
+            out["train"], y_train, rtol=1e-5, atol=1e-5, equal_nan=True, msg=name
+        )
+        torch.testing.assert_close(
+            out["eval"], y_eval, rtol=1e-5, atol=1e-5, equal_nan=True, msg=name
+        )
         for k, v in state.items():
             torch.testing.assert_close(out["state"][k], v, rtol=1e-6, atol=1e-6, msg=f"{name}.{k}")
 
@@ -148,7 +163,7 @@ def test_pytorch_export_in_fresh_interpreter_equals_compile(tmp_path):
 def _load_source(src: str, name: str):
     spec = importlib.util.spec_from_loader(name, loader=None)
     mod = importlib.util.module_from_spec(spec)
-    exec(compile(src, f"<{name}>", "exec"), mod.__dict__)  # our own generated code
+    exec(compile(src, f"<{name}>", "exec"), mod.__dict__)  # noqa: S102 - our own generated code
     return mod
 
 
@@ -187,23 +202,30 @@ def test_jax_export_is_valid_python_for_every_case():
 
 
 def test_jax_export_runs_and_equals_numpy():
-    jax = pytest.importorskip("jax", reason="jax is not installed here: the JAX export is only syntax-checked "
-                                            "(test_jax_export_is_valid_python_for_every_case)")
+    jax = pytest.importorskip(
+        "jax",
+        reason="jax is not installed here: the JAX export is only syntax-checked "
+        "(test_jax_export_is_valid_python_for_every_case)",
+    )
     jax.config.update("jax_enable_x64", True)
     for name, g in _cases():
         fn = _load_source(export(g, "jax", "layer"), "jx_" + name).layer
         ref = _load_source(export(g, "numpy", "layer"), "np2_" + name).layer
         x = _input(g, 5).double().numpy()
         with np.errstate(all="ignore"):
-            np.testing.assert_allclose(np.asarray(fn(x)), ref(x), rtol=1e-6, atol=1e-6, err_msg=name)
+            np.testing.assert_allclose(
+                np.asarray(fn(x)), ref(x), rtol=1e-6, atol=1e-6, err_msg=name
+            )
 
 
-@pytest.mark.parametrize("text", SWISH_FOUND + ["x * sigmoid(x)", "log(x) + sqrt(x) - x / (1 + abs(x))"])
+@pytest.mark.parametrize(
+    "text", SWISH_FOUND + ["x * sigmoid(x)", "log(x) + sqrt(x) - x / (1 + abs(x))"]
+)
 def test_sympy_export(text):
     g = parse(text, "activation")
     src = export(g, "sympy", "expr")
     ns: dict = {}
-    exec(compile(src, "<sympy-export>", "exec"), ns)  # our own generated code
+    exec(compile(src, "<sympy-export>", "exec"), ns)  # noqa: S102 - our own generated code
     expr = ns["expr"]
     assert expr == to_sympy(g)
     x = sympy.Symbol("x", real=True)
@@ -212,8 +234,12 @@ def test_sympy_export(text):
     pts = np.array([-2.3, -0.7, 0.4, 1.9])
     vals = {s.name: (pts if s == x else 1.0) for s in syms}
     mod = compile_graph(g).double()
-    np.testing.assert_allclose(f(*[vals[s.name] for s in syms]), mod(torch.tensor(pts)).detach().numpy(),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        f(*[vals[s.name] for s in syms]),
+        mod(torch.tensor(pts)).detach().numpy(),
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 def test_sympy_export_normact_is_a_clear_error():
@@ -222,10 +248,18 @@ def test_sympy_export_normact_is_a_clear_error():
 
 
 def test_latex_export():
-    assert export(parse("x * sigmoid(x)", "activation"), "latex") == sympy.latex(to_sympy(parse("x*sigmoid(x)", "activation")))
+    assert export(parse("x * sigmoid(x)", "activation"), "latex") == sympy.latex(
+        to_sympy(parse("x*sigmoid(x)", "activation"))
+    )
     assert "\\tanh" in export(BUILTINS["mish"], "latex")
     b0 = export(BUILTINS["evonorm_b0"], "latex")
-    assert "\\gamma" in b0 and "\\beta" in b0 and "\\max" in b0 and "\\mathrm{batch}" in b0 and "v_{1}" in b0
+    assert (
+        "\\gamma" in b0
+        and "\\beta" in b0
+        and "\\max" in b0
+        and "\\mathrm{batch}" in b0
+        and "v_{1}" in b0
+    )
     for name, g in BUILTINS.items():
         s = export(g, "latex")
         assert s.count("{") == s.count("}") and s.count("\\left") == s.count("\\right"), name
@@ -252,10 +286,12 @@ def test_export_errors():
 def test_op_missing_in_target_says_how_to_fix(monkeypatch):
     import dataclasses
 
-    import grammar.ops as ops
+    import layerforge.grammar.ops as ops
 
     monkeypatch.setitem(ops.OPS, "sinc", dataclasses.replace(ops.OPS["sinc"], jax_src=None))
-    with pytest.raises(GrammarError, match="op 'sinc' has no jax translation; rewrite the expression without"):
+    with pytest.raises(
+        GrammarError, match="op 'sinc' has no jax translation; rewrite the expression without"
+    ):
         export(parse("sinc(x)", "activation"), "jax")
 
 
@@ -265,5 +301,7 @@ def test_exported_normact_constructor_matches_timm_shape():
     layer = mod.EvoNorm2dB0(32, apply_act=True, eps=1e-3, drop_path=0.1)  # extra kwargs ignored
     assert layer.eps == 1e-3 and layer.momentum == 0.1
     assert sorted(layer.state_dict()) == ["bias", "running_var", "v", "weight"]
-    s0 = _load_source(export(BUILTINS["evonorm_s0"], "pytorch", "EvoNorm2dS0"), "s0src").EvoNorm2dS0(64, group_size=8)
+    s0 = _load_source(
+        export(BUILTINS["evonorm_s0"], "pytorch", "EvoNorm2dS0"), "s0src"
+    ).EvoNorm2dS0(64, group_size=8)
     assert s0.groups == 8 and s0.eps == 1e-5 and sorted(s0.state_dict()) == ["bias", "v", "weight"]

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from grammar import OPS, compile_graph, evaluate_numpy, make_space, parse, random_graph
-from grammar import _rt_torch as rt
-from grammar.codegen import normalization_fusions, positive_floors, torch_source
+from layerforge.grammar import OPS, compile_graph, evaluate_numpy, make_space, parse, random_graph
+from layerforge.grammar import _rt_torch as rt
+from layerforge.grammar.codegen import normalization_fusions, positive_floors, torch_source
 
 C = 6
 
@@ -41,7 +41,11 @@ NOT_FUSED = [
 
 
 def _x(shape, seed):
-    return torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 1.7 + 0.3
+    return (
+        torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        * 1.7
+        + 0.3
+    )
 
 
 def _randomized(g, seed=0):
@@ -55,12 +59,14 @@ def _randomized(g, seed=0):
 
 def _numpy_params(mod):
     inv = {"v": "v1"}
-    return {inv.get(k, k): v.detach().numpy().reshape(1, -1, 1, 1) for k, v in mod.named_parameters()}
+    return {
+        inv.get(k, k): v.detach().numpy().reshape(1, -1, 1, 1) for k, v in mod.named_parameters()
+    }
 
 
 def _running_by_node(g, mod):
     """evaluate_numpy's eval-mode ``running`` (batch node index -> value) from the module buffers."""
-    from grammar.codegen import buffer_names
+    from layerforge.grammar.codegen import buffer_names
 
     bufs = buffer_names(g.pruned())
     return {i: getattr(mod, b).detach().numpy() for i, b in bufs.items()}
@@ -75,14 +81,21 @@ def test_fused_pattern_is_used_and_equals_numpy_train_and_eval(text):
     params = _numpy_params(mod)
     for step in range(2):
         x = _x((4, C, 3, 3), step)
-        np.testing.assert_allclose(mod(x).detach().numpy(), evaluate_numpy(g.pruned(), x.numpy(), params),
-                                   rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(
+            mod(x).detach().numpy(),
+            evaluate_numpy(g.pruned(), x.numpy(), params),
+            rtol=1e-10,
+            atol=1e-10,
+        )
     mod.eval()
     x = _x((3, C, 2, 2), 7)
     running = _running_by_node(g, mod)
-    np.testing.assert_allclose(mod(x).detach().numpy(),
-                               evaluate_numpy(g.pruned(), x.numpy(), params, running=running or None),
-                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        mod(x).detach().numpy(),
+        evaluate_numpy(g.pruned(), x.numpy(), params, running=running or None),
+        rtol=1e-10,
+        atol=1e-10,
+    )
 
 
 @pytest.mark.parametrize("text", sorted(FUSED))
@@ -103,7 +116,10 @@ def test_fused_pattern_gradcheck_and_gradgradcheck(text, train):
 
 
 def test_batch_norm_fusion_keeps_running_statistics_of_the_grammar():
-    g = parse("max((v1 * x - mean(v1 * x, batch)) / std(v1 * x, batch) * weight + bias, 0) ; momentum=0.3", "normact")
+    g = parse(
+        "max((v1 * x - mean(v1 * x, batch)) / std(v1 * x, batch) * weight + bias, 0) ; momentum=0.3",
+        "normact",
+    )
     mod = _randomized(g, 4)
     v = mod.v.detach().view(1, -1, 1, 1)
     rm, rv = torch.zeros(C, dtype=torch.float64), torch.ones(C, dtype=torch.float64)
@@ -123,8 +139,12 @@ def test_shared_or_mismatched_statistics_are_not_fused(text):
     assert normalization_fusions(g) == ({}, set())
     mod = _randomized(g, 5)
     x = _x((4, C, 3, 3), 3)
-    np.testing.assert_allclose(mod(x).detach().numpy(), evaluate_numpy(g, x.numpy(), _numpy_params(mod)),
-                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        mod(x).detach().numpy(),
+        evaluate_numpy(g, x.numpy(), _numpy_params(mod)),
+        rtol=1e-10,
+        atol=1e-10,
+    )
 
 
 def test_a_shared_mean_updates_its_running_buffer_once():
@@ -135,8 +155,13 @@ def test_a_shared_mean_updates_its_running_buffer_once():
     torch.testing.assert_close(mod.running_mean, 0.1 * x.mean((0, 2, 3)), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("text", ["max((x - mean(x, batch)) / std(x, batch) * weight + bias, 0)",
-                                  "(x - mean(x, group)) / std(x, group) * weight + bias ; groups=2"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "max((x - mean(x, batch)) / std(x, batch) * weight + bias, 0)",
+        "(x - mean(x, group)) / std(x, group) * weight + bias ; groups=2",
+    ],
+)
 def test_normalization_falls_back_where_the_fused_kernel_is_not_exact(text):
     import dataclasses
 
@@ -146,22 +171,30 @@ def test_normalization_falls_back_where_the_fused_kernel_is_not_exact(text):
     x = torch.zeros(4, C, 2, 2, dtype=torch.float64)
     x[:, :, 0, 0] = 1e-9  # variance ~1e-19: std ~ 3e-7 < 1e-6, the clamp is active
     g13 = dataclasses.replace(g, eps=1e-13)
-    np.testing.assert_allclose(mod(x).detach().numpy(), evaluate_numpy(g13, x.numpy()), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        mod(x).detach().numpy(), evaluate_numpy(g13, x.numpy()), rtol=1e-9, atol=1e-12
+    )
     assert torch.isfinite(mod(x)).all()
     # one value per channel in training: F.batch_norm would raise; the grammar gives 0 / sqrt(eps)
     m1 = compile_graph(g, C).double()
     x1 = _x((1, C, 1, 1), 3)
-    np.testing.assert_allclose(m1(x1).detach().numpy(), evaluate_numpy(g, x1.numpy()), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        m1(x1).detach().numpy(), evaluate_numpy(g, x1.numpy()), rtol=1e-10, atol=1e-10
+    )
     # bfloat16 (and autocast) keep the grammar's float32 statistics path
     m2 = compile_graph(g, C)
     xb = _x((4, C, 3, 3), 4).float()
     y32 = m2(xb)
     y16 = m2(xb.bfloat16())
-    assert y16.dtype == torch.bfloat16 and (y16.float() - y32).abs().max() < 0.05 * (1 + y32.abs().max())
+    assert y16.dtype == torch.bfloat16 and (y16.float() - y32).abs().max() < 0.05 * (
+        1 + y32.abs().max()
+    )
     # float64 input into a float32 module (buffer dtype differs): the plain path, still correct
     m3 = compile_graph(g, C)
     x3 = _x((4, C, 3, 3), 5)
-    np.testing.assert_allclose(m3(x3).detach().numpy(), evaluate_numpy(g, x3.numpy()), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        m3(x3).detach().numpy(), evaluate_numpy(g, x3.numpy()), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_positive_floors():
@@ -176,14 +209,23 @@ def test_positive_floors():
     assert floor("mean(std(x, instance), layer)") == (0.0, 1.0)
     assert floor("2 * rms(x, group)") == (0.0, 2.0)
     assert floor("square(x) * exp(x)") == (0.0, 0.0)
-    for text in ("x", "v1 * std(x, batch)", "std(x, batch) - 1", "min(x, std(x, batch))", "sin(x) + 2"):
+    for text in (
+        "x",
+        "v1 * std(x, batch)",
+        "std(x, batch) - 1",
+        "min(x, std(x, batch))",
+        "sin(x) + 2",
+    ):
         assert floor(text) is None, text
 
 
 def test_div_positive_equals_protected_division():
     a = _x((50,), 1)
-    for b in (torch.rand(50, dtype=torch.float64) * 1e-5, torch.rand(50, dtype=torch.float64) + 1e-5,
-              torch.zeros(50, dtype=torch.float64)):
+    for b in (
+        torch.rand(50, dtype=torch.float64) * 1e-5,
+        torch.rand(50, dtype=torch.float64) + 1e-5,
+        torch.zeros(50, dtype=torch.float64),
+    ):
         torch.testing.assert_close(rt._div_positive(a, b, 0.0), rt._pdiv(a, b), rtol=0, atol=0)
     b = torch.rand(50, dtype=torch.float64) + 0.5
     torch.testing.assert_close(rt._div_positive(a, b, 0.5), rt._pdiv(a, b), rtol=0, atol=0)
@@ -200,8 +242,12 @@ def test_maximum_minimum_values_exact_and_ties_go_to_the_first_operand():
     assert torch.equal(a.grad, torch.full_like(a, 2.0)) and torch.equal(t.grad, torch.zeros_like(t))
     s = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)  # broadcast operand
     x = _x((3, 4), 3).requires_grad_(True)
-    assert torch.autograd.gradcheck(rt._maximum, (s, x)) and torch.autograd.gradgradcheck(rt._maximum, (s, x))
-    assert torch.autograd.gradcheck(rt._minimum, (x, s)) and torch.autograd.gradgradcheck(rt._minimum, (x, s))
+    assert torch.autograd.gradcheck(rt._maximum, (s, x)) and torch.autograd.gradgradcheck(
+        rt._maximum, (s, x)
+    )
+    assert torch.autograd.gradcheck(rt._minimum, (x, s)) and torch.autograd.gradgradcheck(
+        rt._minimum, (x, s)
+    )
 
 
 def _interpret(g, mod, x):
@@ -217,7 +263,9 @@ def _interpret(g, mod, x):
             p = getattr(mod, attrs.get(n.name, n.name))
             v = p.view(1, -1, 1, 1) if g.space == "normact" else p
         elif OPS[n.op].aggregate:
-            v = OPS[n.op].torch(vals[n.inputs[0]].expand_as(x), axis=n.axis, groups=mod.groups, eps=mod.eps)
+            v = OPS[n.op].torch(
+                vals[n.inputs[0]].expand_as(x), axis=n.axis, groups=mod.groups, eps=mod.eps
+            )
         else:
             v = OPS[n.op].torch(*[vals[j] for j in n.inputs])
         vals[i] = v
@@ -235,22 +283,28 @@ def test_random_graphs_equal_a_plain_autograd_interpreter(kind):
         mod = compile_graph(g, C if kind == "normact" else None).double()
         with torch.no_grad():
             for p in mod.parameters():
-                p.add_(0.2 * torch.randn(p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(k)))
+                p.add_(
+                    0.2
+                    * torch.randn(
+                        p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(k)
+                    )
+                )
         x = (_x((4, C, 3, 3), k) if kind == "normact" else _x((64,), k)).requires_grad_(True)
         y, ref = mod(x), _interpret(g, mod, x)
         if not (torch.isfinite(ref).all() and ref.abs().max() < 1e6):
             continue  # overflow-scale values: compared elsewhere (no NaN by construction)
-        torch.testing.assert_close(y, ref, rtol=1e-9, atol=1e-9, msg=lambda m: f"{g}: {m}")
+        torch.testing.assert_close(y, ref, rtol=1e-9, atol=1e-9, msg=lambda m, g=g: f"{g}: {m}")
         w = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(100 + k))
         inputs = [x, *mod.parameters()]
         got = torch.autograd.grad((y * w).sum(), inputs, allow_unused=True)
         want = torch.autograd.grad((ref * w).sum(), inputs, allow_unused=True)
         for a, b in zip(got, want):
             if a is not None and b is not None and torch.isfinite(b).all() and b.abs().max() < 1e6:
-                torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-7, msg=lambda m: f"{g}: {m}")
+                torch.testing.assert_close(
+                    a, b, rtol=1e-7, atol=1e-7, msg=lambda m, g=g: f"{g}: {m}"
+                )
         checked += 1
     assert checked >= 25
-
 
 
 def test_protected_division_and_sqrt_keep_their_semantics_and_gradients():
@@ -267,7 +321,12 @@ def test_protected_division_and_sqrt_keep_their_semantics_and_gradients():
     x = _x((4, 5), 1).requires_grad_(True)
     y = (_x((4, 5), 2) * 0.5).requires_grad_(True)
     row = _x((1, 5), 3).requires_grad_(True)  # a broadcast denominator
-    for f, args in ((rt._pdiv, (x, y)), (rt._pdiv, (x, row)), (rt._pdiv, (row, x)), (rt._psqrt, (x,))):
+    for f, args in (
+        (rt._pdiv, (x, y)),
+        (rt._pdiv, (x, row)),
+        (rt._pdiv, (row, x)),
+        (rt._psqrt, (x,)),
+    ):
         assert torch.autograd.gradcheck(f, args) and torch.autograd.gradgradcheck(f, args)
     for dtype in (torch.float32, torch.bfloat16):
         xb, yb = x.detach().to(dtype), y.detach().to(dtype)
@@ -275,12 +334,17 @@ def test_protected_division_and_sqrt_keep_their_semantics_and_gradients():
         assert torch.equal(rt._pdiv(xb, yb), xb / torch.where(yb < 0, -mag, mag))
 
 
-@pytest.mark.parametrize("text,helper", [("x * sigmoid(beta * x)", "_sigmoid_gate("),
-                                         ("sigmoid_mul(1.5 * x, x)", "_sigmoid_gate("),
-                                         ("sin(x * sigmoid(x)) + sigmoid(x)", "torch.nn.functional.silu("),
-                                         ("x * sigmoid(beta * x) + beta * x", "(beta * x)"),
-                                         ("max(x, beta * x) * 2 + 1", "_affine("),
-                                         ("x / (1 + abs(x))", "_div_positive(")])
+@pytest.mark.parametrize(
+    "text,helper",
+    [
+        ("x * sigmoid(beta * x)", "_sigmoid_gate("),
+        ("sigmoid_mul(1.5 * x, x)", "_sigmoid_gate("),
+        ("sin(x * sigmoid(x)) + sigmoid(x)", "torch.nn.functional.silu("),
+        ("x * sigmoid(beta * x) + beta * x", "(beta * x)"),
+        ("max(x, beta * x) * 2 + 1", "_affine("),
+        ("x / (1 + abs(x))", "_div_positive("),
+    ],
+)
 def test_activation_fast_paths(text, helper):
     g = parse(text, "activation")
     assert helper in torch_source(g, "L").split("def forward(self")[-1]
@@ -290,14 +354,21 @@ def test_activation_fast_paths(text, helper):
             p.fill_(0.7)
     x = _x((30,), 4)
     kw = {k: v.item() for k, v in mod.named_parameters()}
-    np.testing.assert_allclose(mod(x).detach().numpy(), evaluate_numpy(g, x.numpy(), kw), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        mod(x).detach().numpy(), evaluate_numpy(g, x.numpy(), kw), rtol=1e-10, atol=1e-10
+    )
     xg = x[:10].clone().requires_grad_(True)
     assert torch.autograd.gradcheck(mod, (xg,)) and torch.autograd.gradgradcheck(mod, (xg,))
 
 
-@pytest.mark.parametrize("text", ["x / max(std(x, batch), v1 * x + std(x, instance)) * weight + bias ; eps=0.001",
-                                  "sqrt(x) / (v1 * x - 0.5) * sigmoid(v0 * x) * weight + bias",
-                                  "x * sigmoid(v1 * x) / std(x, group) * weight + bias ; groups=2"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x / max(std(x, batch), v1 * x + std(x, instance)) * weight + bias ; eps=0.001",
+        "sqrt(x) / (v1 * x - 0.5) * sigmoid(v0 * x) * weight + bias",
+        "x * sigmoid(v1 * x) / std(x, group) * weight + bias ; groups=2",
+    ],
+)
 def test_backward_twice_with_retain_graph_gives_the_same_gradients(text):
     """The lean backwards work in place only on their own fresh temporaries, never on saved ones."""
     mod = _randomized(parse(text, "normact"), 2)

@@ -7,7 +7,15 @@ import random
 
 import pytest
 
-from grammar import BUILTINS, canonical_key, fingerprint, make_space, mutate, parse, random_graph
+from layerforge.grammar import (
+    BUILTINS,
+    canonical_key,
+    fingerprint,
+    make_space,
+    mutate,
+    parse,
+    random_graph,
+)
 
 A, N = "activation", "normact"
 
@@ -15,14 +23,29 @@ A, N = "activation", "normact"
 @pytest.mark.parametrize(
     "group,space",
     [
-        (["x * sigmoid(x)", "sigmoid(x) * x", "x / (1 + exp(-x))", "sigmoid_mul(x, x)", "x * sigmoid(1.0 * x)"], A),
+        (
+            [
+                "x * sigmoid(x)",
+                "sigmoid(x) * x",
+                "x / (1 + exp(-x))",
+                "sigmoid_mul(x, x)",
+                "x * sigmoid(1.0 * x)",
+            ],
+            A,
+        ),
         (["max(x, 0)", "relu(x)", "max(0, x)", "(x + abs(x)) / 2"], A),
         (["tanh(x)", "2 * sigmoid(2 * x) - 1"], A),
         (["sin(x)^2 + cos(x)^2", "1 + 0 * x"], A),
         (["x * sigmoid(beta * x)", "sigmoid(x * beta) * x"], A),
         (["x / std(x, batch) * weight + bias", "bias + weight * x / std(x, batch)"], N),
         (["x * sigmoid(v1 * x) / std(x, group)", "sigmoid(x * v1) * x / std(x, group)"], N),
-        (["(x - mean(x, instance)) / sqrt(var(x, instance) + 0.00001)", "(x - mean(x, instance)) / std(x, instance)"], N),
+        (
+            [
+                "(x - mean(x, instance)) / sqrt(var(x, instance) + 0.00001)",
+                "(x - mean(x, instance)) / std(x, instance)",
+            ],
+            N,
+        ),
     ],
 )
 def test_equivalent_expressions_share_a_fingerprint(group, space):
@@ -60,7 +83,12 @@ def test_fingerprint_is_deterministic_and_hex():
 
 
 def test_fingerprint_handles_non_finite_outputs():
-    fp = fingerprint(parse("exp(x)^3 * exp(x)^3 * exp(x)^3 * exp(x)^3 - exp(x)^3 * exp(x)^3 * exp(x)^3 * exp(x)^3", A))
+    fp = fingerprint(
+        parse(
+            "exp(x)^3 * exp(x)^3 * exp(x)^3 * exp(x)^3 - exp(x)^3 * exp(x)^3 * exp(x)^3 * exp(x)^3",
+            A,
+        )
+    )
     assert isinstance(fp, str)
 
 
@@ -74,7 +102,10 @@ def test_generate_mutate_fingerprint_dedupe_finds_many_distinct_functions():
 
 
 def test_canonical_key():
-    keys = {canonical_key(parse(t, A), timeout_s=2.0) for t in ["x * sigmoid(x)", "sigmoid(x) * x", "x / (1 + exp(-x))"]}
+    keys = {
+        canonical_key(parse(t, A), timeout_s=2.0)
+        for t in ["x * sigmoid(x)", "sigmoid(x) * x", "x / (1 + exp(-x))"]
+    }
     assert len(keys) == 1
     assert canonical_key(parse("x * tanh(x)", A), timeout_s=2.0) not in keys
     # normact: the structural key
@@ -96,11 +127,13 @@ def test_pairwise_distinct_random_functions_mostly_distinct():
             # same fingerprint must mean same outputs on fresh points too
             import numpy as np
 
-            from grammar import evaluate_numpy
+            from layerforge.grammar import evaluate_numpy
 
             xs = np.linspace(-3.3, 3.1, 41)
             with np.errstate(all="ignore"):
-                np.testing.assert_allclose(evaluate_numpy(a, xs), evaluate_numpy(b, xs), rtol=1e-4, atol=1e-6)
+                np.testing.assert_allclose(
+                    evaluate_numpy(a, xs), evaluate_numpy(b, xs), rtol=1e-4, atol=1e-6
+                )
 
 
 def test_canonical_key_off_main_thread_and_with_foreign_alarm():

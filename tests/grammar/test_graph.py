@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grammar import BUILTINS, GrammarError, Graph, Node, parse, to_text
+from layerforge.grammar import BUILTINS, GrammarError, Graph, Node, parse, to_text
 
 
 @pytest.mark.parametrize("name", sorted(BUILTINS))
@@ -30,7 +30,9 @@ def test_graph_is_immutable_and_hashable():
 
 def test_key_ignores_dead_nodes_order_and_duplicates():
     live = Graph("activation", (Node("x"), Node("sigmoid", (0,)), Node("mul", (0, 1))))
-    dead = Graph("activation", (Node("x"), Node("tanh", (0,)), Node("sigmoid", (0,)), Node("mul", (2, 0))))
+    dead = Graph(
+        "activation", (Node("x"), Node("tanh", (0,)), Node("sigmoid", (0,)), Node("mul", (2, 0)))
+    )
     dup = Graph("activation", (Node("x"), Node("x"), Node("sigmoid", (1,)), Node("mul", (0, 2))))
     assert live.key == dead.key == dup.key
     assert dead.num_nodes == 2 and len(dead.pruned().nodes) == 3 and dead.pruned().key == live.key
@@ -56,31 +58,91 @@ def test_properties():
         ({"space": "conv", "nodes": [{"op": "x"}]}, "field 'space'"),
         ({"space": "activation"}, "field 'nodes'"),
         ({"space": "activation", "nodes": []}, "field 'nodes'"),
-        ({"space": "activation", "nodes": [{"op": "x"}], "extra": 1}, "unknown graph field(s): extra"),
-        ({"space": "activation", "nodes": [{"op": "x"}, {"op": "frob", "inputs": [0]}]}, "node 1: unknown op 'frob'"),
-        ({"space": "activation", "nodes": [{"op": "x"}, {"op": "sigmoid", "inputs": [0, 0]}]},
-         "node 1: op 'sigmoid' takes 1 input(s), got 2"),
-        ({"space": "activation", "nodes": [{"op": "x"}, {"op": "sigmoid", "inputs": [1]}]},
-         "node 1: input 1 must be the index of an earlier node"),
-        ({"space": "activation", "nodes": [{"op": "x"}, {"op": "sigmoid", "inputs": [True]}]}, "node 1: input True"),
-        ({"space": "activation", "nodes": [{"op": "const", "value": "1"}]}, "node 0: field 'value' must be a number"),
-        ({"space": "activation", "nodes": [{"op": "const"}]}, "node 0: const needs a finite numeric 'value'"),
-        ({"space": "activation", "nodes": [{"op": "param", "name": "v1"}]}, "node 0: unknown parameter 'v1'"),
-        ({"space": "activation", "nodes": [{"op": "x"}, {"op": "std", "inputs": [0], "axis": "batch"}]},
-         "node 1: op 'std' is not available in the activation space"),
-        ({"space": "normact", "nodes": [{"op": "x"}, {"op": "std", "inputs": [0]}]}, "needs an axis"),
-        ({"space": "normact", "nodes": [{"op": "x"}, {"op": "std", "inputs": [0], "axis": "time"}]}, "needs an axis"),
+        (
+            {"space": "activation", "nodes": [{"op": "x"}], "extra": 1},
+            "unknown graph field(s): extra",
+        ),
+        (
+            {"space": "activation", "nodes": [{"op": "x"}, {"op": "frob", "inputs": [0]}]},
+            "node 1: unknown op 'frob'",
+        ),
+        (
+            {"space": "activation", "nodes": [{"op": "x"}, {"op": "sigmoid", "inputs": [0, 0]}]},
+            "node 1: op 'sigmoid' takes 1 input(s), got 2",
+        ),
+        (
+            {"space": "activation", "nodes": [{"op": "x"}, {"op": "sigmoid", "inputs": [1]}]},
+            "node 1: input 1 must be the index of an earlier node",
+        ),
+        (
+            {"space": "activation", "nodes": [{"op": "x"}, {"op": "sigmoid", "inputs": [True]}]},
+            "node 1: input True",
+        ),
+        (
+            {"space": "activation", "nodes": [{"op": "const", "value": "1"}]},
+            "node 0: field 'value' must be a number",
+        ),
+        (
+            {"space": "activation", "nodes": [{"op": "const"}]},
+            "node 0: const needs a finite numeric 'value'",
+        ),
+        (
+            {"space": "activation", "nodes": [{"op": "param", "name": "v1"}]},
+            "node 0: unknown parameter 'v1'",
+        ),
+        (
+            {
+                "space": "activation",
+                "nodes": [{"op": "x"}, {"op": "std", "inputs": [0], "axis": "batch"}],
+            },
+            "node 1: op 'std' is not available in the activation space",
+        ),
+        (
+            {"space": "normact", "nodes": [{"op": "x"}, {"op": "std", "inputs": [0]}]},
+            "needs an axis",
+        ),
+        (
+            {
+                "space": "normact",
+                "nodes": [{"op": "x"}, {"op": "std", "inputs": [0], "axis": "time"}],
+            },
+            "needs an axis",
+        ),
         ({"space": "normact", "nodes": [{"op": "x"}], "options": {"eps": -1}}, "eps must be"),
-        ({"space": "normact", "nodes": [{"op": "x"}], "options": {"groups": 2.5}}, "groups must be"),
-        ({"space": "activation", "nodes": [{"op": "x"}], "options": {"eps": 0.1}}, "activation graphs take none"),
-        ({"space": "activation", "nodes": [{"op": "x", "bogus": 1}]}, "node 0: unknown field(s) bogus"),
-        ({"space": "activation", "nodes": [{"op": "x"}], "format": "v0"}, "unsupported graph format"),
-        ({"space": "activation", "nodes": [{"op": "const", "value": 10**400}]}, "node 0: field 'value' is out of range"),
-        ({"space": "normact", "nodes": [{"op": "x"}], "options": {"eps": 10**400}}, "option 'eps' is out of range"),
-        ({"space": "activation", "nodes": [{"op": "x"}, {"op": "sin", "inputs": [10**400]}]}, "node 1: input"),
+        (
+            {"space": "normact", "nodes": [{"op": "x"}], "options": {"groups": 2.5}},
+            "groups must be",
+        ),
+        (
+            {"space": "activation", "nodes": [{"op": "x"}], "options": {"eps": 0.1}},
+            "activation graphs take none",
+        ),
+        (
+            {"space": "activation", "nodes": [{"op": "x", "bogus": 1}]},
+            "node 0: unknown field(s) bogus",
+        ),
+        (
+            {"space": "activation", "nodes": [{"op": "x"}], "format": "v0"},
+            "unsupported graph format",
+        ),
+        (
+            {"space": "activation", "nodes": [{"op": "const", "value": 10**400}]},
+            "node 0: field 'value' is out of range",
+        ),
+        (
+            {"space": "normact", "nodes": [{"op": "x"}], "options": {"eps": 10**400}},
+            "option 'eps' is out of range",
+        ),
+        (
+            {"space": "activation", "nodes": [{"op": "x"}, {"op": "sin", "inputs": [10**400]}]},
+            "node 1: input",
+        ),
         ({"space": "activation", "nodes": [{"op": 3}]}, "node 0: field 'op' must be a string"),
         ({"space": "activation", "nodes": ["x"]}, "node 0: must be an object"),
-        ({"space": "activation", "nodes": [{"op": "x", "inputs": "0"}]}, "field 'inputs' must be a list"),
+        (
+            {"space": "activation", "nodes": [{"op": "x", "inputs": "0"}]},
+            "field 'inputs' must be a list",
+        ),
     ],
 )
 def test_malformed_json_names_the_problem(d, fragment):
@@ -90,11 +152,25 @@ def test_malformed_json_names_the_problem(d, fragment):
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 5) | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8)
-    | st.sampled_from(["x", "const", "param", "add", "std", "batch", "v1", "beta", "activation", "normact"]),
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(
-        st.sampled_from(["op", "inputs", "value", "name", "axis", "space", "nodes", "options", "eps", "zz"]),
-        kids, max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.integers()
+    | st.floats(allow_nan=True)
+    | st.text(max_size=8)
+    | st.sampled_from(
+        ["x", "const", "param", "add", "std", "batch", "v1", "beta", "activation", "normact"]
+    ),
+    lambda kids: (
+        st.lists(kids, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                ["op", "inputs", "value", "name", "axis", "space", "nodes", "options", "eps", "zz"]
+            ),
+            kids,
+            max_size=5,
+        )
+    ),
     max_leaves=25,
 )
 
@@ -137,7 +213,7 @@ def test_facts_carried_by_mutation_and_pruning_equal_fresh_ones(kind, ops):
     the key; each must equal what a freshly built graph of the same nodes computes."""
     import random
 
-    from grammar import make_space, mutate, random_graph
+    from layerforge.grammar import make_space, mutate, random_graph
 
     space = make_space(kind, ops=ops)
     rng = random.Random(5)

@@ -7,9 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-import grammar
-from grammar import OPS, GrammarError, compile_graph, evaluate_numpy, get_op, list_ops, parse
-from grammar.ops import AXES
+from layerforge import grammar
+from layerforge.grammar import (
+    OPS,
+    GrammarError,
+    compile_graph,
+    evaluate_numpy,
+    get_op,
+    list_ops,
+    parse,
+)
+from layerforge.grammar.ops import AXES
 
 ELEMENTWISE = sorted(n for n, op in OPS.items() if not op.aggregate)
 AGGREGATES = sorted(n for n, op in OPS.items() if op.aggregate)
@@ -39,7 +47,9 @@ def test_elementwise_op_matches_numpy_and_gradcheck(name):
     # the op's own torch callable agrees with its NumPy callable too
     args_t = [x, torch.cos(x) + 2, torch.sin(x)][: OPS[name].arity]
     args_n = [a.numpy() for a in args_t]
-    np.testing.assert_allclose(OPS[name].torch(*args_t).numpy(), OPS[name].numpy(*args_n), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        OPS[name].torch(*args_t).numpy(), OPS[name].numpy(*args_n), rtol=1e-10, atol=1e-12
+    )
     xg = x[:12].clone().requires_grad_(True)
     assert torch.autograd.gradcheck(mod, (xg,), eps=1e-6, atol=1e-5, rtol=1e-4)
 
@@ -59,7 +69,9 @@ def test_statistic_matches_numpy_and_gradcheck(name, axis):
 
 @pytest.mark.parametrize("name", ELEMENTWISE)
 def test_elementwise_ops_never_nan_on_extreme_input(name):
-    x = torch.tensor([-1e30, -1e4, -50.0, -1.0, -1e-30, 0.0, 1e-30, 1.0, 50.0, 1e4, 1e30], dtype=torch.float64)
+    x = torch.tensor(
+        [-1e30, -1e4, -50.0, -1.0, -1e-30, 0.0, 1e-30, 1.0, 50.0, 1e4, 1e30], dtype=torch.float64
+    )
     op = OPS[name]
     args = [x, x.flip(0), torch.zeros_like(x)][: op.arity]
     out_t = op.torch(*args)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grammar import BUILTINS, GrammarError, ParseError, parse, to_text
-from grammar.parser import MAX_NESTING, MAX_TEXT
+from layerforge.grammar import BUILTINS, GrammarError, ParseError, parse, to_text
+from layerforge.grammar.parser import MAX_NESTING, MAX_TEXT
 
 SWISH_FOUND = [
     "x * sigmoid(beta * x)",
@@ -54,7 +54,10 @@ def test_structure_and_precedence():
     # literal is a constant, not a parameter
     assert parse("1.0 * x", "activation").params == ()
     # precedence: a - b - c is (a - b) - c, different from a - (b - c)
-    assert parse("x - sin(x) - cos(x)", "activation").key != parse("x - (sin(x) - cos(x))", "activation").key
+    assert (
+        parse("x - sin(x) - cos(x)", "activation").key
+        != parse("x - (sin(x) - cos(x))", "activation").key
+    )
     assert parse("-x^2", "activation").key == parse("-(x^2)", "activation").key
     assert parse("-x^2", "activation").key != parse("(-x)^2", "activation").key
     assert parse("x**2", "activation").key == parse("square(x)", "activation").key
@@ -156,9 +159,44 @@ def test_unknown_space():
 
 
 _ALPHABET = string.ascii_letters[:12] + string.digits + " +-*/^(),;=.e_" + "xvbtsig"
-_TOKENS = ["x", "beta", "v0", "v1", "weight", "bias", "sigmoid", "max", "min", "std", "mean", "batch",
-           "group", "(", ")", ",", "+", "-", "*", "/", "^", "**", "2", "3", "1.5", "0", ";", "eps", "=",
-           "1e-3", "lerp", "tanh", "__import__", "'", ".", "os"]
+_TOKENS = [
+    "x",
+    "beta",
+    "v0",
+    "v1",
+    "weight",
+    "bias",
+    "sigmoid",
+    "max",
+    "min",
+    "std",
+    "mean",
+    "batch",
+    "group",
+    "(",
+    ")",
+    ",",
+    "+",
+    "-",
+    "*",
+    "/",
+    "^",
+    "**",
+    "2",
+    "3",
+    "1.5",
+    "0",
+    ";",
+    "eps",
+    "=",
+    "1e-3",
+    "lerp",
+    "tanh",
+    "__import__",
+    "'",
+    ".",
+    "os",
+]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

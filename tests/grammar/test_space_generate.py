@@ -6,15 +6,27 @@ import random
 
 import pytest
 
-from grammar import BUILTINS, GrammarError, Graph, Node, check_static, make_space, mutate, parse, random_graph
-from grammar.ops import EVONORM_OPS, SWISH_OPS
+from layerforge.grammar import (
+    BUILTINS,
+    GrammarError,
+    Graph,
+    Node,
+    check_static,
+    make_space,
+    mutate,
+    parse,
+    random_graph,
+)
+from layerforge.grammar.ops import EVONORM_OPS, SWISH_OPS
 
 
 def test_presets():
     s = make_space("activation", "swish")
     assert s.kind == "activation" and s.ops == SWISH_OPS
     e = make_space("normact", "evonorm", max_nodes=10, max_depth=7)
-    assert e.ops == EVONORM_OPS and e.max_nodes == 10 and set(e.axes) == {"batch", "instance", "group"}
+    assert (
+        e.ops == EVONORM_OPS and e.max_nodes == 10 and set(e.axes) == {"batch", "instance", "group"}
+    )
     f = make_space("normact", "full")
     assert "std" in f.ops and "layer" in f.axes
     assert "std" not in make_space("activation", "full").ops
@@ -45,11 +57,16 @@ def test_check_static_rejections():
     act = make_space("activation", "swish", max_nodes=3, max_depth=3)
     check_static(parse("x * sigmoid(beta * x)", "activation"), act)
     with pytest.raises(GrammarError, match="does not depend on x"):
-        check_static(Graph("activation", (Node("x"), Node("const", value=1.0), Node("sin", (1,)))), act)
+        check_static(
+            Graph("activation", (Node("x"), Node("const", value=1.0), Node("sin", (1,)))), act
+        )
     with pytest.raises(GrammarError, match="5 op nodes, over the limit of 3"):
         check_static(parse("sin(x) + cos(x) * tanh(x)", "activation"), act)
     with pytest.raises(GrammarError, match="depth 4, over the limit of 3"):
-        check_static(parse("sin(sin(sin(sin(x))))", "activation"), make_space("activation", "swish", max_depth=3))
+        check_static(
+            parse("sin(sin(sin(sin(x))))", "activation"),
+            make_space("activation", "swish", max_depth=3),
+        )
     with pytest.raises(GrammarError, match="op 'gelu' is not allowed"):
         check_static(parse("gelu(x)", "activation"), act)
     with pytest.raises(GrammarError, match="normact graph but the space is activation"):
@@ -134,7 +151,7 @@ def test_mutate_changes_one_node_evonorm_style():
 
 @pytest.mark.parametrize("kind", ["activation", "normact"])
 def test_random_graphs_round_trip_text_and_json(kind):
-    from grammar import fingerprint, to_text
+    from layerforge.grammar import fingerprint, to_text
 
     space = make_space(kind, "full")
     rng = random.Random(21)
@@ -164,12 +181,13 @@ def test_mutate_with_a_validity_memo_gives_the_same_graphs(kind, ops):
 
 
 def test_passes_static_memoizes_only_valid_structures():
-    from grammar import passes_static
+    from layerforge.grammar import passes_static
 
     space = make_space("activation", "swish", max_nodes=2)
     memo: set[str] = set()
-    good, ignores_x, too_big = (parse(t, "activation") for t in
-                                ("x * sigmoid(x)", "sigmoid(1.0)", "tanh(sin(cos(x)))"))
+    good, ignores_x, too_big = (
+        parse(t, "activation") for t in ("x * sigmoid(x)", "sigmoid(1.0)", "tanh(sin(cos(x)))")
+    )
     assert passes_static(good, space, memo) and memo == {good.key}
     assert not passes_static(ignores_x, space, memo) and not passes_static(too_big, space, memo)
     assert memo == {good.key}

@@ -16,11 +16,26 @@ def _float(x):
 
 
 def instance_std(x, eps):
-    return _float(x).var(dim=(2, 3), unbiased=False, keepdim=True).add(eps).sqrt().to(x.dtype).expand(x.shape)
+    return (
+        _float(x)
+        .var(dim=(2, 3), unbiased=False, keepdim=True)
+        .add(eps)
+        .sqrt()
+        .to(x.dtype)
+        .expand(x.shape)
+    )
 
 
 def instance_rms(x, eps):
-    return _float(x).square().mean(dim=(2, 3), keepdim=True).add(eps).sqrt().to(x.dtype).expand(x.shape)
+    return (
+        _float(x)
+        .square()
+        .mean(dim=(2, 3), keepdim=True)
+        .add(eps)
+        .sqrt()
+        .to(x.dtype)
+        .expand(x.shape)
+    )
 
 
 def group_std(x, groups, eps):
@@ -46,7 +61,8 @@ class RefEvoNorm2dB0(nn.Module):
                 var = _float(x).var(dim=(0, 2, 3), unbiased=False)
                 n = x.numel() / x.shape[1]
                 self.running_var.copy_(
-                    self.running_var * (1 - self.momentum) + var.detach() * self.momentum * (n / (n - 1))
+                    self.running_var * (1 - self.momentum)
+                    + var.detach() * self.momentum * (n / (n - 1))
                 )
             else:
                 var = self.running_var
@@ -71,7 +87,8 @@ class RefEvoNorm2dB1(nn.Module):
                 var = _float(x).var(dim=(0, 2, 3), unbiased=False)
                 n = x.numel() / x.shape[1]
                 self.running_var.copy_(
-                    self.running_var * (1 - self.momentum) + var.detach() * self.momentum * (n / (n - 1))
+                    self.running_var * (1 - self.momentum)
+                    + var.detach() * self.momentum * (n / (n - 1))
                 )
             else:
                 var = self.running_var

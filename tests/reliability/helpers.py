@@ -18,8 +18,9 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 
-from storage import get_engine, repository as repo, session_scope
-from storage.models import Candidate, Evaluation
+from layerforge.storage import get_engine, session_scope
+from layerforge.storage import repository as repo
+from layerforge.storage.models import Candidate, Evaluation
 
 LAYERFORGE = str(Path(sys.executable).with_name("layerforge"))
 API = "/api/v1"
@@ -78,7 +79,7 @@ def listening_addresses(pid: int) -> list[str]:
                 if state == "0A" and inode in inodes:  # 0A = LISTEN
                     host, port = local.split(":")
                     if width == 8:
-                        address = ".".join(str(int(host[i:i + 2], 16)) for i in (6, 4, 2, 0))
+                        address = ".".join(str(int(host[i : i + 2], 16)) for i in (6, 4, 2, 0))
                     else:
                         address = "::1" if host == "0" * 24 + "01000000" else host
                     found.append(f"{address}:{int(port, 16)}")
@@ -89,15 +90,27 @@ class Server:
     """``layerforge serve`` in a subprocess that can be SIGKILLed and restarted on the same
     database and port."""
 
-    def __init__(self, database_url: str, folder: Path, *, env: dict[str, str] | None = None,
-                 port: int | None = None, args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        database_url: str,
+        folder: Path,
+        *,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        args: tuple[str, ...] = (),
+    ):
         self.database_url = database_url
         self.folder = Path(folder)
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "LAYERFORGE_DATABASE_URL": database_url,
-                    "LAYERFORGE_PORT": str(self.port), "LAYERFORGE_EVALUATOR": "local",
-                    "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env = {
+            **os.environ,
+            "LAYERFORGE_DATABASE_URL": database_url,
+            "LAYERFORGE_PORT": str(self.port),
+            "LAYERFORGE_EVALUATOR": "local",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
         for name in ("LAYERFORGE_API_TOKEN", "LAYERFORGE_HOST"):
             if name not in (env or {}):
                 self.env.pop(name, None)
@@ -117,8 +130,13 @@ class Server:
         self.starts += 1
         log = open(self.folder / f"server-{self.starts}.log", "w")
         t0 = time.monotonic()
-        self.proc = subprocess.Popen([LAYERFORGE, "serve", *self.args], env=self.env,
-                                     cwd=self.folder, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [LAYERFORGE, "serve", *self.args],
+            env=self.env,
+            cwd=self.folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         deadline = t0 + timeout
         while True:
@@ -128,8 +146,9 @@ class Server:
             except httpx.TransportError:
                 pass
             if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n"
-                                     + self.log_tail())
+                raise AssertionError(
+                    f"server exited with {self.proc.returncode}:\n" + self.log_tail()
+                )
             assert time.monotonic() < deadline, f"server did not start in {timeout} s"
             time.sleep(0.1)
         self.start_seconds.append(time.monotonic() - t0)
@@ -157,9 +176,11 @@ class Server:
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
     def logs(self) -> str:
-        return "\n".join((self.folder / f"server-{i}.log").read_text(errors="replace")
-                         for i in range(1, self.starts + 1)
-                         if (self.folder / f"server-{i}.log").exists())
+        return "\n".join(
+            (self.folder / f"server-{i}.log").read_text(errors="replace")
+            for i in range(1, self.starts + 1)
+            if (self.folder / f"server-{i}.log").exists()
+        )
 
 
 def submit(base: str, spec: dict, **headers: str) -> int:
@@ -183,22 +204,33 @@ def campaign_invariants(url: str, campaign_id: int, budget: int) -> dict:
         assert sorted(c.seq for c in candidates) == list(range(budget))
         statuses = Counter(c.status for c in candidates)
         assert set(statuses) <= {"completed", "rejected", "failed", "duplicate"}, statuses
-        per_candidate = dict(s.execute(
-            select(Evaluation.candidate_id, func.count())
-            .where(Evaluation.campaign_id == campaign_id, Evaluation.kind == "search")
-            .group_by(Evaluation.candidate_id)).all())
+        per_candidate = dict(
+            s.execute(
+                select(Evaluation.candidate_id, func.count())
+                .where(Evaluation.campaign_id == campaign_id, Evaluation.kind == "search")
+                .group_by(Evaluation.candidate_id)
+            ).all()
+        )
         for candidate in candidates:
             expected = 0 if candidate.status == "duplicate" else 1
             assert per_candidate.get(candidate.id, 0) == expected, (
-                candidate.id, candidate.text, candidate.status, per_candidate.get(candidate.id))
+                candidate.id,
+                candidate.text,
+                candidate.status,
+                per_candidate.get(candidate.id),
+            )
         assert not repo.unfinished_evaluations(s, campaign_id=campaign_id)
-        evaluations = Counter(s.scalars(select(Evaluation.status).where(
-            Evaluation.campaign_id == campaign_id)).all())
+        evaluations = Counter(
+            s.scalars(select(Evaluation.status).where(Evaluation.campaign_id == campaign_id)).all()
+        )
         events = repo.list_events(s, campaign_id=campaign_id, limit=1_000_000)
         resumed = [e.payload for e in events if e.kind == "resumed"]
-        return {"candidates": dict(statuses), "evaluations": dict(evaluations),
-                "resumed_events": len(resumed),
-                "requeued": sum(int((p or {}).get("requeued", 0)) for p in resumed)}
+        return {
+            "candidates": dict(statuses),
+            "evaluations": dict(evaluations),
+            "resumed_events": len(resumed),
+            "requeued": sum(int((p or {}).get("requeued", 0)) for p in resumed),
+        }
 
 
 def wait_status(base: str, campaign_id: int, timeout: float, statuses=FINISHED) -> dict:

@@ -70,8 +70,16 @@ class Soak:
             else:
                 self.errors[-1] = f"... and more; last: {text}"
 
-    def call(self, client: httpx.Client, method: str, path: str, *, ok=(200,), json_body=None,
-             allow_409=False) -> httpx.Response | None:
+    def call(
+        self,
+        client: httpx.Client,
+        method: str,
+        path: str,
+        *,
+        ok=(200,),
+        json_body=None,
+        allow_409=False,
+    ) -> httpx.Response | None:
         t0 = time.monotonic()
         try:
             response = client.request(method, path, json=json_body)
@@ -96,8 +104,7 @@ class Soak:
         with httpx.Client(base_url=self.base, timeout=30) as client:
             while not self.stop.is_set():
                 spec = dict(SMALL, name=f"soak-small-{index}-{self.submitted}")
-                response = self.call(client, "POST", f"{API}/campaigns", ok=(202,),
-                                     json_body=spec)
+                response = self.call(client, "POST", f"{API}/campaigns", ok=(202,), json_body=spec)
                 if response is None:
                     self.stop.wait(0.5)
                     continue
@@ -112,11 +119,16 @@ class Soak:
                 self.stop.wait(0.2)
 
     def poller(self, background: int) -> None:
-        paths = [f"{API}/campaigns", f"{API}/campaigns/{background}",
-                 f"{API}/campaigns/{background}/candidates?limit=50",
-                 f"{API}/campaigns/{background}/pareto",
-                 f"{API}/campaigns/{background}/hypervolume?max_points=200",
-                 "/metrics", "/healthz", f"{API}/ops"]
+        paths = [
+            f"{API}/campaigns",
+            f"{API}/campaigns/{background}",
+            f"{API}/campaigns/{background}/candidates?limit=50",
+            f"{API}/campaigns/{background}/pareto",
+            f"{API}/campaigns/{background}/hypervolume?max_points=200",
+            "/metrics",
+            "/healthz",
+            f"{API}/ops",
+        ]
         with httpx.Client(base_url=self.base, timeout=30) as client:
             while not self.stop.is_set():
                 for path in paths:
@@ -129,9 +141,13 @@ class Soak:
             with self.lock:
                 self.stream_connections += 1
             try:
-                with httpx.stream("GET", f"{self.base}{API}/campaigns/{background}/events",
-                                  params={"timeout": 10}, headers={"Last-Event-ID": str(last)},
-                                  timeout=30) as response:
+                with httpx.stream(
+                    "GET",
+                    f"{self.base}{API}/campaigns/{background}/events",
+                    params={"timeout": 10},
+                    headers={"Last-Event-ID": str(last)},
+                    timeout=30,
+                ) as response:
                     if response.status_code != 200:
                         self.error(f"events: {response.status_code}")
                         self.stop.wait(1)
@@ -151,31 +167,45 @@ class Soak:
                 self.stop.wait(1)
 
 
-def run(seconds: float, *, database_url: str | None = None, folder: Path | None = None,
-        submitters: int = 2, pollers: int = 3, streams: int = 2, sample_s: float = 1.0,
-        evaluator: str = "local") -> dict:
+def run(
+    seconds: float,
+    *,
+    database_url: str | None = None,
+    folder: Path | None = None,
+    submitters: int = 2,
+    pollers: int = 3,
+    streams: int = 2,
+    sample_s: float = 1.0,
+    evaluator: str = "local",
+) -> dict:
     folder = Path(folder or tempfile.mkdtemp(prefix="lf-soak-"))
     url = database_url or f"sqlite:///{folder / 'soak.db'}"
-    server = Server(url, folder, env={"LAYERFORGE_EVALUATOR": evaluator,
-                                      "LAYERFORGE_MAX_CAMPAIGNS": "3"})
+    server = Server(
+        url, folder, env={"LAYERFORGE_EVALUATOR": evaluator, "LAYERFORGE_MAX_CAMPAIGNS": "3"}
+    )
     server.start()
     listening = listening_addresses(server.pid)
     rss: list[tuple[float, int]] = []
     try:
-        background = httpx.post(f"{server.base}{API}/campaigns", json=BACKGROUND,
-                                timeout=30).json()["id"]
+        background = httpx.post(
+            f"{server.base}{API}/campaigns", json=BACKGROUND, timeout=30
+        ).json()["id"]
         # let the background campaign start and the first evaluations warm torch up
         deadline = time.monotonic() + 60
-        while httpx.get(f"{server.base}{API}/campaigns/{background}",
-                        timeout=30).json()["progress"]["candidates"] < 3:
+        while (
+            httpx.get(f"{server.base}{API}/campaigns/{background}", timeout=30).json()["progress"][
+                "candidates"
+            ]
+            < 3
+        ):
             assert time.monotonic() < deadline, "the background campaign did not start"
             time.sleep(0.2)
         soak = Soak(server.base, seconds)
-        threads = ([threading.Thread(target=soak.submitter, args=(i,)) for i in range(submitters)]
-                   + [threading.Thread(target=soak.poller, args=(background,))
-                      for _ in range(pollers)]
-                   + [threading.Thread(target=soak.streamer, args=(background,))
-                      for _ in range(streams)])
+        threads = (
+            [threading.Thread(target=soak.submitter, args=(i,)) for i in range(submitters)]
+            + [threading.Thread(target=soak.poller, args=(background,)) for _ in range(pollers)]
+            + [threading.Thread(target=soak.streamer, args=(background,)) for _ in range(streams)]
+        )
         t0 = time.monotonic()
         for thread in threads:
             thread.start()
@@ -208,18 +238,27 @@ def run(seconds: float, *, database_url: str | None = None, folder: Path | None 
         "campaigns_submitted": soak.submitted,
         "events_received": soak.events,
         "stream_connections": soak.stream_connections,
-        "latency_ms": {"p50": round(1000 * statistics.median(latencies), 1) if latencies else None,
-                       "p95": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 1)
-                       if latencies else None,
-                       "max": round(1000 * latencies[-1], 1) if latencies else None},
-        "background_campaign": {"status": detail["status"], "candidates":
-                                detail["progress"]["candidates"], "counts": detail["counts"]},
-        "rss_mib": {"start": round(values[0] / 1024, 1) if values else None,
-                    "after_first_quarter": round(quarter / 1024, 1),
-                    "end": round(values[-1] / 1024, 1) if values else None,
-                    "max": round(max(values) / 1024, 1) if values else None,
-                    "growth_after_first_quarter": round((values[-1] - quarter) / 1024, 1)
-                    if values else None},
+        "latency_ms": {
+            "p50": round(1000 * statistics.median(latencies), 1) if latencies else None,
+            "p95": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 1)
+            if latencies
+            else None,
+            "max": round(1000 * latencies[-1], 1) if latencies else None,
+        },
+        "background_campaign": {
+            "status": detail["status"],
+            "candidates": detail["progress"]["candidates"],
+            "counts": detail["counts"],
+        },
+        "rss_mib": {
+            "start": round(values[0] / 1024, 1) if values else None,
+            "after_first_quarter": round(quarter / 1024, 1),
+            "end": round(values[-1] / 1024, 1) if values else None,
+            "max": round(max(values) / 1024, 1) if values else None,
+            "growth_after_first_quarter": round((values[-1] - quarter) / 1024, 1)
+            if values
+            else None,
+        },
         "rss_samples_kib": rss,
         "server_start_seconds": [round(s, 1) for s in server.start_seconds],
         "database_url": url.split("@")[-1],
@@ -232,15 +271,23 @@ def run(seconds: float, *, database_url: str | None = None, folder: Path | None 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=120.0)
-    parser.add_argument("--db", default=None, help="database URL (default: SQLite in a temp folder)")
+    parser.add_argument(
+        "--db", default=None, help="database URL (default: SQLite in a temp folder)"
+    )
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     parser.add_argument("--submitters", type=int, default=2)
     parser.add_argument("--pollers", type=int, default=3)
     parser.add_argument("--streams", type=int, default=2)
     parser.add_argument("--evaluator", default="local", choices=["local", "simulated"])
     args = parser.parse_args()
-    figures = run(args.seconds, database_url=args.db, submitters=args.submitters,
-                  pollers=args.pollers, streams=args.streams, evaluator=args.evaluator)
+    figures = run(
+        args.seconds,
+        database_url=args.db,
+        submitters=args.submitters,
+        pollers=args.pollers,
+        streams=args.streams,
+        evaluator=args.evaluator,
+    )
     summary = {k: v for k, v in figures.items() if k != "rss_samples_kib"}
     print(json.dumps(summary, indent=2))
     if args.out:

@@ -13,10 +13,11 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from storage import get_engine, session_scope
-from storage.models import Campaign, Candidate
+from layerforge.storage import get_engine, session_scope
+from layerforge.storage.models import Campaign, Candidate
 from tests.api.helpers import API, make_app
 from tests.reliability.bad_specs import CASES, Raw, apply, valid_spec
 
@@ -40,8 +41,9 @@ def nothing_stored(client) -> bool:
 
 def post(client, body):
     if isinstance(body, Raw):
-        return client.post(f"{API}/campaigns", content=body.content,
-                           headers={"Content-Type": body.content_type})
+        return client.post(
+            f"{API}/campaigns", content=body.content, headers={"Content-Type": body.content_type}
+        )
     return client.post(f"{API}/campaigns", json=apply(body))
 
 
@@ -57,8 +59,9 @@ def test_the_corpus_is_big_and_the_valid_spec_is_valid(client):
 
 
 @pytest.mark.parametrize("case_id,body,fragment", CASES, ids=[c[0] for c in CASES])
-def test_malformed_spec_is_a_4xx_naming_the_field_and_stores_nothing(client, case_id, body,
-                                                                       fragment):
+def test_malformed_spec_is_a_4xx_naming_the_field_and_stores_nothing(
+    client, case_id, body, fragment
+):
     before = stored(client)
     response = post(client, body)
     if response.status_code == 202:  # keep the next cases' "nothing stored" meaningful
@@ -77,9 +80,16 @@ SEED_ALPHABET = "x0123456789.+-*/()^, abcdefghijklmnopqrstuvwyz_[]{}'\"\\;:=<>!@
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.lists(st.text(alphabet=SEED_ALPHABET, max_size=60) | st.sampled_from(
-    ["relu", "x * sigmoid(x)", "max(x, tanh(x))", "exp(-x^2)", "__import__", "x.__class__"]),
-    min_size=1, max_size=3))
+@given(
+    st.lists(
+        st.text(alphabet=SEED_ALPHABET, max_size=60)
+        | st.sampled_from(
+            ["relu", "x * sigmoid(x)", "max(x, tanh(x))", "exp(-x^2)", "__import__", "x.__class__"]
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_fuzzed_seeds_are_accepted_or_named_never_a_500(client, seeds):
     spec = dict(valid_spec(), seeds=seeds)
     response = client.post(f"{API}/campaigns", json=spec)
@@ -95,12 +105,22 @@ def test_fuzzed_seeds_are_accepted_or_named_never_a_500(client, seeds):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-                    | st.text(max_size=20),
-                    lambda inner: st.lists(inner, max_size=4)
-                    | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=20))
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False)
+        | st.text(max_size=20),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+        ),
+        max_leaves=20,
+    )
+)
 def test_fuzzed_json_bodies_are_4xx_never_a_500(client, body):
-    response = client.post(f"{API}/campaigns", content=json.dumps(body),
-                           headers={"Content-Type": "application/json"})
+    response = client.post(
+        f"{API}/campaigns", content=json.dumps(body), headers={"Content-Type": "application/json"}
+    )
     assert 400 <= response.status_code < 500, (body, response.status_code, response.text[:300])
     assert nothing_stored(client)

@@ -32,8 +32,7 @@ from tests.reliability.helpers import API, TINY_REAL_SPEC, Server, campaign_inva
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(400)]
 
-SPEC = dict(TINY_REAL_SPEC, name="pg-terminate", budget={"max_candidates": 10,
-                                                         "max_seconds": 3600})
+SPEC = dict(TINY_REAL_SPEC, name="pg-terminate", budget={"max_candidates": 10, "max_seconds": 3600})
 
 
 @pytest.fixture
@@ -49,7 +48,9 @@ def terminate_all(admin_dsn: str, database: str) -> int:
     with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as conn:
         rows = conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()", (database,)).fetchall()
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchall()
     return sum(1 for (ok,) in rows if ok)
 
 
@@ -71,8 +72,13 @@ def test_terminated_connections_are_survived(pg_url, postgres_admin_url, tmp_pat
             stop.wait(rng.uniform(0.2, 0.8))
 
     def poller(campaign_id: int):
-        paths = [f"{API}/campaigns/{campaign_id}", f"{API}/campaigns/{campaign_id}/candidates",
-                 f"{API}/campaigns/{campaign_id}/pareto", f"{API}/campaigns", "/healthz"]
+        paths = [
+            f"{API}/campaigns/{campaign_id}",
+            f"{API}/campaigns/{campaign_id}/candidates",
+            f"{API}/campaigns/{campaign_id}/pareto",
+            f"{API}/campaigns",
+            "/healthz",
+        ]
         with httpx.Client(base_url=server.base, timeout=30) as client:
             while not stop.is_set():
                 for path in paths:
@@ -83,9 +89,11 @@ def test_terminated_connections_are_survived(pg_url, postgres_admin_url, tmp_pat
                         continue
                     codes[response.status_code] += 1
                     if response.status_code >= 300:
-                        ok = (response.status_code == 503
-                              and response.json().get("error", {}).get("code") == "unavailable"
-                              and "retry-after" in response.headers)
+                        ok = (
+                            response.status_code == 503
+                            and response.json().get("error", {}).get("code") == "unavailable"
+                            and "retry-after" in response.headers
+                        )
                         if not ok:
                             bad.append(f"{path}: {response.status_code} {response.text[:300]}")
                 time.sleep(0.05)
@@ -95,8 +103,12 @@ def test_terminated_connections_are_survived(pg_url, postgres_admin_url, tmp_pat
         while not stop.is_set() and not sse["ended"]:
             sse["connections"] += 1
             try:
-                with httpx.stream("GET", f"{server.base}{API}/campaigns/{campaign_id}/events",
-                                  headers={"Last-Event-ID": str(last)}, timeout=30) as response:
+                with httpx.stream(
+                    "GET",
+                    f"{server.base}{API}/campaigns/{campaign_id}/events",
+                    headers={"Last-Event-ID": str(last)},
+                    timeout=30,
+                ) as response:
                     if response.status_code != 200:
                         codes[response.status_code] += 1
                         time.sleep(0.5)
@@ -123,17 +135,20 @@ def test_terminated_connections_are_survived(pg_url, postgres_admin_url, tmp_pat
     try:
         server.start()
         campaign_id = submit(server.base, SPEC)
-        threads = [threading.Thread(target=killer, daemon=True),
-                   threading.Thread(target=poller, args=(campaign_id,), daemon=True),
-                   threading.Thread(target=poller, args=(campaign_id,), daemon=True),
-                   threading.Thread(target=follower, args=(campaign_id,), daemon=True)]
+        threads = [
+            threading.Thread(target=killer, daemon=True),
+            threading.Thread(target=poller, args=(campaign_id,), daemon=True),
+            threading.Thread(target=poller, args=(campaign_id,), daemon=True),
+            threading.Thread(target=follower, args=(campaign_id,), daemon=True),
+        ]
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 300
         while True:
             try:
-                status = httpx.get(f"{server.base}{API}/campaigns/{campaign_id}",
-                                   timeout=30).json()["status"]
+                status = httpx.get(
+                    f"{server.base}{API}/campaigns/{campaign_id}", timeout=30
+                ).json()["status"]
             except (httpx.TransportError, KeyError):
                 status = "?"
             if status in ("completed", "failed", "cancelled"):
@@ -154,9 +169,11 @@ def test_terminated_connections_are_survived(pg_url, postgres_admin_url, tmp_pat
     assert sse["events"] == sorted(set(sse["events"])), "an event came twice or out of order"
     retries = server.logs().count("database unavailable")
     assert retries >= 1, "no controller retry was exercised"
-    print(f"\n[pg_terminate] controller retries={retries} rounds={terminated[1]} connections terminated={terminated[0]} "
-          f"http={dict(codes)} sse connections={sse['connections']} broken={sse['broken']} "
-          f"events={len(sse['events'])} {figures}")
+    print(
+        f"\n[pg_terminate] controller retries={retries} rounds={terminated[1]} connections terminated={terminated[0]} "
+        f"http={dict(codes)} sse connections={sse['connections']} broken={sse['broken']} "
+        f"events={len(sse['events'])} {figures}"
+    )
 
 
 def test_event_stream_with_a_huge_cursor_on_postgres(pg_url, tmp_path):
@@ -170,9 +187,13 @@ def test_event_stream_with_a_huge_cursor_on_postgres(pg_url, tmp_path):
     app.state.sse_max_seconds = 0.3
     with TestClient(app) as client:
         campaign_id = client.post(f"{API}/campaigns", json=small_spec()).json()["id"]
-        for params, headers in (({}, {}), ({"after": 2**62}, {}),
-                                ({}, {"Last-Event-ID": str(2**63 - 1)})):
-            response = client.get(f"{API}/campaigns/{campaign_id}/events",
-                                  params=params, headers=headers)
+        for params, headers in (
+            ({}, {}),
+            ({"after": 2**62}, {}),
+            ({}, {"Last-Event-ID": str(2**63 - 1)}),
+        ):
+            response = client.get(
+                f"{API}/campaigns/{campaign_id}/events", params=params, headers=headers
+            )
             assert response.status_code == 200, response.text
         assert "event: created" in client.get(f"{API}/campaigns/{campaign_id}/events").text

@@ -21,11 +21,11 @@ import time
 import pytest
 import ray
 
-from search.campaign import CampaignRunner, create_campaign
-from search.evaluators import RayEvaluator
-from search.spec import validate_spec
-from storage import get_engine, session_scope, upgrade_database
-from storage.models import Candidate, Evaluation
+from layerforge.search.campaign import CampaignRunner, create_campaign
+from layerforge.search.evaluators import RayEvaluator
+from layerforge.search.spec import validate_spec
+from layerforge.storage import get_engine, session_scope, upgrade_database
+from layerforge.storage.models import Candidate, Evaluation
 from tests.reliability.helpers import TINY_REAL_SPEC, campaign_invariants
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -35,7 +35,7 @@ def nan_candidate(value: float):
     """A workers Candidate whose layer returns ``x * value`` (NaN or Inf everywhere)."""
     import torch.nn as nn
 
-    from workers.candidates import Candidate as WorkerCandidate
+    from layerforge.workers.candidates import Candidate as WorkerCandidate
 
     class Poison(nn.Module):  # defined locally: cloudpickle ships it to the actor by value
         def forward(self, x):
@@ -75,8 +75,12 @@ class FaultyEvaluator(RayEvaluator):
         if self.to_kill:
             # kill the actor once it has been running the job for a moment
             for slot in self.pool._slots:
-                if (slot.job is not None and slot.job.job_id == self.to_kill
-                        and slot.ready_ref is None and time.monotonic() - slot.started > 0.1):
+                if (
+                    slot.job is not None
+                    and slot.job.job_id == self.to_kill
+                    and slot.ready_ref is None
+                    and time.monotonic() - slot.started > 0.1
+                ):
                     ray.kill(slot.handle, no_restart=True)
                     self.killed.append(slot.actor_id)
                     self.to_kill = None
@@ -101,10 +105,15 @@ def test_kill_timeout_and_nan_in_one_campaign(ray_session, tmp_path):
     """One campaign, two actors, three injected faults (sharing the actors' start-up):
     job 0 (the ReLU baseline) has its actor killed mid-evaluation, job 1 is a NaN layer,
     job 5 hangs past the 15 s task timeout."""
-    spec = dict(TINY_REAL_SPEC, name="ray-faults", budget={"max_candidates": 8},
-                proxies=[{"arch": "mlp", "dataset": "digits", "steps": 60, "batch_size": 64}])
-    evaluator = FaultyEvaluator({0: "kill", 1: "nan", 5: "hang"}, num_actors=2, num_cpus=0.5,
-                                task_timeout_s=15)
+    spec = dict(
+        TINY_REAL_SPEC,
+        name="ray-faults",
+        budget={"max_candidates": 8},
+        proxies=[{"arch": "mlp", "dataset": "digits", "steps": 60, "batch_size": 64}],
+    )
+    evaluator = FaultyEvaluator(
+        {0: "kill", 1: "nan", 5: "hang"}, num_actors=2, num_cpus=0.5, task_timeout_s=15
+    )
     t0 = time.monotonic()
     url, campaign_id = run_campaign(tmp_path, spec, evaluator)
     seconds = time.monotonic() - t0
@@ -122,12 +131,17 @@ def test_kill_timeout_and_nan_in_one_campaign(ray_session, tmp_path):
     nan = by_job[fault_job["nan"]]
     assert nan.status == "ok" and nan.result["status"] == "rejected", nan.result
     assert nan.result["stage"] == "probe" and "finite" in nan.result["reason"], nan.result
-    later_on_same = [by_job[j] for j in order[order.index(fault_job["nan"]) + 1:]
-                     if j in by_job and by_job[j].worker == nan.worker]
+    later_on_same = [
+        by_job[j]
+        for j in order[order.index(fault_job["nan"]) + 1 :]
+        if j in by_job and by_job[j].worker == nan.worker
+    ]
     assert later_on_same, "the worker that saw NaN took no further job"
     first = later_on_same[0]
     assert first.status == "ok" and first.result["status"] in ("completed", "rejected"), (
-        "the worker that saw NaN did not evaluate its next candidate", first)
+        "the worker that saw NaN did not evaluate its next candidate",
+        first,
+    )
     assert "finite" not in (first.result.get("reason") or "")
 
     # 3. the hang: a recorded timeout, candidate failed, and the campaign went on
@@ -142,9 +156,11 @@ def test_kill_timeout_and_nan_in_one_campaign(ray_session, tmp_path):
         hang_eval = s.get(Evaluation, int(fault_job["hang"]))
         assert hang_eval.status == "timeout" and "timeout" in hang_eval.error
         assert s.get(Candidate, hang_eval.candidate_id).status == "failed"
-    later = [by_job[j] for j in order[order.index(fault_job["hang"]) + 1:]]
+    later = [by_job[j] for j in order[order.index(fault_job["hang"]) + 1 :]]
     assert later and all(o.status == "ok" for o in later), "the campaign did not go on"
-    print(f"\n[ray faults] {seconds:.1f} s; killed={evaluator.killed} victim attempts="
-          f"{victim.attempts} retried on {victim.worker}; nan: {nan.result['reason'][:70]}; "
-          f"same worker {nan.worker} completed {len(later_on_same)} later jobs; "
-          f"timeout: {hang.error[:50]}; {figures}")
+    print(
+        f"\n[ray faults] {seconds:.1f} s; killed={evaluator.killed} victim attempts="
+        f"{victim.attempts} retried on {victim.worker}; nan: {nan.result['reason'][:70]}; "
+        f"same worker {nan.worker} completed {len(later_on_same)} later jobs; "
+        f"timeout: {hang.error[:50]}; {figures}"
+    )

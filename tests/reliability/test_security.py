@@ -30,19 +30,36 @@ PACKAGES = ("grammar", "workers", "search", "storage", "api")
 
 BUILTINS = {"eval", "exec", "compile", "__import__"}
 ANY_SPELLING = {"sympify", "parse_expr", "S"}  # S("...") is sympify too
-MODULE_CALLS = {("pickle", "loads"), ("pickle", "load"), ("cloudpickle", "loads"),
-                ("cloudpickle", "load"), ("marshal", "loads"), ("dill", "loads"),
-                ("importlib", "import_module"), ("torch", "load"), ("yaml", "load")}
+MODULE_CALLS = {
+    ("pickle", "loads"),
+    ("pickle", "load"),
+    ("cloudpickle", "loads"),
+    ("cloudpickle", "load"),
+    ("marshal", "loads"),
+    ("dill", "loads"),
+    ("importlib", "import_module"),
+    ("torch", "load"),
+    ("yaml", "load"),
+}
 
 # (file, function, name) -> why it is safe. Keep this list short and the reasons honest.
 REVIEWED = {
-    ("grammar/compile.py", "_generated_class", "compile"):
-        "compiles grammar.codegen.torch_source(graph): code generated from whitelisted op "
-        "templates; user text appears in it only through repr() (a string literal)",
-    ("grammar/compile.py", "_generated_class", "exec"):
-        "executes the code object compiled just above, into a fresh module namespace",
-    ("api/cli.py", "_register_command_groups", "import_module"):
-        "imports a constant tuple of the package's own CLI modules",
+    (
+        "grammar/compile.py",
+        "_generated_class",
+        "compile",
+    ): "compiles grammar.codegen.torch_source(graph): code generated from whitelisted op "
+    "templates; user text appears in it only through repr() (a string literal)",
+    (
+        "grammar/compile.py",
+        "_generated_class",
+        "exec",
+    ): "executes the code object compiled just above, into a fresh module namespace",
+    (
+        "api/cli.py",
+        "_register_command_groups",
+        "import_module",
+    ): "imports a constant tuple of the package's own CLI modules",
 }
 
 
@@ -65,8 +82,10 @@ def _constant_strings(call: ast.Call) -> bool:
 
 
 def _weights_only(call: ast.Call) -> bool:
-    return any(k.arg == "weights_only" and isinstance(k.value, ast.Constant)
-               and k.value.value is True for k in call.keywords)
+    return any(
+        k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+        for k in call.keywords
+    )
 
 
 def dangerous_calls(path: Path, source: str | None = None) -> list[tuple[int, str, str]]:
@@ -77,8 +96,11 @@ def dangerous_calls(path: Path, source: str | None = None) -> list[tuple[int, st
 
     def visit(node: ast.AST, function: str) -> None:
         for child in ast.iter_child_nodes(node):
-            name = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) \
+            name = (
+                child.name
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
                 else function
+            )
             if isinstance(child, ast.Call):
                 func = child.func
                 flagged = None
@@ -120,14 +142,16 @@ def test_no_dynamic_evaluation_of_non_constant_text():
                 reviewed_seen.add(key)
                 continue
             problems.append(f"{relative}:{line}: {name}(...) in {function}()")
-    assert not problems, ("dynamic evaluation of non-constant input (review it, then add it "
-                          "to REVIEWED with the reason it is safe):\n" + "\n".join(problems))
+    assert not problems, (
+        "dynamic evaluation of non-constant input (review it, then add it "
+        "to REVIEWED with the reason it is safe):\n" + "\n".join(problems)
+    )
     stale = set(REVIEWED) - reviewed_seen
     assert not stale, f"REVIEWED lists call sites that no longer exist: {stale}"
 
 
 def test_the_scanner_catches_what_it_should():
-    bad = '''
+    bad = """
 import pickle, sympy, importlib, torch
 from sympy.parsing.sympy_parser import parse_expr
 def f(text, blob):
@@ -140,18 +164,27 @@ def f(text, blob):
     pickle.loads(blob)
     importlib.import_module(text)
     torch.load(blob)
-'''
+"""
     names = [name for _, _, name in dangerous_calls(Path("bad.py"), bad)]
-    assert names == ["eval", "exec", "compile", "__import__", "sympify", "parse_expr",
-                     "loads", "import_module", "load"]
-    fine = '''
+    assert names == [
+        "eval",
+        "exec",
+        "compile",
+        "__import__",
+        "sympify",
+        "parse_expr",
+        "loads",
+        "import_module",
+        "load",
+    ]
+    fine = """
 import re, torch
-from grammar import compile
+from layerforge.grammar import compile
 def g(graph, text):
     re.compile(text)
     compile(graph)
     eval("1 + 1")
     torch.load(text, weights_only=True)
     model.eval()
-'''
+"""
     assert dangerous_calls(Path("fine.py"), fine) == []

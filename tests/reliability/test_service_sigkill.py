@@ -37,8 +37,12 @@ from tests.reliability.helpers import (
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 KILLS = 5
-SPEC = dict(TINY_REAL_SPEC, name="sigkill", budget={"max_candidates": 20, "max_seconds": 3600},
-            proxies=[{"arch": "mlp", "dataset": "digits", "steps": 20, "batch_size": 64}])
+SPEC = dict(
+    TINY_REAL_SPEC,
+    name="sigkill",
+    budget={"max_candidates": 20, "max_seconds": 3600},
+    proxies=[{"arch": "mlp", "dataset": "digits", "steps": 20, "batch_size": 64}],
+)
 
 
 def finished(base: str, campaign_id: int) -> int:
@@ -65,8 +69,12 @@ def test_service_sigkilled_five_times_resumes_and_loses_nothing(database_url, tm
             body = httpx.get(f"{server.base}{API}/campaigns/{campaign_id}", timeout=10).json()
             assert body["status"] not in ("completed", "failed", "cancelled"), (
                 f"the campaign ended ({body['status']}) after only {server.kills} kills; "
-                "make it bigger", body.get("error"))
-            progress_at_kill.append((finished(server.base, campaign_id), round(time.monotonic() - t0, 1)))
+                "make it bigger",
+                body.get("error"),
+            )
+            progress_at_kill.append(
+                (finished(server.base, campaign_id), round(time.monotonic() - t0, 1))
+            )
             server.sigkill()
             server.start()
         body = wait_status(server.base, campaign_id, timeout=300)
@@ -77,6 +85,8 @@ def test_service_sigkilled_five_times_resumes_and_loses_nothing(database_url, tm
     assert server.kills == KILLS
     # kills landed while work was in flight: the restarted controllers re-queued evaluations
     assert figures["resumed_events"] >= 1, figures
-    print(f"\n[sigkill] {database_url.split(':')[0]}: kills={server.kills} "
-          f"finished evaluations at each kill={progress_at_kill} starts={server.starts} "
-          f"start seconds={[round(s, 1) for s in server.start_seconds]} {figures}")
+    print(
+        f"\n[sigkill] {database_url.split(':')[0]}: kills={server.kills} "
+        f"finished evaluations at each kill={progress_at_kill} starts={server.starts} "
+        f"start seconds={[round(s, 1) for s in server.start_seconds]} {figures}"
+    )

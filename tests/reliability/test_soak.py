@@ -16,10 +16,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 def test_short_soak_has_no_errors_bounded_memory_and_binds_loopback(tmp_path):
     figures = run(10, folder=tmp_path, submitters=2, pollers=2, streams=2)
-    print(f"\n[soak 10 s] requests={figures['requests']} ({figures['requests_per_second']}/s) "
-          f"errors={figures['errors']} submitted={figures['campaigns_submitted']} "
-          f"events={figures['events_received']} rss={figures['rss_mib']} "
-          f"latency={figures['latency_ms']}")
+    print(
+        f"\n[soak 10 s] requests={figures['requests']} ({figures['requests_per_second']}/s) "
+        f"errors={figures['errors']} submitted={figures['campaigns_submitted']} "
+        f"events={figures['events_received']} rss={figures['rss_mib']} "
+        f"latency={figures['latency_ms']}"
+    )
     assert figures["server_alive_at_end"]
     # started without LAYERFORGE_HOST: the server listens on 127.0.0.1 and nowhere else
     assert figures["listening"] == [f"127.0.0.1:{figures['port']}"], figures["listening"]

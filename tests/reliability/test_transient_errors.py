@@ -14,20 +14,22 @@ import time
 import pytest
 from sqlalchemy import exc
 
-import search.manager as manager_module
-from search.campaign import CampaignRunner, create_campaign
-from search.evaluators import SimulatedEvaluator
-from search.manager import ControllerManager
-from search.spec import validate_spec
-from storage import (
+import layerforge.search.manager as manager_module
+from layerforge.search.campaign import CampaignRunner, create_campaign
+from layerforge.search.evaluators import SimulatedEvaluator
+from layerforge.search.manager import ControllerManager
+from layerforge.search.spec import validate_spec
+from layerforge.storage import (
     ConflictError,
     NotFoundError,
     StorageError,
     get_engine,
     is_transient,
-    repository as repo,
     session_scope,
     upgrade_database,
+)
+from layerforge.storage import (
+    repository as repo,
 )
 from tests.reliability.bad_specs import valid_spec
 
@@ -45,8 +47,9 @@ def test_is_transient_knows_a_lost_connection_from_a_real_error():
     assert is_transient(wrapped(sqlite3.OperationalError("database is locked")))
     invalidated = exc.DBAPIError("SELECT 1", {}, Exception("gone"), connection_invalidated=True)
     assert is_transient(wrapped(invalidated))
-    assert not is_transient(wrapped(exc.IntegrityError("INSERT", {}, Exception("unique")),
-                                    ConflictError))
+    assert not is_transient(
+        wrapped(exc.IntegrityError("INSERT", {}, Exception("unique")), ConflictError)
+    )
     assert not is_transient(wrapped(exc.DataError("INSERT", {}, Exception("out of range"))))
     assert not is_transient(NotFoundError("campaign 9 does not exist"))
     assert not is_transient(ValueError("a bug"))
@@ -67,8 +70,9 @@ def run_manager(url: str, timeout: float = 60.0) -> ControllerManager:
     try:
         while True:
             with session_scope(get_engine(url), readonly=True) as s:
-                if all(c.status in ("completed", "failed", "cancelled")
-                       for c in repo.list_campaigns(s)):
+                if all(
+                    c.status in ("completed", "failed", "cancelled") for c in repo.list_campaigns(s)
+                ):
                     return manager
             assert time.monotonic() < deadline
             time.sleep(0.05)

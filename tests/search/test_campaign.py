@@ -7,19 +7,22 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from search.campaign import CampaignRunner, create_campaign, pareto_of_campaign
-from search.evaluators import Outcome, SimulatedEvaluator
-from search.spec import SpecError, validate_spec
-from storage import get_engine, repository as repo, session_scope, upgrade_database
-from storage.models import Candidate, Evaluation
+from layerforge.search.campaign import CampaignRunner, create_campaign, pareto_of_campaign
+from layerforge.search.evaluators import Outcome, SimulatedEvaluator
+from layerforge.search.spec import SpecError, validate_spec
+from layerforge.storage import get_engine, session_scope, upgrade_database
+from layerforge.storage import repository as repo
+from layerforge.storage.models import Candidate, Evaluation
 
 SPEC = {
     "name": "sim",
     "space": {"kind": "activation", "ops": "swish", "max_nodes": 6},
     "seeds": ["x * sigmoid(x)", "silu", "max(x, tanh(x))"],
     "strategy": {"name": "evolution", "population": 16, "tournament": 4},
-    "proxies": [{"arch": "mlp", "dataset": "mnist1d", "steps": 50},
-                {"arch": "mlp", "dataset": "digits", "steps": 50}],
+    "proxies": [
+        {"arch": "mlp", "dataset": "mnist1d", "steps": 50},
+        {"arch": "mlp", "dataset": "digits", "steps": 50},
+    ],
     "objectives": ["accuracy", "nodes"],
     "budget": {"max_candidates": 60},
     "parallelism": 8,
@@ -47,23 +50,30 @@ class OneAtATime(SimulatedEvaluator):
 
 
 def run(db, campaign_id, evaluator=None, **kwargs):
-    return CampaignRunner(db, campaign_id, evaluator or SimulatedEvaluator(), poll_s=0.0,
-                          control_s=0.0, **kwargs).run()
+    return CampaignRunner(
+        db, campaign_id, evaluator or SimulatedEvaluator(), poll_s=0.0, control_s=0.0, **kwargs
+    ).run()
 
 
 def test_campaign_spends_its_budget_exactly_with_the_baseline_first(db):
     campaign_id = create_campaign(db, validate_spec(SPEC))
     assert run(db, campaign_id) == "completed"
     with session_scope(get_engine(db), readonly=True) as s:
-        candidates = s.scalars(select(Candidate).where(Candidate.campaign_id == campaign_id)
-                               .order_by(Candidate.seq)).all()
+        candidates = s.scalars(
+            select(Candidate).where(Candidate.campaign_id == campaign_id).order_by(Candidate.seq)
+        ).all()
         assert len(candidates) == 60
         assert [c.origin for c in candidates[:4]] == ["baseline", "seed", "seed", "seed"]
         assert candidates[0].strategy_data == {"builtin": "relu"}
         # "x * sigmoid(x)" and "silu" are one function: the second is a duplicate, not evaluated
-        assert candidates[2].status == "duplicate" and candidates[2].duplicate_of == candidates[1].id
-        evaluations = s.scalar(select(func.count()).select_from(Evaluation)
-                               .where(Evaluation.campaign_id == campaign_id))
+        assert (
+            candidates[2].status == "duplicate" and candidates[2].duplicate_of == candidates[1].id
+        )
+        evaluations = s.scalar(
+            select(func.count())
+            .select_from(Evaluation)
+            .where(Evaluation.campaign_id == campaign_id)
+        )
         assert evaluations == 59
         history = repo.list_hypervolume(s, campaign_id=campaign_id)
         assert len(history) == 59
@@ -71,7 +81,8 @@ def test_campaign_spends_its_budget_exactly_with_the_baseline_first(db):
         assert values == sorted(values) and values[-1] > 0
         assert repo.get_campaign(s, campaign_id=campaign_id).status == "completed"
         assert {"created", "status", "progress", "candidate"} <= {
-            e.kind for e in repo.list_events(s, campaign_id=campaign_id, limit=10_000)}
+            e.kind for e in repo.list_events(s, campaign_id=campaign_id, limit=10_000)
+        }
     front = pareto_of_campaign(db, campaign_id)
     assert front["front"] and all(p["on_front"] for p in front["front"])
     assert len(front["front"]) + len(front["dominated"]) >= 30
@@ -87,17 +98,28 @@ def test_a_stopped_campaign_resumes_without_losing_or_repeating_work(db):
         if progress.candidates >= 20:
             stop.set()
 
-    assert run(db, campaign_id, OneAtATime(), stop=stop, on_progress=stop_after_20,
-               batch_window_s=0.0) == "stopped"  # store each outcome as it comes
+    assert (
+        run(db, campaign_id, OneAtATime(), stop=stop, on_progress=stop_after_20, batch_window_s=0.0)
+        == "stopped"
+    )  # store each outcome as it comes
     with session_scope(get_engine(db), readonly=True) as s:
         unfinished = repo.unfinished_evaluations(s, campaign_id=campaign_id)
         assert unfinished, "the test should leave evaluations in flight"
     assert run(db, campaign_id) == "completed"
     with session_scope(get_engine(db), readonly=True) as s:
-        assert s.scalar(select(func.count()).select_from(Candidate)
-                        .where(Candidate.campaign_id == campaign_id)) == 60
-        rows = s.execute(select(Evaluation.candidate_id, func.count()).where(
-            Evaluation.campaign_id == campaign_id).group_by(Evaluation.candidate_id)).all()
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(Candidate)
+                .where(Candidate.campaign_id == campaign_id)
+            )
+            == 60
+        )
+        rows = s.execute(
+            select(Evaluation.candidate_id, func.count())
+            .where(Evaluation.campaign_id == campaign_id)
+            .group_by(Evaluation.candidate_id)
+        ).all()
         assert all(n == 1 for _, n in rows)
         assert not repo.unfinished_evaluations(s, campaign_id=campaign_id)
         statuses = repo.count_candidates(s, campaign_id=campaign_id)
@@ -127,8 +149,9 @@ def test_pause_and_cancel_requests_are_honoured(db):
         if progress.candidates >= 10 and "pause" not in done:
             done.append("pause")
             with session_scope(engine) as s:
-                repo.set_campaign_status(s, campaign_id=campaign_id, status="paused",
-                                         expected=["running"])
+                repo.set_campaign_status(
+                    s, campaign_id=campaign_id, status="paused", expected=["running"]
+                )
 
     assert run(db, campaign_id, on_progress=pause_at_10) == "paused"
     with session_scope(engine, readonly=True) as s:
@@ -142,8 +165,9 @@ def test_pause_and_cancel_requests_are_honoured(db):
         if progress.candidates >= 30 and "cancel" not in done:
             done.append("cancel")
             with session_scope(engine) as s:
-                repo.set_campaign_status(s, campaign_id=campaign_id, status="cancelled",
-                                         expected=["running"])
+                repo.set_campaign_status(
+                    s, campaign_id=campaign_id, status="cancelled", expected=["running"]
+                )
 
     assert run(db, campaign_id, on_progress=cancel_at_30) == "cancelled"
     with session_scope(engine, readonly=True) as s:
@@ -152,7 +176,7 @@ def test_pause_and_cancel_requests_are_honoured(db):
 
 
 def test_a_live_owner_keeps_its_campaign(db):
-    from storage import ConflictError
+    from layerforge.storage import ConflictError
 
     campaign_id = create_campaign(db, validate_spec(SPEC))
     with session_scope(get_engine(db)) as s:
@@ -186,16 +210,27 @@ def test_bad_specs_name_the_field_and_store_nothing(db, change, field):
 
 
 def test_transfer_stage_reevaluates_the_top_k_with_several_seeds(db):
-    from search.campaign import transfer_ranking
+    from layerforge.search.campaign import transfer_ranking
 
-    spec = validate_spec(dict(SPEC, budget={"max_candidates": 20},
-                              transfer={"top_k": 3, "seeds": 4, "proxies": [
-                                  {"arch": "mlp", "dataset": "synthetic", "steps": 100}]}))
+    spec = validate_spec(
+        dict(
+            SPEC,
+            budget={"max_candidates": 20},
+            transfer={
+                "top_k": 3,
+                "seeds": 4,
+                "proxies": [{"arch": "mlp", "dataset": "synthetic", "steps": 100}],
+            },
+        )
+    )
     campaign_id = create_campaign(db, spec)
     assert run(db, campaign_id) == "completed"
     with session_scope(get_engine(db), readonly=True) as s:
-        transfer = s.scalars(select(Evaluation).where(
-            Evaluation.campaign_id == campaign_id, Evaluation.kind == "transfer")).all()
+        transfer = s.scalars(
+            select(Evaluation).where(
+                Evaluation.campaign_id == campaign_id, Evaluation.kind == "transfer"
+            )
+        ).all()
         assert len(transfer) == 12 and all(e.status == "completed" for e in transfer)
         assert sorted({e.seed for e in transfer}) == [0, 1, 2, 3]
         assert len({e.candidate_id for e in transfer}) == 3
@@ -206,25 +241,35 @@ def test_transfer_stage_reevaluates_the_top_k_with_several_seeds(db):
 
 
 def test_optuna_with_its_nsga2_sampler_runs_a_campaign(db):
-    spec = validate_spec(dict(SPEC, strategy={"name": "optuna", "sampler": "nsga2",
-                                              "population": 8, "tournament": 2}))
+    spec = validate_spec(
+        dict(
+            SPEC, strategy={"name": "optuna", "sampler": "nsga2", "population": 8, "tournament": 2}
+        )
+    )
     campaign_id = create_campaign(db, spec)
     assert run(db, campaign_id) == "completed"
     with session_scope(get_engine(db), readonly=True) as s:
-        origins = [c.origin for c in s.scalars(select(Candidate).where(
-            Candidate.campaign_id == campaign_id))]
+        origins = [
+            c.origin
+            for c in s.scalars(select(Candidate).where(Candidate.campaign_id == campaign_id))
+        ]
         assert origins.count("optuna") == 56
 
 
 def test_every_rejection_setting_of_the_spec_reaches_the_workers():
     """Each threshold of the spec's ``rejection`` section arrives in the workers' config
     under its own name (a new spec field cannot be silently ignored)."""
-    from search.campaign import worker_rejection_config
-    from workers.rejection import RejectionConfig
+    from layerforge.search.campaign import worker_rejection_config
+    from layerforge.workers.rejection import RejectionConfig
 
-    custom = {"quality_steps": 37, "quality_min_accuracy": 0.31, "stability_max_grad_norm": 77.0,
-              "trainability_steps": 7, "trainability_min_logit_spread": 0.002,
-              "trainability_max_logit": 55.0}
+    custom = {
+        "quality_steps": 37,
+        "quality_min_accuracy": 0.31,
+        "stability_max_grad_norm": 77.0,
+        "trainability_steps": 7,
+        "trainability_min_logit_spread": 0.002,
+        "trainability_max_logit": 55.0,
+    }
     spec = validate_spec(dict(SPEC, rejection={**custom, "stages": ["static", "quality"]}))
     assert set(custom) == set(spec.rejection.model_dump()) - {"stages"}
     config = RejectionConfig.from_dict(worker_rejection_config(spec))
@@ -235,10 +280,13 @@ def test_every_rejection_setting_of_the_spec_reaches_the_workers():
 
 def test_simulated_evaluations_take_their_seconds():
     """``seconds`` holds each simulated job until it is due; poll waits for the next one."""
-    from grammar import parse
+    from layerforge.grammar import parse
 
-    payload = {"graph": parse("x * sigmoid(x)", "activation").to_dict(),
-               "proxies": [{"arch": "mlp", "dataset": "digits"}], "rejection": {"stages": []}}
+    payload = {
+        "graph": parse("x * sigmoid(x)", "activation").to_dict(),
+        "proxies": [{"arch": "mlp", "dataset": "digits"}],
+        "rejection": {"stages": []},
+    }
     slow = SimulatedEvaluator(seconds=3600)
     slow.submit("a", payload)
     assert slow.poll(0) == [] and slow.in_flight() == 1
@@ -247,17 +295,22 @@ def test_simulated_evaluations_take_their_seconds():
     outcomes = []
     while not outcomes:
         outcomes = quick.poll(1.0)
-    assert [(o.job_id, o.status, o.result["status"]) for o in outcomes] == [("b", "ok", "completed")]
+    assert [(o.job_id, o.status, o.result["status"]) for o in outcomes] == [
+        ("b", "ok", "completed")
+    ]
     assert quick.in_flight() == 0
 
 
 def test_simulated_results_carry_the_formula_only_when_asked_to_describe():
     """Real workers add ``latex`` to each result; the simulation does so with ``describe``."""
-    from grammar import export, parse
+    from layerforge.grammar import export, parse
 
     graph = parse("x * sigmoid(x)", "activation")
-    payload = {"graph": graph.to_dict(), "proxies": [{"arch": "mlp", "dataset": "digits"}],
-               "rejection": {"stages": []}}
+    payload = {
+        "graph": graph.to_dict(),
+        "proxies": [{"arch": "mlp", "dataset": "digits"}],
+        "rejection": {"stages": []},
+    }
     plain, described = SimulatedEvaluator(), SimulatedEvaluator(describe=True)
     for evaluator in (plain, described):
         evaluator.submit("a", payload)
@@ -268,16 +321,24 @@ def test_simulated_results_carry_the_formula_only_when_asked_to_describe():
 def test_outcomes_that_trickle_in_are_stored_in_batches(db):
     """A cluster's results arrive one at a time; the runner collects them for its batch window
     instead of writing (and refilling) once per result."""
-    campaign_id = create_campaign(db, validate_spec({**SPEC, "parallelism": 8,
-                                                     "budget": {"max_candidates": 40}}))
+    campaign_id = create_campaign(
+        db, validate_spec({**SPEC, "parallelism": 8, "budget": {"max_candidates": 40}})
+    )
     sizes = []
 
-    runner = CampaignRunner(db, campaign_id, OneAtATime(), poll_s=0.0, control_s=0.0,
-                            batch_window_s=1.0)
+    runner = CampaignRunner(
+        db, campaign_id, OneAtATime(), poll_s=0.0, control_s=0.0, batch_window_s=1.0
+    )
     store = runner._store
     runner._store = lambda outcomes: (sizes.append(len(outcomes)), store(outcomes))[1]
     assert runner.run() == "completed"
     assert max(sizes) == 8 and len(sizes) <= 6  # a whole parallelism's worth at once
     with session_scope(get_engine(db), readonly=True) as s:
-        assert s.scalar(select(func.count()).select_from(Candidate)
-                        .where(Candidate.campaign_id == campaign_id)) == 40
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(Candidate)
+                .where(Candidate.campaign_id == campaign_id)
+            )
+            == 40
+        )

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from search.pareto import (
+from layerforge.search.pareto import (
     crowding_distance,
     dominates,
     hypervolume,
@@ -73,7 +73,5 @@ def test_front_members_are_exactly_the_undominated(points):
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=1, max_size=12))
 def test_hypervolume_matches_a_grid_count(points):
     # on integer points with reference (6, 6), count unit cells dominated by some point
-    cells = sum(
-        any(px <= x and py <= y for px, py in points) for x in range(6) for y in range(6)
-    )
+    cells = sum(any(px <= x and py <= y for px, py in points) for x in range(6) for y in range(6))
     assert hypervolume(points, [6, 6]) == pytest.approx(cells)

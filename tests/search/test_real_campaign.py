@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from search.campaign import CampaignRunner, create_campaign, pareto_of_campaign
-from search.evaluators import LocalEvaluator
-from search.spec import validate_spec
-from storage import StorageError, get_engine, repository as repo, session_scope, upgrade_database
-from storage.models import Candidate, Evaluation, ObjectiveValue
+from layerforge.search.campaign import CampaignRunner, create_campaign, pareto_of_campaign
+from layerforge.search.evaluators import LocalEvaluator
+from layerforge.search.spec import validate_spec
+from layerforge.storage import StorageError, get_engine, session_scope, upgrade_database
+from layerforge.storage import repository as repo
+from layerforge.storage.models import Candidate, Evaluation, ObjectiveValue
 from tests.reliability.helpers import campaign_invariants
 
 LAYERFORGE = str(Path(sys.executable).with_name("layerforge"))
@@ -28,8 +29,10 @@ REAL_SPEC = {
     "space": {"kind": "activation", "ops": "swish", "max_nodes": 4, "max_depth": 4},
     "seeds": ["x * sigmoid(x)", "max(x, tanh(x))"],
     "strategy": {"name": "evolution", "population": 6, "tournament": 3},
-    "proxies": [{"arch": "mlp", "dataset": "mnist1d", "steps": 40, "batch_size": 64},
-                {"arch": "mlp", "dataset": "digits", "steps": 40, "batch_size": 64}],
+    "proxies": [
+        {"arch": "mlp", "dataset": "mnist1d", "steps": 40, "batch_size": 64},
+        {"arch": "mlp", "dataset": "digits", "steps": 40, "batch_size": 64},
+    ],
     "rejection": {"quality_steps": 15, "quality_min_accuracy": 0.15},
     "budget": {"max_candidates": 9},
     "parallelism": 1,
@@ -40,13 +43,22 @@ REAL_SPEC = {
 def snapshot(url: str, campaign_id: int):
     """Everything that must repeat: each candidate's text, status and objective values."""
     with session_scope(get_engine(url), readonly=True) as s:
-        rows = s.scalars(select(Candidate).where(Candidate.campaign_id == campaign_id)
-                         .order_by(Candidate.seq)).all()
-        values = {(v.candidate_id, v.name): (v.value, v.value_kind)
-                  for v in s.scalars(select(ObjectiveValue))}
-        return [(c.text, c.status, c.origin,
-                 sorted((name, val) for (cid, name), val in values.items() if cid == c.id))
-                for c in rows]
+        rows = s.scalars(
+            select(Candidate).where(Candidate.campaign_id == campaign_id).order_by(Candidate.seq)
+        ).all()
+        values = {
+            (v.candidate_id, v.name): (v.value, v.value_kind)
+            for v in s.scalars(select(ObjectiveValue))
+        }
+        return [
+            (
+                c.text,
+                c.status,
+                c.origin,
+                sorted((name, val) for (cid, name), val in values.items() if cid == c.id),
+            )
+            for c in rows
+        ]
 
 
 @pytest.mark.slow
@@ -80,8 +92,14 @@ def finished_evaluations(url: str) -> int:
     the file or its schema does not exist yet)."""
     try:
         with session_scope(get_engine(url), readonly=True) as s:
-            return s.scalar(select(func.count()).select_from(Evaluation)
-                            .where(Evaluation.status.not_in(("queued", "running")))) or 0
+            return (
+                s.scalar(
+                    select(func.count())
+                    .select_from(Evaluation)
+                    .where(Evaluation.status.not_in(("queued", "running")))
+                )
+                or 0
+            )
     except StorageError:
         return 0
 
@@ -89,9 +107,12 @@ def finished_evaluations(url: str) -> int:
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing_and_stores_nothing_twice(tmp_path: Path):
     budget = 16
-    spec = dict(REAL_SPEC, budget={"max_candidates": budget},
-                proxies=[{"arch": "mlp", "dataset": "digits", "steps": 150, "batch_size": 64}],
-                rejection={"quality_steps": 10, "quality_min_accuracy": 0.15})
+    spec = dict(
+        REAL_SPEC,
+        budget={"max_candidates": budget},
+        proxies=[{"arch": "mlp", "dataset": "digits", "steps": 150, "batch_size": 64}],
+        rejection={"quality_steps": 10, "quality_min_accuracy": 0.15},
+    )
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec))
     url = f"sqlite:///{tmp_path / 'crash.db'}"
@@ -100,14 +121,18 @@ def test_sigkill_at_random_moments_loses_nothing_and_stores_nothing_twice(tmp_pa
     rng = random.Random(0)
     kills = 0
     while kills < 5:
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         # A random moment measured in progress, not in seconds (a loaded machine must not let
         # the campaign finish first): after 0-1 more finished evaluations, then 0-1 s later.
         target = finished_evaluations(url) + rng.choice([0, 0, 1])
         deadline = time.monotonic() + 120
-        while (finished_evaluations(url) < target and proc.poll() is None
-               and time.monotonic() < deadline):
+        while (
+            finished_evaluations(url) < target
+            and proc.poll() is None
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 1.0))
         if proc.poll() is not None:
@@ -116,8 +141,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_stores_nothing_twice(tmp_pa
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
-    proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout
     assert "Pareto front" in proc.stdout
     with session_scope(get_engine(url), readonly=True) as s:
@@ -126,4 +152,6 @@ def test_sigkill_at_random_moments_loses_nothing_and_stores_nothing_twice(tmp_pa
         campaign_id = campaigns[0].id
     figures = campaign_invariants(url, campaign_id, budget)
     assert figures["resumed_events"] >= 1, (
-        "at least one kill should have left an evaluation to re-queue", figures)
+        "at least one kill should have left an evaluation to re-queue",
+        figures,
+    )

@@ -8,9 +8,9 @@ import hashlib
 
 import pytest
 
-from grammar import check_static, fingerprint, make_space
-from search.spec import StrategySpec
-from search.strategies import STRATEGIES, Member, create_strategy
+from layerforge.grammar import check_static, fingerprint, make_space
+from layerforge.search.spec import StrategySpec
+from layerforge.search.strategies import STRATEGIES, Member, create_strategy
 
 SPACES = {
     "activation": make_space("activation", ops="swish", max_nodes=6, max_depth=6),
@@ -34,17 +34,26 @@ def drive(strategy, rounds: int, batch: int, start_id: int = 1):
         proposals = strategy.ask(batch)
         for proposal in proposals:
             proposal = proposal.with_fingerprint()
-            member = Member(next_id, next_id, proposal.graph, proposal.fingerprint,
-                            proposal.origin, "running", None, proposal.parent_ids,
-                            dict(proposal.data))
+            member = Member(
+                next_id,
+                next_id,
+                proposal.graph,
+                proposal.fingerprint,
+                proposal.origin,
+                "running",
+                None,
+                proposal.parent_ids,
+                dict(proposal.data),
+            )
             strategy.observe(member)
             members.append(member)
             next_id += 1
-        for member in members[-len(proposals):] if proposals else []:
+        for member in members[-len(proposals) :] if proposals else []:
             values = fake_objectives(member.fingerprint)
             if values is None:
-                strategy.tell(member.id, error="rejected at probe: constant output",
-                              status="rejected")
+                strategy.tell(
+                    member.id, error="rejected at probe: constant output", status="rejected"
+                )
             else:
                 strategy.tell(member.id, values)
     return members
@@ -100,8 +109,12 @@ def test_rebuilt_strategy_asks_what_the_original_would(strategy_name: str, kind:
 def test_same_seed_repeats_exactly(strategy_name: str):
     space = SPACES["activation"]
     runs = [
-        [m.fingerprint for m in drive(create_strategy(strategy_name, space,
-                                                      settings(strategy_name), 2, seed=11), 5, 3)]
+        [
+            m.fingerprint
+            for m in drive(
+                create_strategy(strategy_name, space, settings(strategy_name), 2, seed=11), 5, 3
+            )
+        ]
         for _ in range(2)
     ]
     assert runs[0] == runs[1]
@@ -127,8 +140,9 @@ def test_nsga2_waits_for_its_generation_then_keeps_the_best():
     assert len(first) == 12  # one generation
     for i, proposal in enumerate(first, start=1):
         p = proposal.with_fingerprint()
-        strategy.observe(Member(i, i, p.graph, p.fingerprint, p.origin, "running", None, (),
-                                dict(p.data)))
+        strategy.observe(
+            Member(i, i, p.graph, p.fingerprint, p.origin, "running", None, (), dict(p.data))
+        )
     assert strategy.ask(4) == []  # generation 0 still running: wait
     for i in range(1, 13):
         strategy.tell(i, (-i / 12, i / 12))

@@ -8,7 +8,7 @@ import math
 import pytest
 from sqlalchemy import inspect, text, update
 
-from storage import (
+from layerforge.storage import (
     ConflictError,
     NotFoundError,
     StorageError,
@@ -17,15 +17,24 @@ from storage import (
     get_engine,
     head_revision,
     read_data_version,
-    repository as repo,
     session_scope,
     upgrade_database,
 )
-from storage.models import Candidate, Evaluation
-from storage.versions import DataVersion
+from layerforge.storage import (
+    repository as repo,
+)
+from layerforge.storage.models import Candidate, Evaluation
+from layerforge.storage.versions import DataVersion
 
-TABLES = {"campaign", "candidate", "evaluation", "objective_value", "rejection",
-          "hypervolume_point", "event"}
+TABLES = {
+    "campaign",
+    "candidate",
+    "evaluation",
+    "objective_value",
+    "rejection",
+    "hypervolume_point",
+    "event",
+}
 
 
 @pytest.fixture
@@ -35,15 +44,26 @@ def engine(database_url):
 
 
 def make_campaign(session, **overrides):
-    fields = dict(name="c", spec={"space": {"kind": "activation"}}, space_kind="activation",
-                  strategy="evolution", objectives=["acc:mlp/mnist1d"], seed=3)
+    fields = dict(
+        name="c",
+        spec={"space": {"kind": "activation"}},
+        space_kind="activation",
+        strategy="evolution",
+        objectives=["acc:mlp/mnist1d"],
+        seed=3,
+    )
     fields.update(overrides)
     return repo.create_campaign(session, **fields)
 
 
 def make_candidate(session, campaign_id, fingerprint="f0", **overrides):
-    fields = dict(campaign_id=campaign_id, graph={"space": "activation", "nodes": []},
-                  text="relu(x)", fingerprint=fingerprint, origin="seed")
+    fields = dict(
+        campaign_id=campaign_id,
+        graph={"space": "activation", "nodes": []},
+        text="relu(x)",
+        fingerprint=fingerprint,
+        origin="seed",
+    )
     fields.update(overrides)
     return repo.add_candidate(session, **fields)
 
@@ -65,14 +85,22 @@ def test_migrations_run_from_empty_to_head_and_back(database_url):
 def test_every_model_round_trips(engine):
     with session_scope(engine) as s:
         campaign = make_campaign(s, reference_point=[0.0, 1.0], idempotency_key="k1")
-        cand = make_candidate(s, campaign.id, canonical_key="relu", parent_ids=[],
-                              num_nodes=2, strategy_data={"params": {"u1": "tanh"}})
-        child = make_candidate(s, campaign.id, fingerprint="f1", parent_ids=[cand.id],
-                               origin="mutation")
+        cand = make_candidate(
+            s,
+            campaign.id,
+            canonical_key="relu",
+            parent_ids=[],
+            num_nodes=2,
+            strategy_data={"params": {"u1": "tanh"}},
+        )
+        child = make_candidate(
+            s, campaign.id, fingerprint="f1", parent_ids=[cand.id], origin="mutation"
+        )
         ev = repo.add_evaluation(s, candidate_id=cand.id, kind="search", seed=0)
         repo.set_objective_values(s, candidate_id=cand.id, values={"acc": 0.5, "nodes": 2.0})
-        repo.record_rejection(s, candidate_id=child.id, stage="probe", reason="constant output",
-                              cost_seconds=0.01)
+        repo.record_rejection(
+            s, candidate_id=child.id, stage="probe", reason="constant output", cost_seconds=0.01
+        )
         repo.add_hypervolume_point(s, campaign_id=campaign.id, evaluations=1, hypervolume=0.25)
         ids = (campaign.id, cand.id, child.id, ev.id)
     with session_scope(engine, readonly=True) as s:
@@ -102,8 +130,16 @@ def test_lineage_walks_first_parents_nearest_first_and_stops_at_depth_and_loops(
         cid = make_campaign(s).id
         ids = [make_candidate(s, cid, fingerprint="f0", text="x").id]
         for i in range(1, 60):  # a chain of 60: each candidate's first parent is the previous
-            ids.append(make_candidate(s, cid, fingerprint=f"f{i}", text=f"t{i}", origin="mutation",
-                                      parent_ids=[ids[-1], ids[0]]).id)
+            ids.append(
+                make_candidate(
+                    s,
+                    cid,
+                    fingerprint=f"f{i}",
+                    text=f"t{i}",
+                    origin="mutation",
+                    parent_ids=[ids[-1], ids[0]],
+                ).id
+            )
         other = make_candidate(s, cid, fingerprint="other", parent_ids=[]).id
     with session_scope(engine, readonly=True) as s:
         chain = repo.lineage(s, candidate_id=ids[-1])
@@ -146,8 +182,13 @@ def test_non_finite_objective_values_are_stored_explicitly(engine):
         repo.set_objective_values(s, candidate_id=cid, values=values)
     with session_scope(engine, readonly=True) as s:
         got = repo.get_objective_values(s, candidate_id=cid)
-        kinds = {name: kind for name, kind in s.execute(text(
-            "SELECT name, value_kind FROM objective_value WHERE candidate_id = :c"), {"c": cid})}
+        kinds = {
+            name: kind
+            for name, kind in s.execute(
+                text("SELECT name, value_kind FROM objective_value WHERE candidate_id = :c"),
+                {"c": cid},
+            )
+        }
     assert got["a"] == math.inf and got["b"] == -math.inf and math.isnan(got["c"])
     assert got["d"] == 0.0 and got["e"] == 1e-300
     assert kinds == {"a": "+inf", "b": "-inf", "c": "nan", "d": "finite", "e": "finite"}
@@ -157,8 +198,12 @@ def test_json_payloads_with_non_finite_floats_survive(engine):
     with session_scope(engine) as s:
         cid = make_candidate(s, make_campaign(s).id).id
         eid = repo.add_evaluation(s, candidate_id=cid).id
-        repo.finish_evaluation(s, evaluation_id=eid, status="completed",
-                               result={"loss": math.nan, "curve": [(0, math.inf)]})
+        repo.finish_evaluation(
+            s,
+            evaluation_id=eid,
+            status="completed",
+            result={"loss": math.nan, "curve": [(0, math.inf)]},
+        )
     with session_scope(engine, readonly=True) as s:
         assert s.get(Evaluation, eid).result == {"loss": "nan", "curve": [[0, "inf"]]}
 
@@ -171,15 +216,17 @@ def test_deleting_a_campaign_cascades_in_the_database(engine):
         cid = make_candidate(s, gone).id
         repo.add_evaluation(s, candidate_id=cid)
         repo.set_objective_values(s, candidate_id=cid, values={"acc": 1.0})
-        repo.record_rejection(s, candidate_id=make_candidate(s, gone, "f2").id, stage="static",
-                              reason="ignores x")
+        repo.record_rejection(
+            s, candidate_id=make_candidate(s, gone, "f2").id, stage="static", reason="ignores x"
+        )
         repo.add_hypervolume_point(s, campaign_id=gone, evaluations=1, hypervolume=1.0)
     with session_scope(engine) as s:  # plain SQL: the database itself must cascade
         s.execute(text("DELETE FROM campaign WHERE id = :id"), {"id": gone})
     with session_scope(engine, readonly=True) as s:
         for table in TABLES - {"campaign"}:
-            rows = s.execute(text(f"SELECT count(*) FROM {table} WHERE campaign_id = :id"),
-                             {"id": gone}).scalar()
+            rows = s.execute(
+                text(f"SELECT count(*) FROM {table} WHERE campaign_id = :id"), {"id": gone}
+            ).scalar()
             assert rows == 0, table
         assert repo.count_candidates(s, campaign_id=kept)["proposed"] == 1
     with session_scope(engine) as s:  # and through the ORM
@@ -215,8 +262,11 @@ def test_expired_leases_are_requeued_and_live_ones_are_not(engine):
         dead = repo.add_evaluation(s, candidate_id=cid, seed=1).id
         repo.lease_evaluation(s, evaluation_id=live, owner="a", lease_seconds=600)
         repo.lease_evaluation(s, evaluation_id=dead, owner="a", lease_seconds=600)
-        s.execute(update(Evaluation).where(Evaluation.id == dead).values(
-            lease_expires_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)))
+        s.execute(
+            update(Evaluation)
+            .where(Evaluation.id == dead)
+            .values(lease_expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+        )
     with session_scope(engine) as s:
         assert repo.requeue_expired(s, campaign_id=campaign_id) == 1
     with session_scope(engine, readonly=True) as s:
@@ -238,14 +288,19 @@ def test_candidates_page_by_objective_with_a_stable_cursor(engine):
     got, cursor = [], None
     with session_scope(engine, readonly=True) as s:
         while True:
-            page = repo.list_candidates(s, campaign_id=campaign_id, sort="acc", after=cursor,
-                                        limit=3)
+            page = repo.list_candidates(
+                s, campaign_id=campaign_id, sort="acc", after=cursor, limit=3
+            )
             if not page:
                 break
             got += [c.id for c in page]
             cursor = repo.candidate_sort_key(page[-1], "acc")
-        ascending = [c.id for c in repo.list_candidates(
-            s, campaign_id=campaign_id, sort="acc", descending=False, limit=100)]
+        ascending = [
+            c.id
+            for c in repo.list_candidates(
+                s, campaign_id=campaign_id, sort="acc", descending=False, limit=100
+            )
+        ]
         by_id = [c.id for c in repo.list_candidates(s, campaign_id=campaign_id, after=ids[5])]
     assert got == expected
     assert ascending[:6] == [ids[5], ids[0], ids[3], ids[7], ids[2], ids[6]]
@@ -255,16 +310,18 @@ def test_candidates_page_by_objective_with_a_stable_cursor(engine):
 def test_status_changes_are_conditional(engine):
     with session_scope(engine) as s:
         campaign_id = make_campaign(s).id
-        repo.set_campaign_status(s, campaign_id=campaign_id, status="running",
-                                 expected=["queued"])
+        repo.set_campaign_status(s, campaign_id=campaign_id, status="running", expected=["queued"])
     with pytest.raises(ConflictError, match="'running'"), session_scope(engine) as s:
-        repo.set_campaign_status(s, campaign_id=campaign_id, status="running",
-                                 expected=["queued", "paused"])
+        repo.set_campaign_status(
+            s, campaign_id=campaign_id, status="running", expected=["queued", "paused"]
+        )
     with session_scope(engine, readonly=True) as s:
         campaign = repo.get_campaign(s, campaign_id=campaign_id)
         assert campaign.status == "running" and campaign.started_at is not None
-        assert [e.kind for e in repo.list_events(s, campaign_id=campaign_id)] == ["created",
-                                                                                 "status"]
+        assert [e.kind for e in repo.list_events(s, campaign_id=campaign_id)] == [
+            "created",
+            "status",
+        ]
 
 
 def test_idempotency_key_is_unique(engine):

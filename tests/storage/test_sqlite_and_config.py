@@ -10,19 +10,21 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from storage import (
+from layerforge.storage import (
     StorageError,
     get_engine,
-    repository as repo,
     session_scope,
     upgrade_database,
     validate_database_url,
+)
+from layerforge.storage import (
+    repository as repo,
 )
 
 WRITER = textwrap.dedent(
     """
     import sys
-    from storage import get_engine, session_scope, repository as repo
+    from layerforge.storage import get_engine, session_scope, repository as repo
     url, campaign_id, tag, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     engine = get_engine(url)
     for i in range(n):
@@ -42,16 +44,21 @@ def test_two_processes_write_one_sqlite_file_without_locking_errors(tmp_path: Pa
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     upgrade_database(url)
     with session_scope(get_engine(url)) as s:
-        campaign_id = repo.create_campaign(s, name="c", spec={}, space_kind="activation",
-                                           strategy="random", objectives=["acc"]).id
+        campaign_id = repo.create_campaign(
+            s, name="c", spec={}, space_kind="activation", strategy="random", objectives=["acc"]
+        ).id
     n = 150
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, url, str(campaign_id), tag, str(n)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, url, str(campaign_id), tag, str(n)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for tag in ("a", "b")
     ]
     outputs = [p.communicate(timeout=180) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_out, err) in zip(procs, outputs):
         assert proc.returncode == 0, err
         assert "database is locked" not in err
     with session_scope(get_engine(url), readonly=True) as s:
@@ -65,8 +72,12 @@ def test_sqlite_enforces_foreign_keys(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'fk.db'}"
     upgrade_database(url)
     with pytest.raises(StorageError), session_scope(get_engine(url)) as s:
-        s.execute(text("INSERT INTO event (campaign_id, kind, payload, created_at) "
-                       "VALUES (12345, 'x', '{}', '2026-01-01')"))
+        s.execute(
+            text(
+                "INSERT INTO event (campaign_id, kind, payload, created_at) "
+                "VALUES (12345, 'x', '{}', '2026-01-01')"
+            )
+        )
 
 
 @pytest.mark.parametrize(

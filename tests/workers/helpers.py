@@ -60,9 +60,7 @@ class TorchEvoNormB0(Affine):
     def forward(self, x):
         vb = x.var(_dims(x, True), keepdim=True, unbiased=False)
         vi = x.var(_dims(x, False), keepdim=True, unbiased=False)
-        den = torch.maximum(
-            (vb + 1e-5).sqrt(), _vec(self.v1, x) * x + (vi + 1e-5).sqrt()
-        )
+        den = torch.maximum((vb + 1e-5).sqrt(), _vec(self.v1, x) * x + (vi + 1e-5).sqrt())
         return self.affine(x / den, x)
 
 
@@ -81,11 +79,10 @@ def torch_factories(kind: str) -> dict:
 
 def grammar_ready() -> bool:
     try:
-        import grammar
+        from layerforge import grammar
 
         return all(
-            hasattr(grammar, n)
-            for n in ("get_builtin", "list_builtins", "layer_factory", "parse")
+            hasattr(grammar, n) for n in ("get_builtin", "list_builtins", "layer_factory", "parse")
         )
     except Exception:  # noqa: BLE001
         return False

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
+from layerforge.workers.architectures import ARCHITECTURES, build_model
+from layerforge.workers.errors import InvalidConfigError, UnknownNameError
 from tests.workers.helpers import TorchBNReLU, torch_factories
-from workers.architectures import ARCHITECTURES, build_model
-from workers.errors import InvalidConfigError, UnknownNameError
 
 SHAPES = {"image": (1, 8, 8), "rgb": (3, 16, 16), "vector": (40,), "sequence": (3, 20)}
 
@@ -26,9 +26,7 @@ class Counting(nn.Module):
 @pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
 def test_every_arch_accepts_every_modality(arch, kind, shape):
     f = torch_factories(kind)["relu" if kind == "activation" else "bn_relu"]
-    model = build_model(
-        arch, input_shape=shape, num_classes=7, kind=kind, layer_factory=f
-    )
+    model = build_model(arch, input_shape=shape, num_classes=7, kind=kind, layer_factory=f)
     out = model(torch.randn(5, *shape))
     assert out.shape == (5, 7)
     out.sum().backward()
@@ -61,25 +59,27 @@ def test_candidate_replaces_every_site(arch):
     )
     assert Counting.count > 0
     if arch in ("resnet", "mlp"):
-        assert not any(
-            isinstance(x, nn.BatchNorm2d) for x in m.modules()
-        )  # every BN was paired
+        assert not any(isinstance(x, nn.BatchNorm2d) for x in m.modules())  # every BN was paired
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_gpu_scale_is_larger(arch):
-    f = lambda c: nn.ReLU()
-    size = lambda s: sum(
-        p.numel()
-        for p in build_model(
-            arch,
-            input_shape=(3, 32, 32),
-            num_classes=10,
-            kind="activation",
-            layer_factory=f,
-            scale=s,
-        ).parameters()
-    )
+    def f(c):
+        return nn.ReLU()
+
+    def size(s):
+        return sum(
+            p.numel()
+            for p in build_model(
+                arch,
+                input_shape=(3, 32, 32),
+                num_classes=10,
+                kind="activation",
+                layer_factory=f,
+                scale=s,
+            ).parameters()
+        )
+
     assert size("gpu") > 2 * size("cpu")
     assert size(0.5) < size("gpu")
 
@@ -99,11 +99,11 @@ def test_unknown_architecture_names_valid_ones():
 
 
 def test_bad_kind_and_scale():
-    f = lambda c: nn.ReLU()
+    def f(c):
+        return nn.ReLU()
+
     with pytest.raises(InvalidConfigError, match="kind"):
-        build_model(
-            "mlp", input_shape=(4,), num_classes=3, kind="norm", layer_factory=f
-        )
+        build_model("mlp", input_shape=(4,), num_classes=3, kind="norm", layer_factory=f)
     with pytest.raises(InvalidConfigError, match="scale"):
         build_model(
             "mlp",

@@ -4,14 +4,14 @@ import sys
 import pytest
 import torch
 
-from workers.datasets import (
+from layerforge.workers.datasets import (
     DATASETS,
     BatchSampler,
     DatasetCache,
     augment_batch,
     load_dataset,
 )
-from workers.errors import DatasetUnavailableError, InvalidConfigError, UnknownNameError
+from layerforge.workers.errors import DatasetUnavailableError, InvalidConfigError, UnknownNameError
 
 
 @pytest.fixture
@@ -21,14 +21,10 @@ def cache():
 
 def test_digits_shapes_and_split(cache):
     ds = load_dataset("digits", cache=cache)
-    assert (
-        ds.input_shape == (1, 8, 8) and ds.modality == "image" and ds.num_classes == 10
-    )
+    assert ds.input_shape == (1, 8, 8) and ds.modality == "image" and ds.num_classes == 10
     assert ds.train_x.shape[1:] == (1, 8, 8) and ds.train_x.dtype == torch.float32
     assert ds.num_train + ds.num_val == 1797
-    assert (
-        abs(ds.train_x.mean().item()) < 1e-3 and abs(ds.train_x.std().item() - 1) < 1e-2
-    )
+    assert abs(ds.train_x.mean().item()) < 1e-3 and abs(ds.train_x.std().item() - 1) < 1e-2
     assert set(ds.train_y.unique().tolist()) == set(range(10))
 
 
@@ -71,9 +67,7 @@ def test_synthetic_images_and_sequences(cache):
         num_train=300,
         num_val=100,
     )
-    assert (
-        img.input_shape == (2, 12, 12) and img.num_classes == 5 and img.num_train == 300
-    )
+    assert img.input_shape == (2, 12, 12) and img.num_classes == 5 and img.num_train == 300
     seq = load_dataset(
         "synthetic",
         cache=cache,
@@ -84,9 +78,7 @@ def test_synthetic_images_and_sequences(cache):
         num_train=200,
         num_val=50,
     )
-    assert (
-        seq.input_shape == (3, 20) and seq.modality == "sequence" and seq.num_val == 50
-    )
+    assert seq.input_shape == (3, 20) and seq.modality == "sequence" and seq.num_val == 50
     assert set(seq.train_y.unique().tolist()) <= set(range(4))
 
 
@@ -94,9 +86,7 @@ def test_synthetic_is_not_linearly_trivial(cache):
     from sklearn.linear_model import LogisticRegression
 
     ds = load_dataset("synthetic", cache=cache, size=8, num_train=1000, num_val=400)
-    clf = LogisticRegression(max_iter=300).fit(
-        ds.train_x.flatten(1).numpy(), ds.train_y.numpy()
-    )
+    clf = LogisticRegression(max_iter=300).fit(ds.train_x.flatten(1).numpy(), ds.train_y.numpy())
     acc = clf.score(ds.val_x.flatten(1).numpy(), ds.val_y.numpy())
     assert 0.15 < acc < 0.97, acc  # learnable, but not solved by a linear model
 

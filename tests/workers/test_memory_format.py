@@ -13,11 +13,10 @@ import math
 import pytest
 import torch
 
-from tests.workers.helpers import one_thread  # noqa: F401 - autouse fixture
-from workers.architectures import ARCHITECTURES, build_model
-from workers.datasets import BatchSampler, DatasetCache, DeviceDataset, load_dataset
-from workers.errors import InvalidConfigError
-from workers.memory_format import (
+from layerforge.workers.architectures import ARCHITECTURES, build_model
+from layerforge.workers.datasets import BatchSampler, DatasetCache, DeviceDataset, load_dataset
+from layerforge.workers.errors import InvalidConfigError
+from layerforge.workers.memory_format import (
     CHANNELS_LAST,
     CONV_ARCHS,
     choose_memory_format,
@@ -25,8 +24,9 @@ from workers.memory_format import (
     resolve_memory_format,
     slow_channels_last_layers,
 )
-from workers.tasks import ProxyTask
-from workers.training import Trainer, make_trainer
+from layerforge.workers.tasks import ProxyTask
+from layerforge.workers.training import Trainer, make_trainer
+from tests.workers.helpers import one_thread  # noqa: F401 - autouse fixture
 
 CL = torch.channels_last
 CACHE = DatasetCache()
@@ -34,13 +34,13 @@ SYNTH = {"size": 8, "channels": 3, "num_train": 256, "num_val": 128}
 
 
 def grammar_factory(name):
-    from grammar import get_builtin, layer_factory
+    from layerforge.grammar import get_builtin, layer_factory
 
     return layer_factory(get_builtin(name))
 
 
 def normact_builtins() -> list[str]:
-    from grammar import list_builtins
+    from layerforge.grammar import list_builtins
 
     return list_builtins("normact")
 
@@ -75,8 +75,13 @@ def test_policy_adopts_channels_last_where_it_was_measured_to_pay():
 @pytest.mark.parametrize("name", normact_builtins())
 def test_policy_keeps_group_norm_layers_contiguous(name):
     # F.group_norm over groups / instances is 3-14x slower on NHWC: those candidates stay NCHW
-    model = build_model("resnet", input_shape=(3, 8, 8), num_classes=10, kind="normact",
-                        layer_factory=grammar_factory(name))
+    model = build_model(
+        "resnet",
+        input_shape=(3, 8, 8),
+        num_classes=10,
+        kind="normact",
+        layer_factory=grammar_factory(name),
+    )
     slow = slow_channels_last_layers(model)
     expected = "contiguous" if name in ("gn_relu", "in_relu") else "channels_last"
     assert bool(slow) == (expected == "contiguous"), slow
@@ -90,12 +95,18 @@ def test_policy_sees_plain_torch_group_norm():
     def gn_relu(c):
         return torch.nn.Sequential(torch.nn.GroupNorm(min(4, c), c), torch.nn.ReLU())
 
-    model = build_model("mobilenetv2", input_shape=(1, 8, 8), num_classes=10, kind="normact",
-                        layer_factory=gn_relu)
+    model = build_model(
+        "mobilenetv2", input_shape=(1, 8, 8), num_classes=10, kind="normact", layer_factory=gn_relu
+    )
     assert slow_channels_last_layers(model)
     assert choose_memory_format("mobilenetv2", "normact", "cpu", model) == "contiguous"
-    plain = build_model("mobilenetv2", input_shape=(1, 8, 8), num_classes=10,
-                        kind="activation", layer_factory=lambda c: torch.nn.ReLU())
+    plain = build_model(
+        "mobilenetv2",
+        input_shape=(1, 8, 8),
+        num_classes=10,
+        kind="activation",
+        layer_factory=lambda c: torch.nn.ReLU(),
+    )
     assert slow_channels_last_layers(plain) == []
     assert choose_memory_format("mobilenetv2", "activation", "cpu", plain) == "channels_last"
 
@@ -135,8 +146,16 @@ def test_sampler_batches_have_the_same_values_in_both_formats(augment):
     ds = load_dataset("synthetic", cache=CACHE, **SYNTH)
     if augment:
         ds = DeviceDataset(
-            ds.name, ds.train_x, ds.train_y, ds.val_x, ds.val_y, ds.num_classes,
-            ds.input_shape, ds.modality, augment=augment, crop_padding=2,
+            ds.name,
+            ds.train_x,
+            ds.train_y,
+            ds.val_x,
+            ds.val_y,
+            ds.num_classes,
+            ds.input_shape,
+            ds.modality,
+            augment=augment,
+            crop_padding=2,
         )
     a = BatchSampler(ds, 32, seed=3, memory_format="contiguous")
     b = BatchSampler(ds, 32, seed=3, memory_format="channels_last")
@@ -203,15 +222,22 @@ def _task(arch: str, steps: int = 60) -> ProxyTask:
     # lr 0.05: at 0.1 a run this short is chaotic enough that fp32 rounding differences
     # between kernels grow to ~1% of the loss; at 0.05 the two formats stay within ~1e-4
     return ProxyTask(
-        arch=arch, dataset="synthetic", steps=steps, batch_size=32, lr=0.05, augment=False,
-        divergence_check_every=5, dataset_options=dict(SYNTH),
+        arch=arch,
+        dataset="synthetic",
+        steps=steps,
+        batch_size=32,
+        lr=0.05,
+        augment=False,
+        divergence_check_every=5,
+        dataset_options=dict(SYNTH),
     )
 
 
 def test_trainer_converts_model_and_batches():
     task = _task("resnet", steps=2)
-    t = make_trainer(task, grammar_factory("relu"), "activation", cache=CACHE,
-                     memory_format="channels_last")
+    t = make_trainer(
+        task, grammar_factory("relu"), "activation", cache=CACHE, memory_format="channels_last"
+    )
     assert t.memory_format == "channels_last"
     convs = [p for p in t.model.parameters() if p.dim() == 4]
     assert convs and all(p.is_contiguous(memory_format=CL) for p in convs)
@@ -229,22 +255,30 @@ def test_trainer_converts_model_and_batches():
 def test_trainer_without_kind_uses_the_arch_wide_policy():
     ds = load_dataset("digits", cache=CACHE)
     task = ProxyTask(arch="mobilenetv2", dataset="digits", steps=1, batch_size=16)
-    model = build_model("mobilenetv2", input_shape=ds.input_shape, num_classes=10,
-                        kind="activation", layer_factory=grammar_factory("relu"))
+    model = build_model(
+        "mobilenetv2",
+        input_shape=ds.input_shape,
+        num_classes=10,
+        kind="activation",
+        layer_factory=grammar_factory("relu"),
+    )
     assert Trainer(model, ds, task).memory_format == choose_memory_format(
-        "mobilenetv2", None, "cpu")
+        "mobilenetv2", None, "cpu"
+    )
 
 
 @pytest.mark.parametrize(
     ("arch", "kind", "layer"),
-    [("resnet", "activation", "relu"), ("mobilenetv2", "normact", "evonorm_b0"),
-     ("efficientnet", "normact", "evonorm_s0")],
+    [
+        ("resnet", "activation", "relu"),
+        ("mobilenetv2", "normact", "evonorm_b0"),
+        ("efficientnet", "normact", "evonorm_s0"),
+    ],
 )
 def test_channels_last_training_matches_contiguous(arch, kind, layer):
     results = {}
     for fmt in ("contiguous", "channels_last"):
-        t = make_trainer(_task(arch), grammar_factory(layer), kind, cache=CACHE,
-                         memory_format=fmt)
+        t = make_trainer(_task(arch), grammar_factory(layer), kind, cache=CACHE, memory_format=fmt)
         t.run_until()
         results[fmt] = t.result()
     a, b = results["contiguous"], results["channels_last"]
@@ -268,13 +302,23 @@ def test_fused_optimizer_matches_the_reference_update():
     t = make_trainer(task, grammar_factory("relu"), "activation", cache=CACHE)
     assert t.optimizer.defaults.get("fused") is True
     torch.manual_seed(0)
-    ref_model = build_model("resnet", input_shape=(3, 8, 8), num_classes=10,
-                            kind="activation", layer_factory=grammar_factory("relu"))
+    ref_model = build_model(
+        "resnet",
+        input_shape=(3, 8, 8),
+        num_classes=10,
+        kind="activation",
+        layer_factory=grammar_factory("relu"),
+    )
     ref_model.load_state_dict(t.model.state_dict())
-    from workers.training import _lr_at, _param_groups
+    from layerforge.workers.training import _lr_at, _param_groups
 
-    ref = torch.optim.SGD(_param_groups(ref_model, task.weight_decay), lr=_lr_at(0, task),
-                          momentum=task.momentum, nesterov=task.nesterov, foreach=False)
+    ref = torch.optim.SGD(
+        _param_groups(ref_model, task.weight_decay),
+        lr=_lr_at(0, task),
+        momentum=task.momentum,
+        nesterov=task.nesterov,
+        foreach=False,
+    )
     x, y = t.sampler.next()
     for model, opt in ((t.model, t.optimizer), (ref_model, ref)):
         for _ in range(2):

@@ -3,10 +3,10 @@ import time
 import pytest
 import ray
 
+from layerforge.workers.candidates import Candidate
+from layerforge.workers.pool import EvaluatorPool, PoolResult
 from tests.workers import helpers
 from tests.workers.helpers import ReLU, Sin100, Swish, Tanh, simple
-from workers.candidates import Candidate
-from workers.pool import EvaluatorPool, PoolResult
 
 # the actors import the helpers by value (the tests folder is not an installed package)
 ray.cloudpickle.register_pickle_by_value(helpers)
@@ -17,8 +17,12 @@ PROXIES = [
 ]
 # every stage but trainability, which stops Sin100 (its output ignores its input) before any
 # training: these tests want every candidate trained on both proxies
-CONFIG = {"quality_steps": 10, "quality_min_accuracy": 0.0, "measure_costs": False,
-          "stages": ["static", "probe", "duplicate", "stability", "quality", "full"]}
+CONFIG = {
+    "quality_steps": 10,
+    "quality_min_accuracy": 0.0,
+    "measure_costs": False,
+    "stages": ["static", "probe", "duplicate", "stability", "quality", "full"],
+}
 CLASSES = [ReLU, Swish, Tanh, Sin100]
 
 
@@ -84,12 +88,8 @@ def test_killing_an_actor_mid_run_still_yields_all_results(pool):
     victim_job = victim.job.job_id
     ray.kill(victim.handle, no_restart=True)
     results = pool.drain(timeout_s=150)
-    assert sorted(r.job_id for r in results) == sorted(f"k-{i}" for i in range(8)), (
-        results
-    )
-    assert all(r.status == "ok" for r in results), [
-        (r.job_id, r.error) for r in results
-    ]
+    assert sorted(r.job_id for r in results) == sorted(f"k-{i}" for i in range(8)), results
+    assert all(r.status == "ok" for r in results), [(r.job_id, r.error) for r in results]
     retried = [r for r in results if r.job_id == victim_job]
     assert retried[0].attempts == 2 and retried[0].actor_id != victim.actor_id
     stats = pool.actor_stats()
@@ -163,9 +163,7 @@ def test_soft_time_limit_is_added_to_evaluations(ray_session):
             },
         )
         jobs = list(pool._pending) + [s.job for s in pool._slots if s.job is not None]
-        limits = {
-            j.job_id: j.payload.get("config", {}).get("time_limit_s") for j in jobs
-        }
+        limits = {j.job_id: j.payload.get("config", {}).get("time_limit_s") for j in jobs}
         assert limits == {"a": None, "b": 40.0, "c": 7}
         results = {r.job_id: r for r in pool.drain(timeout_s=60)}
         assert results["b"].result["status"] == "completed"
@@ -175,7 +173,7 @@ def test_soft_time_limit_is_added_to_evaluations(ray_session):
 
 
 def test_pool_rejects_bad_arguments(ray_session):
-    from workers.errors import InvalidConfigError
+    from layerforge.workers.errors import InvalidConfigError
 
     with pytest.raises(InvalidConfigError, match="num_actors"):
         EvaluatorPool(0)
@@ -207,10 +205,8 @@ def test_bad_payload_is_a_failed_verdict_not_a_dead_pool(ray_session):
 
 
 def test_ray_connect_reuses_a_running_ray(ray_session, monkeypatch):
-    from workers.pool import ray_connect
+    from layerforge.workers.pool import ray_connect
 
-    monkeypatch.setenv(
-        "RAY_ADDRESS", "ray://192.0.2.1:10001"
-    )  # would fail if it were used
+    monkeypatch.setenv("RAY_ADDRESS", "ray://192.0.2.1:10001")  # would fail if it were used
     ray_connect()
     assert ray.is_initialized()

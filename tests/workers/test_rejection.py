@@ -3,12 +3,19 @@ import json
 import pytest
 import torch
 
-from tests.workers.helpers import Constant, NaNLayer, OOMLayer, ReLU, TorchXExp, simple
-from tests.workers.helpers import one_thread  # noqa: F401 - autouse fixture
-from workers.candidates import Candidate
-from workers.datasets import DatasetCache
-from workers.errors import InvalidConfigError, UnknownNameError
-from workers.rejection import STAGES, RejectionConfig, evaluate_candidate
+from layerforge.workers.candidates import Candidate
+from layerforge.workers.datasets import DatasetCache
+from layerforge.workers.errors import InvalidConfigError, UnknownNameError
+from layerforge.workers.rejection import STAGES, RejectionConfig, evaluate_candidate
+from tests.workers.helpers import (
+    Constant,
+    NaNLayer,
+    OOMLayer,
+    ReLU,
+    TorchXExp,
+    one_thread,  # noqa: F401 - autouse fixture
+    simple,
+)
 
 CACHE = DatasetCache()
 PROXY = [{"arch": "resnet", "dataset": "digits", "steps": 120}]
@@ -21,9 +28,7 @@ def evaluate(cand, proxies=PROXY, config=FAST, **kw):
     assert [s["name"] for s in out["stages"]] == [
         n for n in STAGES if n in [s["name"] for s in out["stages"]]
     ]
-    assert all(
-        s["seconds"] >= 0 and isinstance(s["reason"], str) for s in out["stages"]
-    )
+    assert all(s["seconds"] >= 0 and isinstance(s["reason"], str) for s in out["stages"])
     return out
 
 
@@ -56,9 +61,7 @@ def test_good_layers_pass_every_stage(cand):
         + ["trainability", "quality", "full"]
     )
     assert names == expected and all(s["passed"] for s in out["stages"])
-    assert (
-        out["proxies"][0]["val_accuracy"] >= 0.9 and out["proxies"][0]["steps"] == 120
-    )
+    assert out["proxies"][0]["val_accuracy"] >= 0.9 and out["proxies"][0]["steps"] == 120
     assert out["costs"]["runtime_ratio"] > 0 and out["costs"]["num_params"] >= 0
     assert out["fingerprint"]
 
@@ -151,9 +154,7 @@ def test_static_stage_uses_the_campaign_space():
     )
     assert (out["status"], out["stage"]) == ("rejected", "static")
     assert "limit" in out["reason"]
-    out = evaluate(
-        act("x * sigmoid(x)"), config={**FAST, "space": {"ops": ["add", "tanh"]}}
-    )
+    out = evaluate(act("x * sigmoid(x)"), config={**FAST, "space": {"ops": ["add", "tanh"]}})
     assert (out["status"], out["stage"]) == (
         "rejected",
         "static",
@@ -239,9 +240,7 @@ def test_bad_proxies_and_config_are_failed_not_raised():
     out = evaluate({"builtin": "relu"}, proxies=[{"arch": "vgg", "dataset": "digits"}])
     assert out["status"] == "failed" and "unknown architecture 'vgg'" in out["reason"]
     assert "transformer" in out["reason"]
-    out = evaluate(
-        {"builtin": "relu"}, proxies=[{"arch": "mlp", "dataset": "imagenet"}]
-    )
+    out = evaluate({"builtin": "relu"}, proxies=[{"arch": "mlp", "dataset": "imagenet"}])
     assert out["status"] == "failed" and "mnist1d" in out["reason"]
     out = evaluate({"builtin": "relu"}, config={"quality_stpes": 3})
     assert out["status"] == "failed" and "quality_stpes" in out["reason"]
@@ -287,7 +286,7 @@ def test_constant_torch_candidate():
 
 
 def test_graph_dict_and_graph_forms_are_accepted():
-    from grammar import get_builtin
+    from layerforge.grammar import get_builtin
 
     graph = get_builtin("evonorm_b0")
     cfg = {**FAST, "stages": ["static", "probe", "stability"]}
@@ -298,15 +297,18 @@ def test_graph_dict_and_graph_forms_are_accepted():
 
 
 def test_every_result_carries_the_formula_the_service_shows():
-    from grammar import export, get_builtin, parse
+    from layerforge.grammar import export, get_builtin, parse
 
-    swish = evaluate(act("x * sigmoid(x)"), proxies=[], config={**FAST, "stages": ["static", "probe"]})
+    swish = evaluate(
+        act("x * sigmoid(x)"), proxies=[], config={**FAST, "stages": ["static", "probe"]}
+    )
     assert swish["latex"] == export(parse("x * sigmoid(x)", "activation"), "latex")
     assert "e^{- x}" in swish["latex"]
     constant = evaluate(act("0*x"))  # a rejection carries it as well
     assert constant["status"] == "rejected" and constant["latex"] == "0"
-    norm = evaluate(get_builtin("evonorm_b0"), proxies=[],
-                    config={**FAST, "stages": ["static", "probe"]})
+    norm = evaluate(
+        get_builtin("evonorm_b0"), proxies=[], config={**FAST, "stages": ["static", "probe"]}
+    )
     assert norm["latex"] == export(get_builtin("evonorm_b0"), "latex")
     assert evaluate({"text": "import os", "space": "activation"})["latex"] is None
     assert evaluate(Candidate("activation", simple(Constant)))["latex"] is None  # no graph
@@ -336,7 +338,7 @@ def test_known_good_normact_layers_pass_quality_on_the_default_proxy(name):
 
 
 def test_group_moments_keep_at_least_two_channels_per_group():
-    from workers.candidates import MIN_GROUP_SIZE, group_count, resolve_candidate
+    from layerforge.workers.candidates import MIN_GROUP_SIZE, group_count, resolve_candidate
 
     factory = resolve_candidate({"builtin": "evonorm_s0"}).factory
     assert MIN_GROUP_SIZE == 2

@@ -1,8 +1,8 @@
 import pytest
 
-from workers.costs import measure_layer_cost
-from workers.errors import InvalidConfigError, UnknownNameError
-from workers.tasks import ProxyTask
+from layerforge.workers.costs import measure_layer_cost
+from layerforge.workers.errors import InvalidConfigError, UnknownNameError
+from layerforge.workers.tasks import ProxyTask
 
 
 def test_proxy_task_round_trip_and_defaults():
@@ -38,7 +38,7 @@ def test_proxy_task_unknown_names():
 
 
 def test_layer_costs_of_builtins():
-    from grammar import get_builtin
+    from layerforge.grammar import get_builtin
 
     small = (16, 8, 8, 8)
     relu = measure_layer_cost(get_builtin("relu"), shape=small, repeats=3)
@@ -58,7 +58,5 @@ def test_layer_cost_of_a_plain_factory_needs_kind():
 
     with pytest.raises(ValueError, match="kind"):
         measure_layer_cost(lambda c: nn.Tanh())
-    out = measure_layer_cost(
-        lambda c: nn.Tanh(), "activation", shape=(4, 4, 4, 4), repeats=2
-    )
+    out = measure_layer_cost(lambda c: nn.Tanh(), "activation", shape=(4, 4, 4, 4), repeats=2)
     assert set(out) >= {"runtime_ratio", "num_params", "seconds"}

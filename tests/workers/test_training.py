@@ -5,18 +5,21 @@ import pytest
 import torch
 from torch import nn
 
-from tests.workers.helpers import TorchBNReLU, TorchEvoNormB0
-from tests.workers.helpers import one_thread  # noqa: F401 - autouse fixture
-from workers.architectures import ARCHITECTURES, build_model
-from workers.datasets import DatasetCache, load_dataset
-from workers.tasks import ProxyTask
-from workers.training import Trainer, TrainResult, run_proxy, train
+from layerforge.workers.architectures import ARCHITECTURES, build_model
+from layerforge.workers.datasets import DatasetCache, load_dataset
+from layerforge.workers.tasks import ProxyTask
+from layerforge.workers.training import Trainer, TrainResult, run_proxy, train
+from tests.workers.helpers import (
+    TorchBNReLU,
+    TorchEvoNormB0,
+    one_thread,  # noqa: F401 - autouse fixture
+)
 
 CACHE = DatasetCache()
 
 
 def grammar_factory(name):
-    from grammar import get_builtin, layer_factory
+    from layerforge.grammar import get_builtin, layer_factory
 
     return layer_factory(get_builtin(name))
 
@@ -32,9 +35,7 @@ def test_resnet_relu_learns_digits():
     assert res.val_accuracy >= 0.90, res
     assert res.steps == 200 and not res.diverged and res.steps_per_second > 0
     assert res.curve[0][1] > res.curve[-1][1]  # the loss went down
-    assert len(res.curve) >= 4 and res.worker_id.endswith(
-        f":{__import__('os').getpid()}"
-    )
+    assert len(res.curve) >= 4 and res.worker_id.endswith(f":{__import__('os').getpid()}")
 
 
 @pytest.mark.slow
@@ -59,7 +60,7 @@ def test_bn_relu_and_evonorm_b0_train_resnet_alike():
 
 BUILTINS = {}
 try:
-    from grammar import list_builtins
+    from layerforge.grammar import list_builtins
 
     BUILTINS = {k: list_builtins(k) for k in ("activation", "normact")}
 except Exception:  # noqa: BLE001
@@ -116,9 +117,7 @@ def test_divergence_is_reported_not_raised():
     res = run_proxy(task, lambda c: nn.Hardtanh(0, 1e30), "activation", cache=CACHE)
     # an unbounded activation at a huge lr with momentum: the loss goes to NaN/Inf
     if not res.diverged:
-        res = run_proxy(
-            {**task, "lr": 0.999e5}, lambda c: nn.ReLU(), "activation", cache=CACHE
-        )
+        res = run_proxy({**task, "lr": 0.999e5}, lambda c: nn.ReLU(), "activation", cache=CACHE)
     assert res.diverged and res.steps < 200 and res.diverged_step == res.steps
     assert res.val_accuracy == 0.0
     d = res.to_dict()

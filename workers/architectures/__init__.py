@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from workers.architectures.common import KINDS, LayerFactory, check_kind, resolve_scale
-from workers.architectures.efficientnet import EfficientNet
-from workers.architectures.mlp import MLP
-from workers.architectures.mobilenetv2 import MobileNetV2
-from workers.architectures.resnet import ResNet
-from workers.architectures.transformer import Transformer
-from workers.errors import InvalidConfigError, UnknownNameError
+from layerforge.workers.architectures.common import KINDS, LayerFactory, check_kind, resolve_scale
+from layerforge.workers.architectures.efficientnet import EfficientNet
+from layerforge.workers.architectures.mlp import MLP
+from layerforge.workers.architectures.mobilenetv2 import MobileNetV2
+from layerforge.workers.architectures.resnet import ResNet
+from layerforge.workers.architectures.transformer import Transformer
+from layerforge.workers.errors import InvalidConfigError, UnknownNameError
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet": ResNet,

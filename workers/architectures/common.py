@@ -23,7 +23,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from workers.errors import InvalidConfigError
+from layerforge.workers.errors import InvalidConfigError
 
 LayerFactory = Callable[[int], nn.Module]
 KINDS = ("activation", "normact")
@@ -31,9 +31,7 @@ KINDS = ("activation", "normact")
 
 def check_kind(kind: str) -> str:
     if kind not in KINDS:
-        raise InvalidConfigError(
-            "kind", f"must be one of {', '.join(KINDS)}, got {kind!r}"
-        )
+        raise InvalidConfigError("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
     return kind
 
 
@@ -45,9 +43,7 @@ def resolve_scale(scale: str | float) -> tuple[bool, float]:
         return False, 1.0
     if isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0:
         return False, float(scale)
-    raise InvalidConfigError(
-        "scale", f"must be 'cpu', 'gpu' or a positive number, got {scale!r}"
-    )
+    raise InvalidConfigError("scale", f"must be 'cpu', 'gpu' or a positive number, got {scale!r}")
 
 
 def width(base: int, mult: float, minimum: int = 4, divisor: int = 4) -> int:
@@ -88,9 +84,7 @@ def image_channels(input_shape: tuple[int, ...]) -> int:
     return 1 if len(input_shape) == 1 else int(input_shape[0])
 
 
-def conv_bn(
-    cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1
-) -> nn.Sequential:
+def conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
@@ -179,14 +173,10 @@ class MobileSkeleton(nn.Module):
         for t, ch, n, s, *extra in config:
             out = ch if small else width(ch, mult)
             for i in range(n):
-                blocks.append(
-                    self.block(c, out, s if i == 0 else 1, t, *extra, kind, factory)
-                )
+                blocks.append(self.block(c, out, s if i == 0 else 1, t, *extra, kind, factory))
                 c = out
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Sequential(
-            nn.Conv2d(c, head, 1, bias=False), NormAct(head, kind, factory)
-        )
+        self.head = nn.Sequential(nn.Conv2d(c, head, 1, bias=False), NormAct(head, kind, factory))
         self.fc = nn.Linear(head, num_classes)
         init_weights(self)
 

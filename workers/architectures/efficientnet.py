@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from workers.architectures.common import (
+from layerforge.workers.architectures.common import (
     InvertedBottleneck,
     LayerFactory,
     MobileSkeleton,

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from workers.architectures.common import (
+from layerforge.workers.architectures.common import (
     LayerFactory,
     init_weights,
     resolve_scale,

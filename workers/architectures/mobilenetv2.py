@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from workers.architectures.common import (
+from layerforge.workers.architectures.common import (
     InvertedBottleneck,
     LayerFactory,
     MobileSkeleton,
@@ -33,9 +33,7 @@ CPU_CONFIG = [(1, 8, 1, 1), (4, 12, 1, 2), (4, 16, 1, 2)]
 
 
 class InvertedResidual(InvertedBottleneck):
-    def __init__(
-        self, cin: int, cout: int, stride: int, t: int, kind: str, factory: LayerFactory
-    ):
+    def __init__(self, cin: int, cout: int, stride: int, t: int, kind: str, factory: LayerFactory):
         def middle(hidden: int) -> list[nn.Module]:
             return [
                 nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from workers.architectures.common import (
+from layerforge.workers.architectures.common import (
     LayerFactory,
     NormAct,
     image_channels,
@@ -26,18 +26,14 @@ from workers.architectures.common import (
 
 
 class PreActBlock(nn.Module):
-    def __init__(
-        self, cin: int, cout: int, stride: int, kind: str, factory: LayerFactory
-    ):
+    def __init__(self, cin: int, cout: int, stride: int, kind: str, factory: LayerFactory):
         super().__init__()
         self.na1 = NormAct(cin, kind, factory)
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.na2 = NormAct(cout, kind, factory)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.shortcut = (
-            nn.Conv2d(cin, cout, 1, stride, bias=False)
-            if stride != 1 or cin != cout
-            else None
+            nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

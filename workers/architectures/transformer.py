@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers.architectures.common import LayerFactory, resolve_scale, width
+from layerforge.workers.architectures.common import LayerFactory, resolve_scale, width
 
 
 def _tokens(x: torch.Tensor) -> torch.Tensor:
@@ -72,14 +72,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, length, d = x.shape
-        q, k, v = (
-            self.qkv(self.n1(x))
-            .view(n, length, 3, self.heads, d // self.heads)
-            .unbind(2)
-        )
-        a = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        )
+        q, k, v = self.qkv(self.n1(x)).view(n, length, 3, self.heads, d // self.heads).unbind(2)
+        a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         x = x + self.proj(a.transpose(1, 2).reshape(n, length, d))
         return x + self.fc2(self.act(self.fc1(self.n2(x))))
 
@@ -99,9 +93,7 @@ class Transformer(nn.Module):
         length, token_dim = _token_shape(tuple(input_shape))
         self.embed = nn.Linear(token_dim, d)
         self.pos = nn.Parameter(torch.randn(1, length, d) / math.sqrt(d))
-        self.blocks = nn.Sequential(
-            *[Block(d, heads, kind, factory) for _ in range(depth)]
-        )
+        self.blocks = nn.Sequential(*[Block(d, heads, kind, factory) for _ in range(depth)])
         self.norm = TokenNorm(d, kind, factory)
         self.fc = nn.Linear(d, num_classes)
 

@@ -10,19 +10,20 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0002'
-down_revision = '0001'
+revision = "0002"
+down_revision = "0001"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
     """Apply this revision."""
-    op.add_column('campaign', sa.Column('data_version', sa.BigInteger(), server_default='0',
-                                        nullable=False))
+    op.add_column(
+        "campaign", sa.Column("data_version", sa.BigInteger(), server_default="0", nullable=False)
+    )
 
 
 def downgrade() -> None:
     """Undo this revision (in place: SQLite >= 3.35 drops a column without copying the
     table, so the campaign's cascading children are never touched)."""
-    op.drop_column('campaign', 'data_version')
+    op.drop_column("campaign", "data_version")
