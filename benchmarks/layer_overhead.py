@@ -14,7 +14,7 @@ by other load, and the median per-pair ratio is kept too):
 Also the layer alone on a 64x32x16x16 tensor (same baselines).
 
 Whether to ``torch.compile`` is chosen per candidate and device by
-:func:`grammar.accelerate.maybe_torch_compile` for a ``steps``-step proxy run (300): it times a
+:func:`benchmarks.accelerate.maybe_torch_compile` for a ``steps``-step proxy run (300): it times a
 few eager steps and compiles only when the predicted saving beats a conservative compile-time
 estimate. The *amortized* ratio counts everything the chosen path costs:
 ``(decision overhead + compile time + steps x step time) / (steps x native step time)``.
@@ -165,8 +165,8 @@ def _profile_layer(name: str) -> list[str]:
 def run(quick: bool = False) -> dict[str, Any]:
     import torch
 
+    from benchmarks.accelerate import CompilePolicy, maybe_torch_compile
     from layerforge.grammar import get_builtin, layer_factory
-    from layerforge.grammar.accelerate import CompilePolicy, maybe_torch_compile
 
     if CONFIG["threads"]:
         torch.set_num_threads(CONFIG["threads"])
@@ -311,8 +311,8 @@ def _forced_compile(name: str, steps: int, repeats: int, warmup: int) -> dict[st
 def _forced_child(name: str, steps: int, repeats: int, warmup: int) -> dict[str, Any]:
     import torch
 
+    from benchmarks.accelerate import CompilePolicy, maybe_torch_compile
     from layerforge.grammar import get_builtin, layer_factory
-    from layerforge.grammar.accelerate import CompilePolicy, maybe_torch_compile
 
     if CONFIG["threads"]:
         torch.set_num_threads(CONFIG["threads"])

@@ -38,6 +38,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from layerforge.workers.rejection.config import REJECTION_STAGES, Stage
+
 GOAL = (
     ">= 80% of random normact graphs rejected before full evaluation at <= 3% of its cost "
     "each; audit: 0 of 20 rejected candidates beat the baseline"
@@ -94,7 +96,7 @@ CONFIG: dict[str, Any] = {
     },
     "threads": 1,  # an evaluator actor reserves one CPU (LAYERFORGE_WORKER_CPUS=1)
 }
-FUNNEL_STAGES = ["static", "probe", "duplicate", "stability", "trainability", "quality"]
+FUNNEL_STAGES = [str(s) for s in REJECTION_STAGES]
 
 
 def _campaign(kind: str, quick: bool, cache) -> dict[str, Any]:
@@ -122,10 +124,10 @@ def _campaign(kind: str, quick: bool, cache) -> dict[str, Any]:
     # loading and first-call allocations are not counted in it)
     base = get_builtin(baseline(kind))
     warm = [dict(p, steps=min(20, p["steps"])) for p in proxies]
-    evaluate_candidate(base.to_dict(), warm, dict(rej, stages=["full"]), datasets_cache=cache)
+    evaluate_candidate(base.to_dict(), warm, dict(rej, stages=[Stage.FULL]), datasets_cache=cache)
     t0 = time.perf_counter()
     base_res = evaluate_candidate(
-        base.to_dict(), proxies, dict(rej, stages=["full"]), datasets_cache=cache
+        base.to_dict(), proxies, dict(rej, stages=[Stage.FULL]), datasets_cache=cache
     )
     full_s = time.perf_counter() - t0
     print(
@@ -143,7 +145,10 @@ def _campaign(kind: str, quick: bool, cache) -> dict[str, Any]:
             check_static(get_builtin(name), space)
             ctl_rej, outside = rej, False
         except GrammarError:
-            ctl_rej, outside = dict(rej, stages=[s for s in FUNNEL_STAGES if s != "static"]), True
+            ctl_rej, outside = (
+                dict(rej, stages=[s for s in FUNNEL_STAGES if s != Stage.STATIC]),
+                True,
+            )
         res = evaluate_candidate(
             get_builtin(name).to_dict(), proxies, ctl_rej, datasets_cache=cache
         )
@@ -184,7 +189,7 @@ def _campaign(kind: str, quick: bool, cache) -> dict[str, Any]:
     for r in rows:  # where each candidate left the funnel
         r["bucket"] = (
             "duplicate"
-            if r["stage"] == "duplicate"
+            if r["stage"] == Stage.DUPLICATE
             else "failed"
             if r["status"] == "failed"
             else "survived"
@@ -236,8 +241,8 @@ def _audit(camp: dict[str, Any], n: int, cache) -> dict[str, Any]:
     """Fully evaluate ``n`` rejected candidates and count those beating the baseline."""
     from layerforge.workers.rejection import evaluate_candidate
 
-    order = {"quality": 0, "trainability": 1, "stability": 2, "probe": 3}
-    rejected = [r for r in camp["rows"] if r["status"] == "rejected" and r["stage"] != "static"]
+    order = {Stage.QUALITY: 0, Stage.TRAINABILITY: 1, Stage.STABILITY: 2, Stage.PROBE: 3}
+    rejected = [r for r in camp["rows"] if r["status"] == "rejected" and r["stage"] != Stage.STATIC]
     rejected.sort(key=lambda r: order.get(r["stage"], len(order)))
     picked = rejected[:n]
     out = []
@@ -246,7 +251,7 @@ def _audit(camp: dict[str, Any], n: int, cache) -> dict[str, Any]:
         res = evaluate_candidate(
             r["graph"],
             camp["proxies"],
-            dict(camp["rejection"], stages=["full"]),
+            dict(camp["rejection"], stages=[Stage.FULL]),
             datasets_cache=cache,
         )
         accs = [p["val_accuracy"] for p in res["proxies"]]

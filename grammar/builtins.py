@@ -44,7 +44,6 @@ NORMACT_TEXT = {
     "evonorm_s0": "x * sigmoid(v1 * x) / std(x, group) * weight + bias",
     "evonorm_s1": "x * sigmoid(x) / std(x, group) * weight + bias",
 }
-ALIASES = {"swish": "silu"}
 CLASS_NAMES = {
     "evonorm_b0": "EvoNorm2dB0",
     "evonorm_b1": "EvoNorm2dB1",

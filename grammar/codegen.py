@@ -152,8 +152,8 @@ def _expr_lines(graph: Graph, target: str, names: dict[int, str]) -> list[str]:
                     f"op {n.op!r} has no {target} translation; rewrite the expression without "
                     f"{n.op!r} or add a {target} template for it in grammar/ops.py"
                 )
-            expr = _torch_fast_path(graph, i, names, floors, users) if target == "torch" else None
-            expr = expr or tmpl.format(*args)
+            fast = _torch_fast_path(graph, i, names, floors, users) if target == "torch" else None
+            expr = fast or tmpl.format(*args)
         names[i] = f"t{i}"
         lines.append(f"t{i} = {expr}")
     if target == "torch":
@@ -275,7 +275,8 @@ def positive_floors(graph: Graph) -> list[tuple[float, float] | None]:
         ins = [floors[j] for j in n.inputs]
         floor: tuple[float, float] | None = None
         if n.op == "const":
-            floor = (float(n.value), 0.0) if n.value >= 0 else None
+            value = float(n.value or 0.0)
+            floor = (value, 0.0) if value >= 0 else None
         elif n.op in ("std", "rms"):
             floor = (0.0, 1.0)
         elif n.op in _NONNEGATIVE_OPS:
@@ -288,8 +289,8 @@ def positive_floors(graph: Graph) -> list[tuple[float, float] | None]:
             floor = (0.0, 0.0) if n.axis == "batch" else ins[0]
         elif n.op == "sqrt" and ins[0] is not None or n.op == "sigmoid_mul" and ins[1] is not None:
             floor = (0.0, 0.0)
-        elif n.op in ("add", "mul", "min", "div") and ins[0] is not None and ins[1] is not None:
-            (c1, k1), (c2, k2) = ins
+        elif n.op in ("add", "mul", "min", "div") and all(f is not None for f in ins[:2]):
+            (c1, k1), (c2, k2) = (f for f in ins[:2] if f is not None)
             if n.op == "add":
                 floor = (c1 + c2, k1 + k2)
             elif n.op == "mul":  # (c1 + k1 s)(c2 + k2 s) >= c1 c2 + (c1 k2 + k1 c2) s
@@ -406,9 +407,9 @@ def _leaf_names(
         if n.op == "x":
             names[i] = "x"
         elif n.op == "param":
-            names[i] = attrs[n.name]  # type: ignore[index]
+            names[i] = attrs[str(n.name)]
         elif n.op == "const":
-            names[i] = const(i, float(n.value))
+            names[i] = const(i, float(n.value or 0.0))
     return names
 
 
@@ -420,7 +421,7 @@ def torch_source(graph: Graph, name: str) -> str:
     attrs = param_attrs(g)
     names = _leaf_names(g, attrs, lambda i, value: f"c{i}")
     pre = [
-        f"c{i} = x.new_full((), {float(n.value)!r})"
+        f"c{i} = x.new_full((), {float(n.value or 0.0)!r})"
         for i, n in enumerate(g.nodes)
         if n.op == "const"
     ]

@@ -70,9 +70,10 @@ def _forget_module(modname: str, module: types.ModuleType, filename: str) -> Non
 
 
 def _rebuild(graph_dict: dict, init: dict) -> nn.Module:
-    cls = _generated_class(Graph.from_dict(graph_dict))
-    obj = cls.__new__(cls)
-    return obj
+    """Unpickle a compiled module: a bare instance of its graph's class (pickle then restores
+    its state)."""
+    cls: type[nn.Module] = _generated_class(Graph.from_dict(graph_dict))
+    return object.__new__(cls)
 
 
 def compile_graph(graph: Graph, num_features: int | None = None, **kwargs: Any) -> nn.Module:

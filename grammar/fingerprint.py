@@ -18,6 +18,7 @@ import hashlib
 import signal
 import threading
 import time
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ def evaluate_numpy(
     ``running`` maps batch node indices to running values (eval mode).
     """
     nodes, live = graph.nodes, graph.live
-    vals: list = [None] * len(nodes)
+    vals: list[Any] = [None] * len(nodes)
     params = params or {}
     if graph.space == NORMACT:
         c = x.shape[1]
@@ -70,14 +71,15 @@ def evaluate_numpy(
         if not live[i]:
             continue
         op = n.op
+        v: Any
         if op == "x":
             v = x
         elif op == "const":
             v = n.value
         elif op == "param":
-            v = params.get(n.name)
+            v = params.get(str(n.name))
             if v is None:
-                init = param_init(graph.space, n.name)  # type: ignore[arg-type]
+                init = param_init(graph.space, str(n.name))
                 v = init if graph.space == ACTIVATION else np.full((1, x.shape[1], 1, 1), init)
         else:
             spec = OPS[op]
@@ -173,7 +175,7 @@ def to_sympy(graph: Graph):
     return vals[-1]
 
 
-_WARM = []
+_WARM: list[bool] = []
 
 
 def _warm_up() -> None:

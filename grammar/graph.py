@@ -287,8 +287,14 @@ class Graph:
     def params(self) -> tuple[str, ...]:
         """Names of the trainable parameters the output uses, sorted."""
         return tuple(
-            sorted({n.name for n, lv in zip(self.nodes, self.live) if lv and n.op == "param"})
-        )  # type: ignore[misc]
+            sorted(
+                {
+                    n.name
+                    for n, lv in zip(self.nodes, self.live)
+                    if lv and n.op == "param" and n.name is not None
+                }
+            )
+        )
 
     @property
     def num_params(self) -> int:

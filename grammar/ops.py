@@ -23,7 +23,7 @@ Aggregations (normact only) take an axis: ``batch`` (N,H,W; running statistics i
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -61,7 +61,6 @@ class Op:
     commutative: bool = False
     aggregate: bool = False
     infix: str | None = None  # '+', '-', '*', '/' for printing
-    targets: frozenset = field(default_factory=frozenset)
 
     def supports(self, target: str) -> bool:
         """Whether this op can be translated to ``target`` (torch, numpy, jax, sympy, latex)."""
@@ -127,7 +126,8 @@ _SY: dict[str, Callable] = {
 }
 
 # name, arity, kinds, torch callable, numpy callable, latex, torch_src, numpy_src, jax_src, description
-_ELEMENTWISE = [
+#: (name, arity, torch fn, numpy fn, latex, torch source, numpy source, jax source, description)
+_ELEMENTWISE: list[tuple[str, int, Callable, Callable, str, str, str, str | None, str]] = [
     (
         "add",
         2,

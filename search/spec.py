@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from layerforge.workers.rejection.config import RejectionSettings
+
 STRATEGIES = ("evolution", "nsga2", "random", "optuna")
 OBJECTIVES = ("accuracy", "runtime", "nodes", "params")
 
@@ -75,41 +77,9 @@ class StrategySpec(_Strict):
         return self
 
 
-class RejectionSpec(_Strict):
-    """The rejection protocol's stages and thresholds (see :mod:`workers.rejection`)."""
-
-    stages: list[
-        Literal["static", "probe", "duplicate", "stability", "trainability", "quality"]
-    ] = Field(
-        default_factory=lambda: [
-            "static",
-            "probe",
-            "duplicate",
-            "stability",
-            "trainability",
-            "quality",
-        ]
-    )
-    quality_steps: int = Field(100, ge=1, le=1_000_000)
-    quality_min_accuracy: float = Field(0.2, ge=0.0, le=1.0)
-    stability_max_grad_norm: float = Field(1e3, gt=0)
-    trainability_steps: int = Field(
-        10,
-        ge=1,
-        le=1_000_000,
-        description="first training steps of each proxy run, the loss read after each (NaN: reject)",
-    )
-    trainability_min_logit_spread: float = Field(
-        1e-3,
-        ge=0.0,
-        description="reject when the proxy network's logits at initialisation vary less than this "
-        "(std across a batch): its output ignores its input",
-    )
-    trainability_max_logit: float = Field(
-        1e3,
-        gt=0,
-        description="reject when the mean |logit| at initialisation exceeds this: the signal explodes",
-    )
+class RejectionSpec(RejectionSettings):
+    """The rejection protocol's stages and thresholds: the workers' own settings model
+    (:class:`workers.rejection.RejectionSettings`), so every default and bound exists once."""
 
 
 class BudgetSpec(_Strict):

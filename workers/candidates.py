@@ -155,12 +155,8 @@ def resolve_candidate(spec: Any, kind: str | None = None) -> Candidate:
     """
     if isinstance(spec, Candidate):
         return spec
-    g = None
-    try:
-        from layerforge import grammar as g
-    except ImportError:  # pragma: no cover
-        g = None
-    if g is not None and isinstance(spec, getattr(g, "Graph", ())):
+    g = _grammar()
+    if isinstance(spec, g.Graph):
         return _from_graph(spec, spec)
     if isinstance(spec, str):
         spec = {"builtin": spec} if kind is None else {"text": spec, "space": kind}
@@ -169,7 +165,6 @@ def resolve_candidate(spec: Any, kind: str | None = None) -> Candidate:
             "candidate",
             f"must be a graph dict, a Graph or a Candidate, got {type(spec).__name__}",
         )
-    g = _grammar()
     if "builtin" in spec:
         graph = g.get_builtin(spec["builtin"])
         return _from_graph(graph, spec, name=str(spec["builtin"]))

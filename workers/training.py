@@ -7,7 +7,7 @@
   (:class:`workers.datasets.BatchSampler`); augmentation on the device.
 - bf16 autocast on CUDA only; fp32 on CPU.
 - Convnets train in the memory format :mod:`workers.memory_format` picks (channels_last where
-  it was measured to pay, e.g. +8-60% steps/s on CPU); the optimizer is the fused SGD kernel
+  it was measured to pay, docs/memory_format.md); the optimizer is the fused SGD kernel
   where torch has one (the same update, a fraction of the per-step optimizer overhead).
 - No per-step host syncs: losses are summed on the device and read back every
   ``task.divergence_check_every`` steps, which is when a NaN/Inf loss (divergence) or the time
@@ -106,7 +106,8 @@ def _lr_at(step: int, task: ProxyTask) -> float:
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.dim() > 1 else no_decay).append(p)

@@ -1,12 +1,12 @@
-"""grammar.accelerate: the compile-or-not decision (no timing asserted, no inductor compile)."""
+"""benchmarks.accelerate: the compile-or-not decision (no timing asserted, no inductor compile)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.accelerate import CompilePolicy, maybe_torch_compile
 from layerforge.grammar import get_builtin, layer_factory
-from layerforge.grammar.accelerate import CompilePolicy, maybe_torch_compile
 
 
 def test_short_runs_never_compile_long_runs_do() -> None:

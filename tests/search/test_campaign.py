@@ -263,6 +263,16 @@ def test_every_rejection_setting_of_the_spec_reaches_the_workers():
     from layerforge.workers.rejection import RejectionConfig
 
     custom = {
+        "probe_batch": 9,
+        "probe_channels": 5,
+        "probe_size": 4,
+        "probe_scales": [0.5, 4.0],
+        "probe_max_output": 99.0,
+        "probe_max_grad": 98.0,
+        "probe_min_range": 1e-5,
+        "stability_steps": 3,
+        "stability_step_size": 0.2,
+        "stability_batch": 12,
         "quality_steps": 37,
         "quality_min_accuracy": 0.31,
         "stability_max_grad_norm": 77.0,

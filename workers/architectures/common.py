@@ -17,7 +17,7 @@ keeps the GPU depth.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import torch
@@ -147,8 +147,8 @@ class MobileSkeleton(nn.Module):
     head never below 1280).
     """
 
-    cpu_config: ClassVar[list[tuple[int, ...]]]
-    gpu_config: ClassVar[list[tuple[int, ...]]]
+    cpu_config: ClassVar[Sequence[tuple[int, ...]]]
+    gpu_config: ClassVar[Sequence[tuple[int, ...]]]
     block: ClassVar[Callable[..., nn.Module]]
 
     def __init__(

@@ -59,16 +59,8 @@ class MBConv(InvertedBottleneck):
 
 
 class EfficientNet(MobileSkeleton):
+    """EfficientNet-B0 style network on small images (the block table of the module docstring)."""
+
     cpu_config = CPU_CONFIG
     gpu_config = GPU_CONFIG
     block = MBConv
-
-    def __init__(
-        self,
-        input_shape: tuple[int, ...],
-        num_classes: int,
-        kind: str,
-        factory: LayerFactory,
-        scale: str | float = "cpu",
-    ):
-        super().__init__(input_shape, num_classes, kind, factory, scale)

@@ -24,8 +24,13 @@ Usage (a worker building a model for a ``steps``-step run)::
                                           example_input=x, key=graph.key)
 
 ``decision`` (a :class:`CompileDecision`) says what was chosen and why, with every estimate and
-measurement, so the cost of the choice can be reported and audited.  ``grammar`` still imports
-nothing from the other packages.
+measurement, so the cost of the choice can be reported and audited.
+
+Why it lives beside the benchmark and not in the workers: benchmark 2 (``layer_overhead``)
+measured that compiling even the layer that gains most (EvoNorm-B0 in the CPU ResNet) breaks
+even only after thousands of steps, more than any proxy run trains, so the workers always
+train eager and nothing in them would call this; ``layer_overhead`` uses it to check that
+decision (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

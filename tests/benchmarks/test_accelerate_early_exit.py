@@ -1,4 +1,4 @@
-"""grammar.accelerate: the compile-or-not decision stops early when even the warm-up step
+"""benchmarks.accelerate: the compile-or-not decision stops early when even the warm-up step
 cannot pay (no inductor compile)."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from benchmarks.accelerate import CompilePolicy, maybe_torch_compile
 from layerforge.grammar import get_builtin, layer_factory
-from layerforge.grammar.accelerate import CompilePolicy, maybe_torch_compile
 
 
 def test_decision_stops_after_the_warm_up_step_when_even_it_cannot_pay() -> None:
