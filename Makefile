@@ -17,6 +17,9 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	# timm without its dependencies: they include torchvision, whose wheels here pull a CUDA
+	# torch. tests/integrations imports timm's layers without torchvision (see there).
+	$(PY) -m pip install -q --no-deps timm
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -30,7 +30,16 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address the HTTP server binds")
     port: int = Field(8000, ge=1, le=65535, description="port the HTTP server binds")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="request bodies above get 413")
-    data_dir: str = Field("./data", description="folder for torchvision datasets")
+    data_dir: str | None = Field(
+        None,
+        description="folder of the CIFAR / MNIST files; unset: ~/.cache/layerforge/data "
+        "(each worker reads LAYERFORGE_DATA_DIR itself, see workers.datasets.default_data_root)",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="log every campaign and its completed candidates to this MLflow tracking "
+        "URI (needs pip install 'layerforge[mlflow]')",
+    )
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda' for evaluations")
     workers: int = Field(2, ge=1, description="Ray evaluator actors the controller starts")
     worker_cpus: float = Field(1.0, gt=0, description="CPUs reserved per evaluator actor")

@@ -7,16 +7,20 @@ on-device permutation, so the hot loop never touches a DataLoader or the host.
 Built in:
 
 - ``digits``: scikit-learn's 8x8 digits (1797 images, 10 classes), offline.
-- ``mnist1d``: MNIST-1D generated offline with the ``mnist1d`` package (never its download
-  path); a vector of 40 values, or a ``(1, 40)`` sequence with ``as_sequence=True``.
+- ``mnist1d``: MNIST-1D (Greydanus 2020) generated here with NumPy, sample for sample the
+  data of the ``mnist1d`` package's ``make_dataset`` (seed 42), without its download path and
+  without its run-time imports (matplotlib, requests, scipy); a vector of 40 values, or a
+  ``(1, 40)`` sequence with ``as_sequence=True``.
 - ``synthetic``: generated images (``modality="image"``) or sequences
   (``modality="sequence"``) of chosen size and class count: shifted, rescaled class prototypes
   with a distractor prototype mixed in and noise; learnable, but not linearly trivial.
-- ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist``: through torchvision (the optional
-  extra ``layerforge[vision]``) from a local folder (``root``, default
-  ``$LAYERFORGE_DATA_DIR`` or ``~/.cache/layerforge/data``) or with ``download=True``.
+- ``cifar10``, ``cifar100`` (the "python version" pickle batches), ``mnist`` and
+  ``fashion_mnist`` (the idx files, gzipped or not), read with NumPy from a local folder
+  (``root``, default ``$LAYERFORGE_DATA_DIR`` or ``~/.cache/layerforge/data``) or downloaded
+  there with the standard library (``download=True``), checksums verified. See
+  :func:`vision_folder` for where each one's files go.
 
-The train/validation split is deterministic in ``seed``. For the torchvision datasets the
+The train/validation split is deterministic in ``seed``. For the image datasets the
 validation set is a held-out part of the official training set (``val_source="holdout"``,
 as in the EvoNorm search; the official test set stays untouched for re-ranking) or the official
 test set (``val_source="test"``).
@@ -24,9 +28,15 @@ test set (``val_source="test"``).
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
-import random
+import pickle
+import shutil
+import tarfile
+import tempfile
 import threading
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +58,11 @@ __all__ = [
     "augment_batch",
     "clear_cache",
     "default_data_root",
+    "download_dataset",
+    "make_mnist1d",
+    "read_cifar",
+    "read_idx",
+    "vision_folder",
     "load_counts",
     "load_dataset",
 ]
@@ -267,6 +282,82 @@ def _load_digits(*, seed: int, val_fraction: float = 0.2, **options) -> DeviceDa
     )
 
 
+# MNIST-1D's templates (mnist1d.data.get_templates): one 12-point curve per digit.
+_MNIST1D_TEMPLATES = np.asarray(
+    [
+        [5, 6, 6.5, 6.75, 7, 7, 7, 7, 6.75, 6.5, 6, 5],
+        [5, 3, 3, 3.4, 3.8, 4.2, 4.6, 5, 5.4, 5.8, 5, 5],
+        [5, 6, 6.5, 6.5, 6, 5.25, 4.75, 4, 3.5, 3.5, 4, 5],
+        [5, 6, 6.5, 6.5, 6, 5, 5, 6, 6.5, 6.5, 6, 5],
+        [5, 4.4, 3.8, 3.2, 2.6, 2.6, 5, 5, 5, 5, 5, 5],
+        [5, 3, 3, 3, 3, 5, 6, 6.5, 6.5, 6, 4.5, 5],
+        [5, 4, 3.5, 3.25, 3, 3, 3, 3, 3.25, 3.5, 4, 5],
+        [5, 7, 7, 6.6, 6.2, 5.8, 5.4, 5, 4.6, 4.2, 5, 5],
+        [5, 4, 3.5, 3.5, 4, 5, 5, 4, 3.5, 3.5, 4, 5],
+        [5, 4, 3.5, 3.5, 4, 5, 5, 5, 5, 4.7, 4.3, 5],
+    ]
+)
+
+
+def _interp_linear(x: np.ndarray, n: int) -> np.ndarray:
+    """``x`` resampled to ``n`` points on [0, 1], as ``scipy.interpolate.interp1d(kind="linear")``
+    computes it (same index choice and the same arithmetic, so the same floats)."""
+    scale = np.linspace(0, 1, len(x))
+    new_scale = np.linspace(0, 1, n)
+    hi = np.clip(np.searchsorted(scale, new_scale), 1, len(scale) - 1)
+    lo = hi - 1
+    slope = (x[hi] - x[lo]) / (scale[hi] - scale[lo])
+    return slope * (new_scale - scale[lo]) + x[lo]
+
+
+def _gaussian_smooth(x: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter`` of a 1-D signal (truncate 4, mode ``reflect``)."""
+    radius = int(4.0 * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 / sigma**2 * offsets**2)
+    weights /= weights.sum()
+    padded = np.pad(x, radius, mode="symmetric")
+    return np.correlate(padded, weights, mode="valid")
+
+
+def make_mnist1d(num_samples: int = 5000, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-1D's samples and labels, ``(num_samples, 40)`` float64 and ``(num_samples,)``.
+
+    The generator of the ``mnist1d`` package (``make_dataset`` with its default arguments:
+    pad 36-60 zeros, dilate, scale by 1 +- 0.2, translate up to 48, correlated noise where the
+    signal is zero, iid noise 0.02, shear 0.75, subsample to 40), drawing from one
+    ``RandomState(seed)`` in the package's order, so the samples are the package's own; the
+    global random state is left alone. Rows are shuffled and standardized like the package's.
+    """
+    rng = np.random.RandomState(int(seed))
+    templates = _MNIST1D_TEMPLATES.copy()
+    templates -= templates.mean(1, keepdims=True)
+    templates /= templates.std(1, keepdims=True)
+    templates -= templates[:, :1]
+    templates /= 6.0
+    per_class = int(num_samples) // len(templates)
+    padding, template_len, final_len = (36, 60), 12, 40
+    xs, ys = [], []
+    for label, template in enumerate(templates):
+        for _ in range(per_class):
+            pad = padding[0] + int(rng.rand() * (padding[1] - padding[0] + 1))
+            x = np.concatenate([template + 1e-8, np.zeros(pad)])
+            x = _interp_linear(x, template_len + padding[-1])
+            x *= 1 + 0.4 * (rng.rand() - 0.5)
+            k = rng.choice(48)
+            x = np.concatenate([x[-k:], x[:-k]])
+            mask = x != 0
+            x = mask * x + (1 - mask) * _gaussian_smooth(0.25 * rng.randn(*x.shape))
+            x = x + 2e-2 * rng.randn(*x.shape)
+            x = x - 0.75 * (rng.rand() - 0.5) * np.linspace(-0.5, 0.5, len(x))
+            xs.append(_interp_linear(x, final_len))
+            ys.append(label)
+    order = rng.permutation(len(ys))
+    data = np.stack(xs)[order]
+    labels = np.asarray(ys, dtype=np.int64)[order]
+    return (data - data.mean()) / data.std(), labels
+
+
 def _load_mnist1d(
     *,
     seed: int,
@@ -275,27 +366,14 @@ def _load_mnist1d(
     val_fraction: float = 0.2,
     **options,
 ) -> DeviceDataset:
-    """MNIST-1D generated offline (``mnist1d.data.make_dataset``; never downloads).
+    """MNIST-1D generated here (:func:`make_mnist1d`, data seed 42, never downloaded).
 
-    The generator reseeds numpy's and Python's global RNGs; their states are restored after.
-    ``seed`` picks the train/validation split; the samples themselves use mnist1d's seed 42,
+    ``seed`` picks the train/validation split; the samples themselves use MNIST-1D's seed 42,
     so every worker sees the same data.
     """
     _check_options("mnist1d", options, set())
-    try:
-        from mnist1d.data import get_dataset_args, make_dataset
-    except ImportError as exc:  # pragma: no cover - mnist1d is a dependency
-        raise DatasetUnavailableError(f"mnist1d needs the mnist1d package: {exc}") from exc
-    args = get_dataset_args()
-    args.num_samples = int(num_samples)
-    np_state, py_state = np.random.get_state(), random.getstate()
-    try:
-        data = make_dataset(args)
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
-    x = np.concatenate([data["x"], data["x_test"]]).astype(np.float32)
-    y = np.concatenate([data["y"], data["y_test"]]).astype(np.int64)
+    x64, y = make_mnist1d(int(num_samples))
+    x = x64.astype(np.float32)
     tr, va = _split(len(y), val_fraction, seed)
     tx, vx = _standardize(x[tr], x[va], (0,))
     shape: tuple[int, ...] = (40,)
@@ -397,13 +475,235 @@ def _load_synthetic(
     )
 
 
-_VISION = {
-    # name: (torchvision class, classes, channels, folder hint, augmentation)
-    "cifar10": ("CIFAR10", 10, "cifar-10-batches-py", "crop_flip"),
-    "cifar100": ("CIFAR100", 100, "cifar-100-python", "crop_flip"),
-    "mnist": ("MNIST", 10, "MNIST/raw", None),
-    "fashion_mnist": ("FashionMNIST", 10, "FashionMNIST/raw", None),
+@dataclass(frozen=True)
+class VisionSource:
+    """Where one image dataset's files live and where they are downloaded from."""
+
+    folder: str  # under the data root
+    num_classes: int
+    augment: str | None
+    url: str  # the folder of the files below
+    files: tuple[tuple[str, str], ...]  # (file name, md5) of each download
+    layout: str  # "cifar10" | "cifar100" | "idx"
+
+
+_VISION: dict[str, VisionSource] = {
+    "cifar10": VisionSource(
+        "cifar-10-batches-py",
+        10,
+        "crop_flip",
+        "https://www.cs.toronto.edu/~kriz/",
+        (("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),),
+        "cifar10",
+    ),
+    "cifar100": VisionSource(
+        "cifar-100-python",
+        100,
+        "crop_flip",
+        "https://www.cs.toronto.edu/~kriz/",
+        (("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),),
+        "cifar100",
+    ),
+    "mnist": VisionSource(
+        "mnist",
+        10,
+        None,
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        (
+            ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+            ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+            ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+            ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+        ),
+        "idx",
+    ),
+    "fashion_mnist": VisionSource(
+        "fashion_mnist",
+        10,
+        None,
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        (
+            ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+            ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+            ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+            ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+        ),
+        "idx",
+    ),
 }
+
+# torchvision's folders for the same files, read too so that an existing download is reused
+_TORCHVISION_FOLDERS = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw"}
+
+_IDX_DTYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """An idx file (MNIST's format; ``.gz`` read through gzip) as a NumPy array.
+
+    The header is two zero bytes, a type code, the number of dimensions and each dimension
+    as a big-endian int32; the data follow. A file whose header or size does not match
+    raises :class:`DatasetUnavailableError` naming it.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DatasetUnavailableError(f"{path} is not an idx file (bad magic number)")
+    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">i4"))
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DatasetUnavailableError(
+            f"{path}: header says shape {shape} ({expected} bytes), the file holds "
+            f"{len(raw) - header}"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists and NumPy arrays only: a data file never runs code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how protocol 2 spells a bytes object written by Python 3
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a dataset file")
+        return super().find_class(module.replace("numpy.core.", "numpy._core."), name)
+
+
+def _unpickle(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as handle:
+        data = _ArrayUnpickler(handle, encoding="bytes").load()
+    if not isinstance(data, dict):
+        raise DatasetUnavailableError(f"{path} does not hold a CIFAR batch (a dict)")
+    return {k.decode() if isinstance(k, bytes) else str(k): v for k, v in data.items()}
+
+
+def read_cifar(
+    folder: str | os.PathLike, files: list[str], label_key: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, 3, 32, 32)`` uint8 and labels of CIFAR "python version" batches.
+
+    Each batch is a pickled dict with ``data`` (N x 3072 bytes: the red, green, then blue
+    plane of each 32x32 image, row by row) and ``labels`` (CIFAR-10) or ``fine_labels``
+    (CIFAR-100); only dicts, lists and NumPy arrays are unpickled.
+    """
+    images, labels = [], []
+    for name in files:
+        path = Path(folder) / name
+        batch = _unpickle(path)
+        if "data" not in batch or label_key not in batch:
+            raise DatasetUnavailableError(
+                f"{path} is not a CIFAR batch: it lacks 'data' or {label_key!r}"
+            )
+        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(batch[label_key], dtype=np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def vision_folder(name: str, root: str | os.PathLike | None = None) -> Path:
+    """The folder that holds ``name``'s files under ``root`` (default the data root):
+
+    ``cifar-10-batches-py/`` (``data_batch_1`` .. ``data_batch_5``, ``test_batch``),
+    ``cifar-100-python/`` (``train``, ``test``), ``mnist/`` and ``fashion_mnist/``
+    (``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``, ``t10k-...``); for
+    MNIST and Fashion-MNIST torchvision's ``MNIST/raw`` and ``FashionMNIST/raw`` are read too.
+    """
+    base = Path(root) if root is not None else default_data_root()
+    source = _VISION[name]
+    own = base / source.folder
+    legacy = _TORCHVISION_FOLDERS.get(name)
+    if legacy and not own.exists() and (base / legacy).exists():
+        return base / legacy
+    return own
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_dataset(name: str, root: str | os.PathLike | None = None) -> Path:
+    """Download ``name``'s files into the data root with the standard library; returns the
+    dataset's folder. Each file's MD5 is checked before it is unpacked or kept, and a file
+    is written under a temporary name and renamed when complete, so an interrupted download
+    leaves nothing that looks finished."""
+    if name not in _VISION:
+        raise UnknownNameError("downloadable dataset", name, _VISION)
+    source = _VISION[name]
+    base = Path(root) if root is not None else default_data_root()
+    target = base / source.folder
+    target.mkdir(parents=True, exist_ok=True)
+    for filename, md5 in source.files:
+        url = source.url + filename
+        with tempfile.NamedTemporaryFile(dir=base, suffix=".part", delete=False) as part:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response:
+                    shutil.copyfileobj(response, part)
+            except OSError as exc:
+                Path(part.name).unlink(missing_ok=True)
+                raise DatasetUnavailableError(
+                    f"could not download {url} for dataset {name!r} ({exc}); put the files "
+                    f"under {target} yourself (see layerforge.workers.datasets.vision_folder)"
+                ) from exc
+        partial = Path(part.name)
+        got = _md5(partial)
+        if got != md5:
+            partial.unlink(missing_ok=True)
+            raise DatasetUnavailableError(
+                f"{url} has MD5 {got}, expected {md5}: the download is damaged; try again"
+            )
+        if filename.endswith(".tar.gz"):
+            with tarfile.open(partial, "r:gz") as archive:
+                archive.extractall(base, filter="data")
+            partial.unlink()
+        else:
+            partial.replace(target / filename)
+    return target
+
+
+def _idx_file(folder: Path, stem: str) -> Path:
+    for candidate in (folder / stem, folder / (stem + ".gz")):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(folder / stem)
+
+
+def _read_vision(name: str, folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, C, H, W)`` uint8 and labels of the ``train`` or ``test`` split."""
+    layout = _VISION[name].layout
+    if layout == "cifar10":
+        files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+        return read_cifar(folder, files, "labels")
+    if layout == "cifar100":
+        return read_cifar(folder, [split], "fine_labels")
+    prefix = "train" if split == "train" else "t10k"
+    images = read_idx(_idx_file(folder, f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(_idx_file(folder, f"{prefix}-labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DatasetUnavailableError(
+            f"{folder}: {prefix} images {images.shape} and labels {labels.shape} do not match"
+        )
+    return images[:, None, :, :], labels.astype(np.int64)
 
 
 def _load_vision(
@@ -418,61 +718,44 @@ def _load_vision(
     **options,
 ) -> DeviceDataset:
     _check_options(name, options, set())
-    cls_name, num_classes, folder, augment = _VISION[name]
-    root_path = Path(root) if root is not None else default_data_root()
-    try:
-        import torchvision  # noqa: F401
-        from torchvision import datasets as tvd
-    except ImportError as exc:
-        raise DatasetUnavailableError(
-            f"dataset {name!r} needs torchvision, an optional extra: "
-            f"pip install 'layerforge[vision]'. Then either put the files under "
-            f"{root_path / folder} (root=..., or $LAYERFORGE_DATA_DIR) or pass download=True. "
-            f"Offline datasets that need nothing extra: digits, mnist1d, synthetic."
-        ) from exc
+    source = _VISION[name]
     if val_source not in ("holdout", "test"):
         raise InvalidConfigError(
             "dataset_options.val_source",
             f"must be 'holdout' or 'test', got {val_source!r}",
         )
-    cls = getattr(tvd, cls_name)
+    folder = vision_folder(name, root)
     try:
-        train = cls(str(root_path), train=True, download=download)
-        test = cls(str(root_path), train=False, download=download) if val_source == "test" else None
-    except (RuntimeError, OSError) as exc:
-        raise DatasetUnavailableError(
-            f"dataset {name!r} not found under {root_path} ({exc}). Put the torchvision files "
-            f"under {root_path / folder} (root=..., or $LAYERFORGE_DATA_DIR) or pass download=True."
-        ) from exc
-
-    def arrays(ds):
-        data = np.asarray(ds.data)
-        if data.ndim == 3:  # MNIST-like (N, H, W) uint8
-            data = data[:, None, :, :]
-        else:  # CIFAR (N, H, W, C)
-            data = data.transpose(0, 3, 1, 2)
-        return data.astype(np.float32) / 255.0, np.asarray(ds.targets, dtype=np.int64)
-
-    x, y = arrays(train)
+        x, y = _read_vision(name, folder, "train")
+        test = _read_vision(name, folder, "test") if val_source == "test" else None
+    except FileNotFoundError as exc:
+        if not download:
+            raise DatasetUnavailableError(
+                f"dataset {name!r} not found: {exc.filename or exc} is missing. Put the files "
+                f"under {folder} (root=..., or $LAYERFORGE_DATA_DIR) or pass download=True."
+            ) from exc
+        folder = download_dataset(name, root)
+        x, y = _read_vision(name, folder, "train")
+        test = _read_vision(name, folder, "test") if val_source == "test" else None
     if test is None:
         tr, va = _split(len(y), val_fraction, seed)
         tx, ty, vx, vy = x[tr], y[tr], x[va], y[va]
     else:
         tx, ty = x, y
-        vx, vy = arrays(test)
+        vx, vy = test
     if max_train is not None:
         tx, ty = tx[: int(max_train)], ty[: int(max_train)]
-    tx, vx = _standardize(tx, vx, (0, 2, 3))
+    tx, vx = _standardize(tx.astype(np.float32) / 255.0, vx.astype(np.float32) / 255.0, (0, 2, 3))
     return _tensors(
         name,
         tx,
         ty,
         vx,
         vy,
-        num_classes=num_classes,
+        num_classes=source.num_classes,
         input_shape=tuple(tx.shape[1:]),
         modality="image",
-        augment=augment,
+        augment=source.augment,
     )
 
 
@@ -481,7 +764,7 @@ def _vision_loader(name: str) -> Callable[..., DeviceDataset]:
         return _load_vision(name, **kw)
 
     load.__name__ = f"_load_{name}"
-    load.__doc__ = f"{name} through torchvision (optional extra ``layerforge[vision]``)."
+    load.__doc__ = f"{name} read with NumPy from its files under the data root."
     return load
 
 
@@ -560,11 +843,6 @@ class DatasetCache:
 _DEFAULT_CACHE = DatasetCache()
 
 
-def default_cache() -> DatasetCache:
-    """The per-process cache that :func:`load_dataset` uses."""
-    return _DEFAULT_CACHE
-
-
 def load_dataset(
     name: str,
     device: str | torch.device = "cpu",
@@ -578,7 +856,7 @@ def load_dataset(
     """Load ``name`` onto ``device`` (once per process; later calls return the cached copy).
 
     Raises :class:`UnknownNameError` (a ``ValueError``) naming the valid datasets,
-    :class:`DatasetUnavailableError` when torchvision or the files are missing, and
+    :class:`DatasetUnavailableError` when the files are missing (and not downloaded), and
     :class:`InvalidConfigError` for an unknown or bad option.
     """
     cache = cache if cache is not None else _DEFAULT_CACHE

@@ -1,15 +1,32 @@
-import builtins
+import dataclasses
+import functools
+import gzip
+import hashlib
+import http.server
+import os
+import pickle
+import struct
 import sys
+import tarfile
+import threading
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from layerforge.workers import datasets
 from layerforge.workers.datasets import (
     DATASETS,
     BatchSampler,
     DatasetCache,
     augment_batch,
+    default_data_root,
+    download_dataset,
     load_dataset,
+    make_mnist1d,
+    read_idx,
+    vision_folder,
 )
 from layerforge.workers.errors import DatasetUnavailableError, InvalidConfigError, UnknownNameError
 
@@ -36,25 +53,39 @@ def test_split_is_deterministic_and_seeded():
     assert not torch.equal(a.val_x, c.val_x)
 
 
-def test_mnist1d_generated_offline(cache, monkeypatch):
-    import mnist1d.data
-
-    def no_download(*a, **k):
-        raise AssertionError("mnist1d must be generated, never downloaded")
-
-    monkeypatch.setattr(mnist1d.data, "get_dataset", no_download)
-    state = torch.random.get_rng_state()
-    import numpy as np
-
+def test_mnist1d_generated_here_without_the_package(cache, monkeypatch):
+    """The loader needs neither the mnist1d package nor a download, and leaves the global
+    random states alone."""
+    monkeypatch.setitem(sys.modules, "mnist1d", None)  # import mnist1d now fails
+    monkeypatch.setitem(sys.modules, "mnist1d.data", None)
+    torch_state = torch.random.get_rng_state()
     np_state = np.random.get_state()[1].copy()
     ds = load_dataset("mnist1d", cache=cache)
     assert ds.input_shape == (40,) and ds.modality == "vector" and ds.num_classes == 10
     assert ds.num_train == 4000 and ds.num_val == 1000
-    assert torch.equal(torch.random.get_rng_state(), state)
-    assert (np.random.get_state()[1] == np_state).all()  # global numpy RNG restored
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    assert (np.random.get_state()[1] == np_state).all()
+    assert sorted(np.bincount(ds.train_y.numpy(), minlength=10).nonzero()[0]) == list(range(10))
     seq = load_dataset("mnist1d", cache=cache, as_sequence=True)
     assert seq.input_shape == (1, 40) and seq.modality == "sequence"
     assert torch.equal(seq.train_x[:, 0], ds.train_x)
+
+
+def test_mnist1d_is_the_packages_own_data():
+    """Sample for sample what mnist1d's make_dataset generates (where the package imports)."""
+    mnist1d_data = pytest.importorskip("mnist1d.data", reason="the mnist1d package compares")
+    args = mnist1d_data.get_dataset_args()
+    args.num_samples = 1000
+    state = np.random.get_state()
+    try:
+        theirs = mnist1d_data.make_dataset(args)
+    finally:
+        np.random.set_state(state)
+    ours_x, ours_y = make_mnist1d(1000)
+    np.testing.assert_array_equal(ours_y, np.concatenate([theirs["y"], theirs["y_test"]]))
+    np.testing.assert_allclose(
+        ours_x, np.concatenate([theirs["x"], theirs["x_test"]]), rtol=0, atol=1e-12
+    )
 
 
 def test_synthetic_images_and_sequences(cache):
@@ -112,22 +143,233 @@ def test_unknown_option_is_named(cache):
         load_dataset("digits", cache=cache, colour=True)
 
 
+# ------------------------------------------------------------------ image datasets, real formats
+
+
+def _write_idx(path, array: np.ndarray) -> None:
+    """An idx file as MNIST ships it: magic (0, 0, type 0x08, ndim), big-endian dims, bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(">" + "i" * array.ndim, *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+
+
+def _fake_images(n: int, shape: tuple[int, ...], classes: int, seed: int):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, *shape), dtype=np.uint8), rng.integers(0, classes, n)
+
+
+def _write_mnist(folder, n_train=60, n_test=20, gz=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gz else ""
+    train = _fake_images(n_train, (28, 28), 10, 1)
+    test = _fake_images(n_test, (28, 28), 10, 2)
+    for prefix, (images, labels) in (("train", train), ("t10k", test)):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}", images)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
+    return train, test
+
+
+def _write_cifar_batch(path, images, labels, label_key: bytes):
+    # The real batches are dicts with bytes keys (pickled by Python 2) holding a uint8 array
+    # (N, 3072) of red, green, blue planes and a list of labels.
+    batch = {
+        b"batch_label": b"training batch",
+        label_key: [int(v) for v in labels],
+        b"data": images.reshape(len(images), -1),
+        b"filenames": [b"img%d.png" % i for i in range(len(images))],
+    }
+    with open(path, "wb") as handle:
+        pickle.dump(batch, handle, protocol=2)
+
+
+def _write_cifar10(folder, per_batch=8, n_test=10):
+    folder.mkdir(parents=True, exist_ok=True)
+    train = []
+    for i in range(1, 6):
+        images, labels = _fake_images(per_batch, (3, 32, 32), 10, 10 + i)
+        _write_cifar_batch(folder / f"data_batch_{i}", images, labels, b"labels")
+        train.append((images, labels))
+    images, labels = _fake_images(n_test, (3, 32, 32), 10, 99)
+    _write_cifar_batch(folder / "test_batch", images, labels, b"labels")
+    x = np.concatenate([t[0] for t in train])
+    y = np.concatenate([t[1] for t in train])
+    return (x, y), (images, labels)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_datasets_read_with_numpy(tmp_path, name, gz):
+    (train_x, train_y), (test_x, test_y) = _write_mnist(tmp_path / name, gz=gz)
+    ds = load_dataset(name, cache=DatasetCache(), root=tmp_path, val_source="test")
+    assert ds.input_shape == (1, 28, 28) and ds.num_classes == 10 and ds.augment is None
+    assert ds.num_train == 60 and ds.num_val == 20
+    assert ds.train_y.tolist() == train_y.tolist() and ds.val_y.tolist() == test_y.tolist()
+    # standardized pixels keep the order of the raw ones
+    raw = train_x[:, None].astype(np.float32) / 255.0
+    back = ds.train_x.numpy() * raw.std() + raw.mean()
+    np.testing.assert_allclose(back, raw, atol=1e-4)
+    held = load_dataset(name, cache=DatasetCache(), root=tmp_path, val_fraction=0.25)
+    assert held.num_train == 45 and held.num_val == 15  # held out of the training set
+
+
+def test_torchvision_folder_is_read_too(tmp_path):
+    _write_mnist(tmp_path / "MNIST" / "raw", gz=False)
+    ds = load_dataset("mnist", cache=DatasetCache(), root=tmp_path)
+    assert ds.num_train + ds.num_val == 60
+
+
+def test_data_dir_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERFORGE_DATA_DIR", str(tmp_path))
+    assert default_data_root() == tmp_path
+    _write_mnist(tmp_path / "fashion_mnist")
+    ds = load_dataset("fashion_mnist", cache=DatasetCache())
+    assert ds.num_train + ds.num_val == 60
+    monkeypatch.delenv("LAYERFORGE_DATA_DIR")
+    assert default_data_root() == Path.home() / ".cache" / "layerforge" / "data"
+
+
+def test_cifar10_pickle_batches(tmp_path):
+    (train_x, train_y), (test_x, test_y) = _write_cifar10(tmp_path / "cifar-10-batches-py")
+    ds = load_dataset("cifar10", cache=DatasetCache(), root=tmp_path, val_source="test")
+    assert ds.input_shape == (3, 32, 32) and ds.augment == "crop_flip" and ds.num_classes == 10
+    assert ds.num_train == 40 and ds.train_y.tolist() == train_y.tolist()
+    assert ds.val_y.tolist() == test_y.tolist()
+    # channel planes land where CIFAR puts them: red plane first
+    raw = train_x.astype(np.float32) / 255.0
+    mean = raw.mean(axis=(0, 2, 3), keepdims=True)
+    std = raw.std(axis=(0, 2, 3), keepdims=True) + 1e-6
+    np.testing.assert_allclose(ds.train_x.numpy(), (raw - mean) / std, atol=1e-4)
+
+
+def test_cifar100_fine_labels(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    train = _fake_images(30, (3, 32, 32), 100, 5)
+    test = _fake_images(10, (3, 32, 32), 100, 6)
+    _write_cifar_batch(folder / "train", *train, b"fine_labels")
+    _write_cifar_batch(folder / "test", *test, b"fine_labels")
+    ds = load_dataset("cifar100", cache=DatasetCache(), root=tmp_path, val_source="test")
+    assert ds.num_classes == 100 and ds.train_y.tolist() == train[1].tolist()
+
+
+def test_cifar_file_that_runs_code_is_refused(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar10(folder)
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    with open(folder / "data_batch_1", "wb") as handle:
+        pickle.dump({b"data": Exploit(), b"labels": []}, handle, protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+        load_dataset("cifar10", cache=DatasetCache(), root=tmp_path)
+
+
+def test_damaged_idx_file_is_named(tmp_path):
+    _write_mnist(tmp_path / "mnist", gz=False)
+    path = tmp_path / "mnist" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(DatasetUnavailableError, match="train-images-idx3-ubyte"):
+        read_idx(path)
+
+
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "mnist", "fashion_mnist"])
-def test_torchvision_datasets_say_how_to_get_them(cache, monkeypatch, tmp_path, name):
-    real_import = builtins.__import__
-
-    def fake_import(mod, *a, **k):
-        if mod == "torchvision" or mod.startswith("torchvision."):
-            raise ImportError("No module named 'torchvision'")
-        return real_import(mod, *a, **k)
-
-    monkeypatch.setitem(sys.modules, "torchvision", None)
-    monkeypatch.setattr(builtins, "__import__", fake_import)
+def test_missing_files_say_where_to_put_them(cache, tmp_path, name):
     with pytest.raises(DatasetUnavailableError) as exc:
         load_dataset(name, cache=cache, root=tmp_path)
-    msg = str(exc.value)
-    assert "pip install 'layerforge[vision]'" in msg
-    assert str(tmp_path) in msg and "download=True" in msg
+    message = str(exc.value)
+    assert str(vision_folder(name, tmp_path)) in message and "download=True" in message
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving ``tmp_path / "served"``."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def _md5_of(path) -> str:
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+def test_download_mnist_over_http(file_server, tmp_path, monkeypatch):
+    served, url = file_server
+    _write_mnist(served, gz=True)
+    files = tuple(
+        (n, _md5_of(served / n))
+        for n in (
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        )
+    )
+    # the remote host is the one thing replaced: the table points at the local server
+    monkeypatch.setitem(
+        datasets._VISION,
+        "mnist",
+        dataclasses.replace(datasets._VISION["mnist"], url=url, files=files),
+    )
+    root = tmp_path / "data"
+    ds = load_dataset("mnist", cache=DatasetCache(), root=root, download=True, val_source="test")
+    assert ds.num_train == 60 and ds.num_val == 20
+    assert sorted(p.name for p in (root / "mnist").iterdir()) == sorted(n for n, _ in files)
+    assert not list(root.glob("*.part"))
+
+
+def test_download_cifar10_archive_over_http(file_server, tmp_path, monkeypatch):
+    served, url = file_server
+    _write_cifar10(tmp_path / "build" / "cifar-10-batches-py")
+    with tarfile.open(served / "cifar-10-python.tar.gz", "w:gz") as archive:
+        archive.add(tmp_path / "build" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    files = (("cifar-10-python.tar.gz", _md5_of(served / "cifar-10-python.tar.gz")),)
+    monkeypatch.setitem(
+        datasets._VISION,
+        "cifar10",
+        dataclasses.replace(datasets._VISION["cifar10"], url=url, files=files),
+    )
+    root = tmp_path / "data"
+    ds = load_dataset("cifar10", cache=DatasetCache(), root=root, download=True)
+    assert ds.num_train + ds.num_val == 40
+    assert (root / "cifar-10-batches-py" / "test_batch").is_file()
+    assert not (root / "cifar-10-python.tar.gz").exists() and not list(root.glob("*.part"))
+
+
+def test_damaged_download_is_refused_and_not_kept(file_server, tmp_path, monkeypatch):
+    served, url = file_server
+    _write_mnist(served, gz=True)
+    files = (("train-images-idx3-ubyte.gz", "0" * 32),)
+    monkeypatch.setitem(
+        datasets._VISION,
+        "mnist",
+        dataclasses.replace(datasets._VISION["mnist"], url=url, files=files),
+    )
+    root = tmp_path / "data"
+    with pytest.raises(DatasetUnavailableError, match="MD5"):
+        download_dataset("mnist", root)
+    assert not list((root / "mnist").iterdir()) and not list(root.glob("*.part"))
+
+
+def test_download_offline_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setitem(
+        datasets._VISION,
+        "mnist",
+        dataclasses.replace(datasets._VISION["mnist"], url="http://127.0.0.1:9/"),
+    )
+    with pytest.raises(DatasetUnavailableError, match="could not download") as exc:
+        load_dataset("mnist", cache=DatasetCache(), root=tmp_path, download=True)
+    assert str(tmp_path / "mnist") in str(exc.value)
 
 
 def test_batch_sampler_covers_epoch_without_repeats(cache):
