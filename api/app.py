@@ -206,6 +206,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "evolution. Mutating calls need `Authorization: Bearer <token>` when the "
         "server sets LAYERFORGE_API_TOKEN.",
         lifespan=lifespan,
+        # /docs and /redoc are the dashboard router's, with assets served from here
+        docs_url=None,
+        redoc_url=None,
         # Every route of the app passes the token check; it only acts on mutating methods,
         # so a route added later cannot forget it.
         dependencies=[Depends(require_token)],
@@ -220,9 +223,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
 
-    from layerforge.api.routes import campaigns, candidates, dashboard, events, meta
+    from layerforge.api.routes import campaigns, candidates, dashboard, events, figures, meta
 
-    for module in (campaigns, events, candidates):
+    for module in (campaigns, events, candidates, figures):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(meta.router, prefix=API_PREFIX)
     app.include_router(meta.service_router)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
@@ -266,7 +267,7 @@ class CachedAnswers:
         self,
         cache: ResponseCache,
         database_url: str,
-        count: Callable[[str, str | None, int], None] | None = None,
+        count: Callable[..., None] | None = None,
     ):
         self.cache = cache
         self.database_url = database_url
@@ -289,6 +290,7 @@ class CachedAnswers:
         application answer."""
         if scope["method"] != "GET":
             return False
+        started = time.perf_counter()
         entry = self.cache.for_request(scope["path"], scope.get("query_string", b""))
         if entry is None or entry.scope is None or await self._current(entry) != entry.version:
             return False
@@ -304,7 +306,7 @@ class CachedAnswers:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         if self.count is not None:
-            self.count("GET", entry.route, status)
+            self.count("GET", entry.route, status, time.perf_counter() - started, cached=True)
         return True
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -258,6 +259,9 @@ def export(
     response = Client(server, token).request(
         "GET", f"/candidates/{candidate_id}/export", params={"format": format}
     )
+    warning = response.headers.get("x-layerforge-warning")
+    if warning:  # on stderr, so that stdout stays the file
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
     if output is None:
         typer.echo(response.text, nl=False)
         return

@@ -1,11 +1,18 @@
-"""Pure ASGI middleware: the request-body limit (413) and the HTTP request counter."""
+"""Pure ASGI middleware: the request-body limit (413) and the HTTP request metrics.
+
+:class:`RequestMetrics` holds the Prometheus series of one application (its own
+``prometheus_client`` registry, so two apps in one process never mix their counts): requests
+by method, route template and status, and a latency histogram per route. Answers sent from
+the response cache before routing (:class:`api.cache.CachedAnswers`) are counted there too,
+and also as cache-served.
+"""
 
 from __future__ import annotations
 
 import json
-import threading
-from collections import Counter
+import time
 
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -100,24 +107,58 @@ def _caused_by_limit(err: BaseException | None) -> bool:
     return False
 
 
+#: Latency buckets in seconds: cache-served reads take well under a millisecond, a campaign
+#: submission tens of milliseconds, a curve or export of a large graph up to seconds.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
 class RequestMetrics:
-    """Thread-safe counter of HTTP requests by method, route template and status."""
+    """HTTP requests by method, route template and status, with their latency per route, as
+    Prometheus series on ``registry`` (thread-safe, like every ``prometheus_client`` metric)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts: Counter[tuple[str, str, int]] = Counter()
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter(
+            "layerforge_http_requests",
+            "HTTP requests by method, route, status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "layerforge_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its answer, by method and route.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.cached = Counter(
+            "layerforge_http_cached_responses",
+            "Answers sent from the response cache before routing, by route and status.",
+            ["route", "status"],
+            registry=self.registry,
+        )
 
-    def add(self, method: str, route: str, status: int) -> None:
-        with self._lock:
-            self.counts[(method, route, status)] += 1
-
-    def snapshot(self) -> dict[tuple[str, str, int], int]:
-        with self._lock:
-            return dict(self.counts)
+    def add(
+        self,
+        method: str,
+        route: str | None,
+        status: int,
+        seconds: float | None = None,
+        *,
+        cached: bool = False,
+    ) -> None:
+        """Count one answered request (and its duration, when measured)."""
+        route = route or "unmatched"
+        self.requests.labels(method, route, str(status)).inc()
+        if seconds is not None:
+            self.latency.labels(method, route).observe(seconds)
+        if cached:
+            self.cached.labels(route, str(status)).inc()
 
 
 class MetricsMiddleware:
-    """Count every HTTP request under its route template (``/api/v1/campaigns/{campaign_id}``)."""
+    """Count and time every HTTP request under its route template
+    (``/api/v1/campaigns/{campaign_id}``)."""
 
     def __init__(self, app: ASGIApp, metrics: RequestMetrics, prefixes: tuple[str, ...] = ()):
         self.app = app
@@ -128,6 +169,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         status = 500
 
         async def tracking_send(message: Message) -> None:
@@ -140,7 +182,10 @@ class MetricsMiddleware:
             await self.app(scope, receive, tracking_send)
         finally:
             self.metrics.add(
-                scope.get("method", "GET"), route_template(scope, self.prefixes), status
+                scope.get("method", "GET"),
+                route_template(scope, self.prefixes),
+                status,
+                time.perf_counter() - started,
             )
 
 

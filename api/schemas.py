@@ -72,6 +72,16 @@ class EstimatePublic(BaseModel):
     limited_by: Literal["candidates", "seconds"] | None = None
 
 
+class HypervolumeBox(BaseModel):
+    """The box the hypervolume is measured in: from the reference point (the worst value
+    that still counts, fixed when the campaign starts) to the ideal point (accuracy 1, costs
+    0), by objective name on the objectives' own scale."""
+
+    reference: dict[str, float]
+    ideal: dict[str, float]
+    volume: float
+
+
 class CampaignDetail(CampaignPublic):
     """A campaign with its progress: counts, funnel, best values, hypervolume, estimate."""
 
@@ -81,6 +91,10 @@ class CampaignDetail(CampaignPublic):
     funnel: dict[str, FunnelStage] = Field(description="rejections per stage")
     best: dict[str, float | None] = Field(description="best value per objective")
     hypervolume: float | None = Field(None, description="latest hypervolume")
+    hypervolume_normalized: float | None = Field(
+        None, description="latest hypervolume as a fraction of hypervolume_box, in [0, 1]"
+    )
+    hypervolume_box: HypervolumeBox | None = None
     elapsed_seconds: float
     estimate: EstimatePublic
 
@@ -154,6 +168,11 @@ class CurvePublic(BaseModel):
     y: list[float | None]
     dy: list[float | None] | None = Field(None, description="derivative (activation only)")
     description: str
+    baseline: str | None = Field(None, description="the baseline layer drawn beside it")
+    baseline_y: list[float | None] | None = Field(None, description="the baseline at x")
+    baseline_dy: list[float | None] | None = Field(
+        None, description="the baseline's derivative at x (activation only)"
+    )
 
 
 class ParetoPoint(BaseModel):
@@ -175,12 +194,16 @@ class ParetoPublic(BaseModel):
 class HypervolumePointPublic(BaseModel):
     evaluations: int
     hypervolume: float | None
+    hypervolume_normalized: float | None = Field(
+        None, description="hypervolume as a fraction of the campaign's hypervolume_box"
+    )
     elapsed_seconds: float
     created_at: Timestamp
 
 
 class HypervolumeHistory(BaseModel):
     campaign_id: int
+    box: HypervolumeBox | None = None
     points: list[HypervolumePointPublic]
 
 

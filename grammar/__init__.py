@@ -18,7 +18,7 @@ from . import builtins
 from .builtins import BUILTINS, baseline, get_builtin, list_builtins
 from .compile import LayerFactory, compile_graph, layer_factory
 from .errors import GrammarError, ParseError
-from .export import FORMATS, export, formula_latex
+from .export import FORMATS, export, export_warning, formula_latex, with_provenance
 from .fingerprint import canonical_key, evaluate_numpy, fingerprint, to_sympy
 from .generate import mutate, random_graph
 from .graph import Graph, Node
@@ -48,6 +48,7 @@ __all__ = [
     "compile_graph",
     "evaluate_numpy",
     "export",
+    "export_warning",
     "fingerprint",
     "formula_latex",
     "get_builtin",
@@ -62,4 +63,5 @@ __all__ = [
     "random_graph",
     "to_sympy",
     "to_text",
+    "with_provenance",
 ]

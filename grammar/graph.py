@@ -389,7 +389,8 @@ class Graph:
         """Build and validate a graph from :meth:`to_dict` output (GrammarError naming the fault)."""
         if not isinstance(d, dict):
             raise GrammarError(f"a graph must be a JSON object, got {type(d).__name__}")
-        unknown = set(d) - {"format", "space", "nodes", "options"}
+        # "provenance" is the header a JSON export carries (grammar.export.with_provenance)
+        unknown = set(d) - {"format", "space", "nodes", "options", "provenance"}
         if unknown:
             raise GrammarError(f"unknown graph field(s): {', '.join(sorted(map(str, unknown)))}")
         fmt = d.get("format", FORMAT)

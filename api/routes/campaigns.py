@@ -12,7 +12,13 @@ from sqlalchemy.orm import Session
 from layerforge.api.cache import CACHED_RESPONSES
 from layerforge.api.deps import CachedReadsDep, SessionDep, SettingsDep, WriteSessionDep
 from layerforge.api.errors import ApiError, responses
-from layerforge.api.routes.common import decode_cursor, encode_cursor, finite
+from layerforge.api.routes.common import (
+    decode_cursor,
+    encode_cursor,
+    finite,
+    hypervolume_box,
+    normalized,
+)
 from layerforge.api.schemas import (
     CampaignCreate,
     CampaignDetail,
@@ -157,14 +163,19 @@ def campaign_detail(session: Session, campaign: Campaign) -> dict[str, Any]:
     elapsed = max(
         float(campaign.elapsed_seconds or 0.0), float(last_hv.elapsed_seconds) if last_hv else 0.0
     )
+    public = campaign_public(campaign, sum(counts.values()))
+    box = hypervolume_box(public["objectives"], campaign.reference_point)
+    hypervolume = finite(last_hv.hypervolume) if last_hv else None
     return {
-        **campaign_public(campaign, sum(counts.values())),
+        **public,
+        "hypervolume_normalized": normalized(hypervolume, box),
+        "hypervolume_box": box,
         "spec": campaign.spec or {},
         "counts": counts,
         "evaluations": repo.count_evaluations(session, campaign_id=campaign.id),
         "funnel": repo.rejection_funnel(session, campaign_id=campaign.id),
         "best": _best(session, campaign),
-        "hypervolume": finite(last_hv.hypervolume) if last_hv else None,
+        "hypervolume": hypervolume,
         "elapsed_seconds": elapsed,
         "estimate": EstimatePublic(**_estimate(campaign, counts, elapsed)),
     }
@@ -394,17 +405,20 @@ def get_hypervolume(
     ] = 2000,
 ) -> dict[str, Any]:
     """The hypervolume after each evaluation (evenly downsampled, the last point kept)."""
-    repo.get_campaign(session, campaign_id=campaign_id)
+    campaign = repo.get_campaign(session, campaign_id=campaign_id)
+    box = hypervolume_box(campaign_public(campaign, 0)["objectives"], campaign.reference_point)
     points = repo.list_hypervolume(session, campaign_id=campaign_id)
     if len(points) > max_points:
         step = len(points) / (max_points - 1)
         points = [points[int(i * step)] for i in range(max_points - 1)] + [points[-1]]
     return {
         "campaign_id": campaign_id,
+        "box": box,
         "points": [
             HypervolumePointPublic(
                 evaluations=p.evaluations,
                 hypervolume=finite(p.hypervolume),
+                hypervolume_normalized=normalized(finite(p.hypervolume), box),
                 elapsed_seconds=float(p.elapsed_seconds or 0.0),
                 created_at=p.created_at,
             )

@@ -253,41 +253,72 @@ async def get_candidate(candidate_id: CandidateId, reads: CachedReadsDep) -> Res
     )
 
 
-def _curve(graph, points: int) -> dict[str, Any]:
+#: The layer every campaign of a space is measured against (candidate 0), drawn beside each
+#: candidate's curve.
+CURVE_BASELINES = {"activation": "relu", "normact": "bn_relu"}
+
+
+def _activation_values(graph, x):
     import torch
 
     from layerforge.grammar import compile_graph
 
+    module = compile_graph(graph).double()
+    y = module(x)
+    (dy,) = torch.autograd.grad(y.sum(), x, allow_unused=True)
+    dy = torch.zeros_like(x) if dy is None else dy
+    return [finite(v) for v in y.detach().tolist()], [finite(v) for v in dy.tolist()]
+
+
+def _normact_values(graph, batch, channels: int, order):
+    import torch
+
+    from layerforge.grammar import compile_graph
+
+    module = compile_graph(graph, channels).double()
+    module.train()
+    with torch.no_grad():
+        output = module(batch)
+    return [finite(v) for v in output[:, 0].reshape(-1)[order].tolist()]
+
+
+def _curve(graph, points: int) -> dict[str, Any]:
+    import torch
+
+    from layerforge.grammar import get_builtin
+
+    baseline_name = CURVE_BASELINES[graph.space]
+    baseline = get_builtin(baseline_name)
     if graph.space == "activation":
-        module = compile_graph(graph).double()
         x = torch.linspace(-5.0, 5.0, points, dtype=torch.float64, requires_grad=True)
-        y = module(x)
-        (dy,) = torch.autograd.grad(y.sum(), x, allow_unused=True)
-        dy = torch.zeros_like(x) if dy is None else dy
+        y, dy = _activation_values(graph, x)
+        base_y, base_dy = _activation_values(baseline, x)
         return {
             "kind": "activation",
             "x": x.detach().tolist(),
-            "y": [finite(v) for v in y.detach().tolist()],
-            "dy": [finite(v) for v in dy.tolist()],
-            "description": "f(x) and df/dx on [-5, 5] at initial parameter values",
+            "y": y,
+            "dy": dy,
+            "description": f"f(x) and df/dx on [-5, 5] at initial parameter values, with "
+            f"the baseline {baseline_name}",
+            "baseline": baseline_name,
+            "baseline_y": base_y,
+            "baseline_dy": base_dy,
         }
     channels = 4
-    module = compile_graph(graph, channels).double()
-    module.train()
     generator = torch.Generator().manual_seed(0)
     batch = torch.randn(8, channels, 4, 4, generator=generator, dtype=torch.float64) * 2.0
-    with torch.no_grad():
-        output = module(batch)
     x = batch[:, 0].reshape(-1)
-    y = output[:, 0].reshape(-1)
     order = torch.argsort(x)[:points]
     return {
         "kind": "normact",
         "x": x[order].tolist(),
-        "y": [finite(v) for v in y[order].tolist()],
+        "y": _normact_values(graph, batch, channels, order),
         "dy": None,
         "description": "output vs input of channel 0 on a fixed N(0, 4) batch of shape "
-        "(8, 4, 4, 4), training mode",
+        f"(8, 4, 4, 4), training mode, with the baseline {baseline_name}",
+        "baseline": baseline_name,
+        "baseline_y": _normact_values(baseline, batch, channels, order),
+        "baseline_dy": None,
     }
 
 
@@ -313,19 +344,72 @@ def get_curve(
         ) from None
 
 
+def _gain(evaluations: list[Any]) -> float | None:
+    """The gain constant gamma_f a search evaluation of the candidate recorded (its result's
+    ``gain``: a number, or an object with ``gamma``), None when none did."""
+    for evaluation in evaluations:
+        result = evaluation.result if isinstance(evaluation.result, dict) else {}
+        gain = result.get("gain")
+        if isinstance(gain, dict):
+            gain = gain.get("gamma")
+        value = finite(gain)
+        if value is not None:
+            return value
+    return None
+
+
+def export_provenance(session: Session, candidate_id: int, fmt: str) -> dict[str, Any]:
+    """What an exported file says about where it came from (see
+    :func:`grammar.export.with_provenance`), with the warning for a candidate that did not
+    complete its evaluation."""
+    from layerforge.api import layerforge_version
+    from layerforge.grammar import export_warning
+
+    record = repo.read_candidate(session, candidate_id=candidate_id)
+    candidate, rejection = record.candidate, record.rejection
+    campaign = repo.get_campaign(session, campaign_id=candidate.campaign_id)
+    detail = None
+    if rejection is not None:
+        detail = f"at stage {rejection.stage!r}: {rejection.reason}"
+    elif candidate.status == "failed":
+        errors = [e.error for e in record.evaluations if e.error]
+        detail = errors[0] if errors else None
+    elif candidate.status == "duplicate" and candidate.duplicate_of is not None:
+        detail = f"of candidate {candidate.duplicate_of}"
+    return {
+        "layerforge": layerforge_version(),
+        "format": fmt,
+        "campaign": {"id": campaign.id, "name": campaign.name},
+        "candidate": {
+            "id": candidate.id,
+            "text": candidate.text,
+            "origin": candidate.origin,
+            "status": candidate.status,
+        },
+        "objectives": {name: finite(value) for name, value in record.objectives.items()},
+        "gain": _gain(record.evaluations),
+        "warning": export_warning(candidate.status, detail, candidate.id),
+    }
+
+
 @router.get(
     "/candidates/{candidate_id}/export",
     response_class=Response,
     responses={
         **responses(404, 409, 422),
         200: {
-            "description": "The layer as code, as a download (Content-Disposition: attachment)",
+            "description": "The layer as code, as a download (Content-Disposition: attachment), "
+            "headed by its provenance; `X-Layerforge-Warning` is set when the candidate was "
+            "rejected or failed",
             "content": {
                 "text/x-python": {"schema": {"type": "string"}},
                 "application/x-tex": {"schema": {"type": "string"}},
                 "application/json": {"schema": {"type": "object"}},
             },
-            "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+            "headers": {
+                "Content-Disposition": {"schema": {"type": "string"}},
+                "X-Layerforge-Warning": {"schema": {"type": "string"}},
+            },
         },
     },
 )
@@ -334,21 +418,24 @@ def export_candidate(
     session: SessionDep,
     format: Annotated[ExportFormat, Query(description="target language")] = "pytorch",
 ) -> Response:
-    """Download the candidate as a PyTorch module, NumPy/JAX function, LaTeX, SymPy or JSON."""
-    from layerforge.grammar import GrammarError, export
+    """Download the candidate as a PyTorch module, NumPy/JAX function, LaTeX, SymPy or JSON,
+    with a header saying where it came from (version, campaign, candidate, status, objective
+    values, gain constant) and a warning line when it was rejected or failed."""
+    from layerforge.grammar import GrammarError, export, with_provenance
 
     candidate = repo.get_candidate(session, candidate_id=candidate_id)
     campaign = repo.get_campaign(session, campaign_id=candidate.campaign_id)
+    provenance = export_provenance(session, candidate_id, format)
     try:
-        text = export(_graph(candidate), format)
+        text = with_provenance(export(_graph(candidate), format), format, provenance)
     except GrammarError as err:
         raise ApiError(
             409, f"candidate {candidate_id} cannot be exported as {format}: {err}", "not_exportable"
         ) from None
     filename = safe_filename(f"{campaign.name}_candidate_{candidate.id}", format)
     extension = EXTENSIONS[format]
-    return Response(
-        text,
-        media_type=MEDIA_TYPES[extension],
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if provenance["warning"]:
+        # header values are latin-1: the warning's text is the server's, so ASCII-safe
+        headers["X-Layerforge-Warning"] = provenance["warning"].encode("ascii", "replace").decode()
+    return Response(text, media_type=MEDIA_TYPES[extension], headers=headers)

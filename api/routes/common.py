@@ -1,4 +1,11 @@
-"""Helpers the route modules share: opaque cursors and JSON-safe numbers."""
+"""Helpers the route modules share: opaque cursors, JSON-safe numbers, and the hypervolume's
+reference box.
+
+The hypervolume is also given normalized to [0, 1]: divided by the volume of the box
+between the campaign's reference point and the ideal point (accuracy 1 for every maximized
+objective, 0 for every cost), so that 1 means "every objective at its best" whatever the
+objectives' units.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import base64
 import binascii
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from layerforge.api.errors import ApiError
@@ -43,3 +51,45 @@ def finite(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def ideal_value(maximize: bool) -> float:
+    """The best value an objective can reach: accuracy 1 (maximized), cost 0 (minimized)."""
+    return 1.0 if maximize else 0.0
+
+
+def hypervolume_box(
+    objectives: Sequence[dict[str, Any]], reference_point: Sequence[float | None] | None
+) -> dict[str, Any] | None:
+    """The reference box: its reference and ideal corners by objective name (on the
+    objectives' own scale, accuracy as accuracy) and its volume; None without a reference."""
+    if not reference_point or len(reference_point) != len(objectives):
+        return None
+    reference, ideal, volume = {}, {}, 1.0
+    for objective, minimized in zip(objectives, reference_point):
+        if minimized is None:
+            return None
+        maximize = bool(objective.get("maximize"))
+        value = -float(minimized) if maximize else float(minimized)  # back from minimized
+        best = ideal_value(maximize)
+        reference[str(objective["name"])] = value
+        ideal[str(objective["name"])] = best
+        volume *= abs(value - best)
+    return {"reference": reference, "ideal": ideal, "volume": volume}
+
+
+def normalized(hypervolume: float | None, box: dict[str, Any] | None) -> float | None:
+    """``hypervolume`` as a fraction of the reference box (None when either is unknown)."""
+    if hypervolume is None or box is None or not box["volume"] > 0:
+        return None
+    value = hypervolume / box["volume"]
+    return value if math.isfinite(value) else None
+
+
+def describe_box(box: dict[str, Any] | None) -> str:
+    """One line naming the reference point and the ideal point, for captions and headers."""
+    if box is None:
+        return "no reference point recorded"
+    reference = ", ".join(f"{k} = {v:g}" for k, v in box["reference"].items())
+    ideal = ", ".join(f"{k} = {v:g}" for k, v in box["ideal"].items())
+    return f"reference point {reference}; ideal point {ideal}"

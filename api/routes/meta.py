@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from layerforge.api.deps import SessionDep, SettingsDep
 from layerforge.api.errors import responses
@@ -69,8 +73,76 @@ def healthz(settings: SettingsDep) -> dict[str, Any]:
     }
 
 
-def _label(value: object) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class _ServiceCollector:
+    """The service's gauges, read when ``/metrics`` is scraped: campaigns, candidates and
+    evaluations by status from the database (every controller's work, not only this
+    process's), the controller's load (evaluations in flight, what waits for it), this
+    process's runners and its response cache."""
+
+    def __init__(self, session: Session, request: Request) -> None:
+        self.session = session
+        self.request = request
+
+    def _by_status(self, model: Any, statuses: tuple[str, ...]) -> dict[str, int]:
+        counts = dict.fromkeys(statuses, 0)
+        for status, count in self.session.execute(
+            select(model.status, func.count()).group_by(model.status)
+        ):
+            counts[status] = int(count)
+        return counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """The families of one scrape (prometheus_client's collector protocol)."""
+        campaigns = self._by_status(Campaign, CAMPAIGN_STATUSES)
+        candidates = self._by_status(Candidate, CANDIDATE_STATUSES)
+        evaluations = self._by_status(Evaluation, EVALUATION_STATUSES)
+        for name, help_text, counts in (
+            ("layerforge_campaigns", "Campaigns by status.", campaigns),
+            ("layerforge_candidates", "Candidates by status.", candidates),
+            ("layerforge_evaluations", "Evaluations by status.", evaluations),
+        ):
+            family = GaugeMetricFamily(name, help_text, labels=["status"])
+            for status, count in counts.items():
+                family.add_metric([status], count)
+            yield family
+        yield GaugeMetricFamily(
+            "layerforge_evaluations_in_flight",
+            "Evaluations dispatched to a worker and not finished (leased, status running).",
+            value=evaluations["running"],
+        )
+        yield GaugeMetricFamily(
+            "layerforge_evaluation_queue_depth",
+            "Evaluations stored and waiting to be dispatched (status queued: after a "
+            "restart or a lost worker).",
+            value=evaluations["queued"],
+        )
+        yield GaugeMetricFamily(
+            "layerforge_campaign_queue_depth",
+            "Campaigns submitted and waiting for a controller slot (status queued).",
+            value=campaigns["queued"],
+        )
+        manager = getattr(self.request.app.state, "manager", None)
+        yield GaugeMetricFamily(
+            "layerforge_controller_active_runners",
+            "Campaigns the controller in this process is running now.",
+            value=len(manager.active()) if manager is not None else 0,
+        )
+        cache = self.request.app.state.response_cache
+        yield GaugeMetricFamily(
+            "layerforge_response_cache_entries",
+            "Serialised read answers held in memory.",
+            value=len(cache),
+        )
+        yield GaugeMetricFamily(
+            "layerforge_response_cache_bytes",
+            "Size of the serialised read answers held in memory.",
+            value=cache.stored_bytes,
+        )
+        yield CounterMetricFamily(
+            "layerforge_response_cache_served",
+            "Repeated reads answered from memory before routing (their data unchanged).",
+            value=cache.served_before_routing,
+        )
 
 
 @service_router.get(
@@ -83,80 +155,11 @@ def _label(value: object) -> str:
         }
     },
 )
-def metrics(request: Request, session: SessionDep) -> PlainTextResponse:
-    """Prometheus metrics: campaigns, candidates and evaluations by status, HTTP requests,
-    active controller runners."""
-    lines: list[str] = []
-
-    def family(name: str, kind: str, help_text: str, samples: list[tuple[dict, float]]) -> None:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            rendered = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-            lines.append(f"{name}{{{rendered}}} {value:g}" if rendered else f"{name} {value:g}")
-
-    def by_status(model, statuses) -> list[tuple[dict, float]]:
-        counts = dict.fromkeys(statuses, 0)
-        for status, count in session.execute(
-            select(model.status, func.count()).group_by(model.status)
-        ):
-            counts[status] = int(count)
-        return [({"status": s}, float(c)) for s, c in counts.items()]
-
-    family(
-        "layerforge_campaigns",
-        "gauge",
-        "Campaigns by status.",
-        by_status(Campaign, CAMPAIGN_STATUSES),
-    )
-    family(
-        "layerforge_candidates",
-        "gauge",
-        "Candidates by status.",
-        by_status(Candidate, CANDIDATE_STATUSES),
-    )
-    family(
-        "layerforge_evaluations",
-        "gauge",
-        "Evaluations by status.",
-        by_status(Evaluation, EVALUATION_STATUSES),
-    )
-    manager = getattr(request.app.state, "manager", None)
-    family(
-        "layerforge_controller_active_runners",
-        "gauge",
-        "Campaigns the controller in this process is running now.",
-        [({}, float(len(manager.active()) if manager is not None else 0))],
-    )
-    snapshot = request.app.state.request_metrics.snapshot()
-    family(
-        "layerforge_http_requests_total",
-        "counter",
-        "HTTP requests by method, route, status.",
-        [
-            ({"method": m, "route": r, "status": s}, float(c))
-            for (m, r, s), c in sorted(snapshot.items())
-        ],
-    )
-    cache = request.app.state.response_cache
-    family(
-        "layerforge_response_cache_entries",
-        "gauge",
-        "Serialised read answers held in memory.",
-        [({}, float(len(cache)))],
-    )
-    family(
-        "layerforge_response_cache_bytes",
-        "gauge",
-        "Size of the serialised read answers held in memory.",
-        [({}, float(cache.stored_bytes))],
-    )
-    family(
-        "layerforge_response_cache_served_total",
-        "counter",
-        "Repeated reads answered from memory before routing (their data unchanged).",
-        [({}, float(cache.served_before_routing))],
-    )
-    return PlainTextResponse(
-        "\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8"
-    )
+def metrics(request: Request, session: SessionDep) -> Response:
+    """Prometheus metrics (``prometheus_client``): HTTP requests and latency histograms per
+    route (cache-served answers included), campaigns / candidates / evaluations by status,
+    evaluations in flight, queue depths, active runners, the response cache."""
+    service = CollectorRegistry(auto_describe=False)
+    service.register(_ServiceCollector(session, request))
+    body = generate_latest(request.app.state.request_metrics.registry) + generate_latest(service)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,6 +1,7 @@
 """Export a graph as code: one translator per target (SymPy is the hub for activation).
 
-``export(graph, fmt, name=None)`` with fmt in :data:`FORMATS`.
+``export(graph, fmt, name=None)`` with fmt in :data:`FORMATS`; every export ends with a
+newline. :func:`with_provenance` adds the header saying where an exported layer came from.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from ..errors import GrammarError
 from ..graph import Graph
 from ..ops import NORMACT
 from . import jax_, latex, numpy_, pytorch, sympy_
+from .provenance import export_warning, provenance_lines, with_provenance
 
 FORMATS = ("pytorch", "numpy", "jax", "latex", "sympy", "json")
 
@@ -31,7 +33,7 @@ def export(graph: Graph, fmt: str, name: str | None = None) -> str:
     if fmt == "jax":
         return jax_.export_jax(graph, "layer" if name is None else name)
     if fmt == "latex":
-        return latex.export_latex(graph)
+        return latex.export_latex(graph) + "\n"
     if fmt == "sympy":
         return sympy_.export_sympy(graph, "expr" if name is None else name)
     if fmt == "json":
@@ -48,9 +50,16 @@ def formula_latex(graph: Graph | dict) -> str | None:
     reads it from there; the service computes it itself only for candidates no worker saw.
     """
     try:
-        return export(graph if isinstance(graph, Graph) else Graph.from_dict(graph), "latex")
+        return latex.export_latex(graph if isinstance(graph, Graph) else Graph.from_dict(graph))
     except Exception:  # noqa: BLE001 - a graph the target cannot express: no formula
         return None
 
 
-__all__ = ["FORMATS", "export", "formula_latex"]
+__all__ = [
+    "FORMATS",
+    "export",
+    "export_warning",
+    "formula_latex",
+    "provenance_lines",
+    "with_provenance",
+]

@@ -23,12 +23,15 @@ from layerforge.grammar import (
     Graph,
     compile_graph,
     export,
+    export_warning,
     fingerprint,
     make_space,
     parse,
     random_graph,
     to_sympy,
+    with_provenance,
 )
+from layerforge.grammar.export import provenance_lines
 
 from .timm_reference import RefEvoNorm2dB0, RefEvoNorm2dS0
 
@@ -204,8 +207,8 @@ def test_jax_export_is_valid_python_for_every_case():
 def test_jax_export_runs_and_equals_numpy():
     jax = pytest.importorskip(
         "jax",
-        reason="jax is not installed here: the JAX export is only syntax-checked "
-        "(test_jax_export_is_valid_python_for_every_case)",
+        reason="jax is not installed here (the dev extra installs it): the JAX export is "
+        "only syntax-checked (test_jax_export_is_valid_python_for_every_case)",
     )
     jax.config.update("jax_enable_x64", True)
     for name, g in _cases():
@@ -248,8 +251,9 @@ def test_sympy_export_normact_is_a_clear_error():
 
 
 def test_latex_export():
-    assert export(parse("x * sigmoid(x)", "activation"), "latex") == sympy.latex(
-        to_sympy(parse("x*sigmoid(x)", "activation"))
+    assert (
+        export(parse("x * sigmoid(x)", "activation"), "latex")
+        == sympy.latex(to_sympy(parse("x*sigmoid(x)", "activation"))) + "\n"
     )
     assert "\\tanh" in export(BUILTINS["mish"], "latex")
     b0 = export(BUILTINS["evonorm_b0"], "latex")
@@ -269,6 +273,72 @@ def test_json_export_round_trips():
     for g in BUILTINS.values():
         g2 = Graph.from_dict(json.loads(export(g, "json")))
         assert g2.key == g.key and fingerprint(g2) == fingerprint(g)
+
+
+def test_every_export_ends_with_a_newline():
+    for name, g in _cases():
+        for fmt in FORMATS:
+            if fmt == "sympy" and g.space == "normact":
+                continue
+            assert export(g, fmt).endswith("\n"), (name, fmt)
+
+
+PROVENANCE = {
+    "layerforge": "9.9.9",
+    "format": "pytorch",
+    "campaign": {"id": 3, "name": "swish-hunt"},
+    "candidate": {"id": 17, "text": "x * sigmoid(x)", "origin": "mutation", "status": "completed"},
+    "objectives": {"accuracy:mlp/mnist1d": 0.8125, "nodes": 3.0},
+    "gain": 0.5961,
+    "warning": None,
+}
+
+
+@pytest.mark.parametrize("fmt", ["pytorch", "numpy", "jax", "sympy", "latex"])
+def test_provenance_header_in_every_text_format(fmt):
+    g = parse("x * sigmoid(x)", "activation")
+    text = with_provenance(export(g, fmt), fmt, {**PROVENANCE, "format": fmt})
+    marker = "% " if fmt == "latex" else "# "
+    header = [line for line in text.splitlines() if line.startswith(marker)]
+    assert header[0] == f"{marker}Exported by layerforge 9.9.9 as {fmt}"
+    joined = "\n".join(header)
+    for part in (
+        "candidate 17 of campaign 3 (swish-hunt)",
+        "layer: x * sigmoid(x)",
+        "status: completed (origin: mutation)",
+        "accuracy:mlp/mnist1d = 0.8125, nodes = 3",
+        "gamma_f = 0.5961",
+    ):
+        assert part in joined, part
+    assert "WARNING" not in text and text.endswith("\n") and not text.endswith("\n\n")
+    if fmt != "latex":  # the header is comments: the file is still the same Python
+        assert ast.dump(ast.parse(text)) == ast.dump(ast.parse(export(g, fmt)))
+
+
+def test_provenance_warning_for_a_rejected_candidate(tmp_path):
+    warning = export_warning("rejected", "at stage 'quality': accuracy 0.11 < 0.2", 17)
+    assert warning.startswith("candidate 17 was rejected") and "0.11 < 0.2" in warning
+    assert export_warning("completed") is None
+    g = parse("x * sigmoid(x)", "activation")
+    text = with_provenance(export(g, "pytorch"), "pytorch", {**PROVENANCE, "warning": warning})
+    assert f"# WARNING: {warning}" in text.splitlines()
+    # the file still runs: the header is comments only
+    (tmp_path / "layer.py").write_text(text)
+    module = _load_source(text, "prov_layer")
+    assert float(module.GeneratedActivation()(torch.tensor([1.0]))) == pytest.approx(0.7311, 1e-3)
+
+
+def test_json_export_with_provenance_still_loads_as_a_graph():
+    g = BUILTINS["evonorm_s0"]
+    text = with_provenance(export(g, "json"), "json", {**PROVENANCE, "format": "json"})
+    data = json.loads(text)
+    assert data["provenance"]["candidate"]["id"] == 17 and text.endswith("\n")
+    assert Graph.from_dict(data).key == g.key
+
+
+def test_provenance_without_gain_says_so():
+    lines = provenance_lines({"layerforge": "1", "gain": None})
+    assert any("none recorded" in line for line in lines)
 
 
 def test_export_errors():
