@@ -8,11 +8,12 @@ their licence). ``/docs`` (Swagger UI) and ``/redoc`` use the assets that the
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from layerforge.api.errors import ApiError
 
@@ -70,8 +71,19 @@ def plotly_js() -> FileResponse:
     return FileResponse(path, media_type="text/javascript", headers=_LONG_CACHE)
 
 
-@router.get(VENDOR + "/docs/{name}")
-def docs_asset(name: str) -> FileResponse:
+#: ReDoc's bundle loads its "API docs by Redocly" badge from a CDN; served here, the bundle
+#: names an inline blank image instead, so the page makes no request off this server.
+REDOC_CDN_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+BLANK_SVG = b"data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E"
+
+
+@functools.lru_cache(maxsize=1)
+def _redoc_bundle(path: Path) -> bytes:
+    return path.read_bytes().replace(REDOC_CDN_LOGO, BLANK_SVG)
+
+
+@router.get(VENDOR + "/docs/{name}", response_model=None)
+def docs_asset(name: str) -> FileResponse | Response:
     """Swagger UI's and ReDoc's scripts and stylesheet, from the installed fastapi-offline."""
     if name not in DOCS_ASSETS:
         raise ApiError(404, f"no docs asset {name!r}; one of: {', '.join(DOCS_ASSETS)}")
@@ -79,6 +91,8 @@ def docs_asset(name: str) -> FileResponse:
     path = docs_asset_path(filename)
     if path is None:
         raise ApiError(404, "fastapi-offline is not installed; pip install fastapi-offline")
+    if name == "redoc.standalone.js":
+        return Response(_redoc_bundle(path), media_type=media_type, headers=_LONG_CACHE)
     return FileResponse(path, media_type=media_type, headers=_LONG_CACHE)
 
 

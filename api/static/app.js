@@ -66,6 +66,36 @@ function every(ms, fn) {
   cleanup.push(() => clearInterval(id));
 }
 
+// PNG / SVG drawn by Plotly in the browser, CSV from the API (the same route scripts use).
+function downloads(plotId, csvUrl, stem) {
+  const image = (format) => () => Plotly.downloadImage(plotId, { format, filename: stem, width: 1000, height: 640, scale: format === "png" ? 2 : 1 });
+  return el("div", { class: "downloads", "data-testid": plotId + "-downloads" }, el("span", { class: "muted", text: "download" }),
+    el("button", { type: "button", "data-testid": plotId + "-png", onclick: image("png") }, "PNG"),
+    el("button", { type: "button", "data-testid": plotId + "-svg", onclick: image("svg") }, "SVG"),
+    el("a", { class: "button", href: csvUrl, download: "", "data-testid": plotId + "-csv" }, "CSV"));
+}
+
+// The campaign's proxy-fidelity warnings (campaign detail `fidelity.warnings`), if any.
+function fidelityWarnings(detail, id) {
+  const warnings = (detail && detail.fidelity && Array.isArray(detail.fidelity.warnings)) ? detail.fidelity.warnings : [];
+  if (!warnings.length) return null;
+  return el("div", { class: "warning", id, "data-testid": "fidelity-warnings" },
+    el("b", { text: "Proxy fidelity: " }), "these proxies may not tell the layers apart reliably.",
+    el("ul", {}, warnings.map((w) => el("li", { text: String(w) }))));
+}
+
+// LaTeX typeset by the locally served KaTeX (raw source when KaTeX is missing or fails).
+function renderLatex(target, latex) {
+  if (!latex) { target.textContent = "(no LaTeX form)"; return; }
+  if (window.katex) {
+    try { katex.render(latex, target, { displayMode: true, throwOnError: false }); return; }
+    catch (e) { /* fall through to the raw source */ }
+  }
+  target.textContent = latex;
+}
+
+const fmtBox = (values) => Object.entries(values).map(([k, v]) => k + " = " + String(v)).join(", ");
+
 // ------------------------------------------------------------------ campaign list
 
 async function campaignList() {
@@ -109,15 +139,21 @@ async function campaignPage(id) {
       el("button", { id: "cancel-button", "data-testid": "cancel", onclick: () => act("cancel") }, "Cancel"),
       el("span", { id: "live-indicator", class: "muted" })),
     el("div", { class: "stats", id: "campaign-stats", "data-testid": "campaign-stats" }),
+    el("p", { class: "muted", id: "hv-reference", "data-testid": "hv-reference" }),
+    el("div", { id: "campaign-fidelity" }),
     el("div", { class: "grid" },
       el("section", { class: "card" }, el("h2", { text: "Pareto front" }),
         el("div", { class: "controls" },
           el("label", {}, "x ", el("select", { id: "x-objective", "data-testid": "x-objective" })),
           el("label", {}, "y ", el("select", { id: "y-objective", "data-testid": "y-objective" })),
+          el("label", { title: "log scale, for cost objectives" }, el("input", { type: "checkbox", id: "log-x", "data-testid": "log-x" }), " log x"),
+          el("label", { title: "log scale, for cost objectives" }, el("input", { type: "checkbox", id: "log-y", "data-testid": "log-y" }), " log y"),
           el("span", { class: "muted", id: "pareto-count" })),
-        el("div", { id: "pareto-plot", class: "plot", "data-testid": "pareto-plot" })),
+        el("div", { id: "pareto-plot", class: "plot", "data-testid": "pareto-plot" }),
+        downloads("pareto-plot", API + "/campaigns/" + id + "/pareto/download?format=csv", "campaign-" + id + "-pareto")),
       el("section", { class: "card" }, el("h2", { text: "Hypervolume" }),
-        el("div", { id: "hv-plot", class: "plot", "data-testid": "hv-plot" })),
+        el("div", { id: "hv-plot", class: "plot", "data-testid": "hv-plot" }),
+        downloads("hv-plot", API + "/campaigns/" + id + "/hypervolume/download?format=csv", "campaign-" + id + "-hypervolume")),
       el("section", { class: "card" }, el("h2", { text: "Rejection funnel" }),
         el("div", { id: "funnel-plot", class: "plot", "data-testid": "funnel-plot" }))),
     el("section", { class: "card", style: "margin-top:1rem" },
@@ -146,6 +182,17 @@ async function campaignPage(id) {
     xs.value = names.length > 2 ? names[0] : ID_AXIS;
     ys.value = names.length > 2 ? names[1] : names[0];
     xs.onchange = ys.onchange = drawPareto;
+    document.getElementById("log-x").onchange = document.getElementById("log-y").onchange = drawPareto;
+  }
+
+  // Costs (runtime, nodes, params) are minimized and positive: they may use a log scale.
+  function isCost(name) {
+    const objective = state.detail.objectives.find((o) => o.name === name);
+    return Boolean(objective && !objective.maximize);
+  }
+  function maximized(name) {
+    const objective = state.detail.objectives.find((o) => o.name === name);
+    return Boolean(objective && objective.maximize);
   }
 
   function drawStats() {
@@ -153,19 +200,40 @@ async function campaignPage(id) {
     document.getElementById("campaign-title").replaceChildren(d.name + " ", badge(d.status));
     const stats = [["candidates", d.progress.candidates + " / " + d.progress.budget],
       ["completed", d.counts.completed], ["rejected", d.counts.rejected],
-      ["hypervolume", fmt(d.hypervolume)], ["elapsed", duration(d.elapsed_seconds)],
+      ["hypervolume", d.hypervolume_normalized === null || d.hypervolume_normalized === undefined ? fmt(d.hypervolume) : fmt(d.hypervolume_normalized, 3) + " of the box"],
+      ["elapsed", duration(d.elapsed_seconds)],
       ["left (estimate)", d.estimate.remaining_seconds === null ? "–" : duration(d.estimate.remaining_seconds)]];
     for (const [name, value] of Object.entries(d.best)) stats.push(["best " + name, fmt(value)]);
     document.getElementById("campaign-stats").replaceChildren(...stats.map(([k, v]) => el("div", { "data-stat": k }, el("span", { text: k }), String(v))));
+    const box = d.hypervolume_box;
+    document.getElementById("hv-reference").textContent = box
+      ? "Hypervolume as a fraction of the box from the reference point (" + fmtBox(box.reference) + ") to the ideal point (" + fmtBox(box.ideal) + "); raw value " + fmt(d.hypervolume, 4) + "."
+      : "No reference point recorded for this campaign.";
+    document.getElementById("campaign-fidelity").replaceChildren(...[fidelityWarnings(d, "campaign-fidelity-warnings")].filter(Boolean));
     document.getElementById("pause-button").disabled = !["queued", "running"].includes(d.status);
     document.getElementById("resume-button").disabled = d.status !== "paused";
     document.getElementById("cancel-button").disabled = !["queued", "running", "paused"].includes(d.status);
+  }
+
+  // The 2-D front of the chosen axes: the points no other point beats on both, by x.
+  function front2d(points, xName, yName) {
+    const sx = maximized(xName) ? -1 : 1, sy = maximized(yName) ? -1 : 1;
+    const finite = points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
+    finite.sort((a, b) => sx * a.x - sx * b.x || sy * a.y - sy * b.y);
+    const front = [];
+    let best = Infinity;
+    for (const p of finite) if (sy * p.y < best) { front.push(p); best = sy * p.y; }
+    return front.sort((a, b) => a.x - b.x);
   }
 
   function drawPareto() {
     const p = state.pareto;
     if (!p) return;
     const xName = document.getElementById("x-objective").value, yName = document.getElementById("y-objective").value;
+    const logX = document.getElementById("log-x"), logY = document.getElementById("log-y");
+    logX.disabled = !isCost(xName); logY.disabled = !isCost(yName);
+    if (logX.disabled) logX.checked = false;
+    if (logY.disabled) logY.checked = false;
     const value = (point, name) => name === ID_AXIS ? point.candidate_id : point.values[name];
     const trace = (points, name, marker) => ({
       type: "scatter", mode: "markers", name,
@@ -174,14 +242,31 @@ async function campaignPage(id) {
       hovertemplate: "%{text}<br>%{x}, %{y}<extra></extra>", marker,
     });
     const isBase = (q) => q.origin === "baseline";
+    const all = p.front.concat(p.dominated);
+    const baseline = all.filter(isBase);
     const traces = [
       trace(p.dominated.filter((q) => !isBase(q)), "dominated", { color: "#b8bcc6", size: 8 }),
       trace(p.front.filter((q) => !isBase(q)), "Pareto front", { color: "#2f6fdf", size: 11 }),
-      trace(p.front.concat(p.dominated).filter(isBase), "baseline", { color: "#d9480f", size: 15, symbol: "star" }),
+      trace(baseline, "baseline", { color: "#d9480f", size: 15, symbol: "star" }),
     ];
+    const shapes = [];
+    if (xName !== ID_AXIS && yName !== ID_AXIS && xName !== yName) {
+      // the front of these two objectives as a staircase over the points
+      const steps = front2d(all.map((q) => ({ x: value(q, xName), y: value(q, yName) })), xName, yName);
+      traces.push({ type: "scatter", mode: "lines", name: "front (staircase)", x: steps.map((q) => q.x), y: steps.map((q) => q.y),
+        line: { color: "#2f6fdf", width: 1.5, shape: maximized(xName) ? "vh" : "hv" }, hoverinfo: "skip", meta: "staircase" });
+    }
+    for (const q of baseline) {  // what beats the baseline lies beyond these lines
+      if (xName !== ID_AXIS && Number.isFinite(value(q, xName))) shapes.push({ type: "line", xref: "x", yref: "paper", x0: value(q, xName), x1: value(q, xName), y0: 0, y1: 1, line: { color: "#d9480f", width: 1, dash: "dot" } });
+      if (yName !== ID_AXIS && Number.isFinite(value(q, yName))) shapes.push({ type: "line", xref: "paper", yref: "y", x0: 0, x1: 1, y0: value(q, yName), y1: value(q, yName), line: { color: "#d9480f", width: 1, dash: "dot" } });
+    }
     document.getElementById("pareto-count").textContent = p.front.length + " on the front, " + p.dominated.length + " dominated";
-    const layout = { margin: { t: 10, r: 10, b: 45, l: 55 }, xaxis: { title: { text: xName } }, yaxis: { title: { text: yName } },
-      legend: { orientation: "h" }, hovermode: "closest" };
+    const layout = { margin: { t: 40, r: 10, b: 45, l: 60 },
+      xaxis: { title: { text: xName }, type: logX.checked ? "log" : "linear" },
+      yaxis: { title: { text: yName }, type: logY.checked ? "log" : "linear" },
+      // above the plot area, clear of both axes and their titles
+      legend: { orientation: "h", x: 0, xanchor: "left", y: 1.02, yanchor: "bottom" },
+      shapes, hovermode: "closest" };
     const plot = document.getElementById("pareto-plot");
     Plotly.react(plot, traces, layout, { displaylogo: false, responsive: true });
     if (!plot.dataset.bound) {
@@ -195,8 +280,11 @@ async function campaignPage(id) {
 
   async function drawHistory() {
     const h = await api("/campaigns/" + id + "/hypervolume?max_points=1000");
-    Plotly.react("hv-plot", [{ type: "scatter", mode: "lines", x: h.points.map((p) => p.evaluations), y: h.points.map((p) => p.hypervolume), line: { color: "#2f6fdf" } }],
-      { margin: { t: 10, r: 10, b: 45, l: 55 }, xaxis: { title: { text: "evaluations" } }, yaxis: { title: { text: "hypervolume" } } },
+    const normalized = Boolean(h.box);
+    const ys = h.points.map((p) => normalized ? p.hypervolume_normalized : p.hypervolume);
+    Plotly.react("hv-plot", [{ type: "scatter", mode: "lines", name: "hypervolume", x: h.points.map((p) => p.evaluations), y: ys, line: { color: "#2f6fdf" } }],
+      { margin: { t: 10, r: 10, b: 45, l: 60 }, xaxis: { title: { text: "evaluations" } },
+        yaxis: normalized ? { title: { text: "hypervolume (fraction of the box)" }, range: [0, 1] } : { title: { text: "hypervolume" } } },
       { displaylogo: false, responsive: true });
   }
 
@@ -263,22 +351,39 @@ async function campaignPage(id) {
 
 // ------------------------------------------------------------------ candidate page
 
+const EXPORT_WARNINGS = {
+  rejected: "was rejected", failed: "failed its evaluation", cancelled: "was cancelled",
+  duplicate: "is a duplicate of another candidate", proposed: "has not been evaluated yet", running: "is still being evaluated",
+};
+
 async function candidatePage(id) {
   const c = await api("/candidates/" + id);
+  const campaign = await api("/campaigns/" + c.campaign_id).catch(() => null);
   const formats = ["pytorch", "numpy", "jax", "latex", "sympy", "json"];
+  const warned = EXPORT_WARNINGS[c.status];
+  const exportWarning = warned ? el("p", { class: "warning", id: "export-warning", "data-testid": "export-warning" },
+    el("b", { text: "This candidate " + warned }),
+    c.rejection ? " at stage " + c.rejection.stage + ": " + c.rejection.reason : "",
+    ". Its code runs, but nothing shows it trains well; every export carries this warning.") : null;
+  const rendered = el("div", { id: "candidate-latex-rendered", "data-testid": "candidate-latex-rendered" });
+  renderLatex(rendered, c.latex);
   view.replaceChildren(
     el("p", {}, el("a", { href: "#/campaigns/" + c.campaign_id, id: "back-to-campaign", text: "← campaign " + c.campaign_id })),
     el("h1", {}, "Candidate " + c.id + " ", badge(c.status)),
+    fidelityWarnings(campaign, "candidate-fidelity-warnings"),
     el("div", { class: "grid" },
       el("section", { class: "card" },
         el("h2", { text: "Layer" }),
         el("p", {}, el("code", { id: "candidate-text", "data-testid": "candidate-text", text: c.text })),
-        el("h2", { text: "LaTeX" }),
-        el("pre", {}, el("code", { id: "candidate-latex", "data-testid": "candidate-latex", text: c.latex || "(no LaTeX form)" })),
+        rendered,
+        el("details", {}, el("summary", { text: "LaTeX source" }),
+          el("pre", {}, el("code", { id: "candidate-latex", "data-testid": "candidate-latex", text: c.latex || "(no LaTeX form)" }))),
         el("h2", { text: "Export" }),
+        exportWarning,
         el("div", { class: "controls", id: "export-buttons" }, formats.map((f) => el("a", {
-          class: "button", href: API + "/candidates/" + c.id + "/export?format=" + f, download: "",
-          "data-testid": "export-" + f, id: "export-" + f, text: f,
+          class: "button" + (warned ? " warn" : ""), href: API + "/candidates/" + c.id + "/export?format=" + f, download: "",
+          title: warned ? "this candidate " + warned : "download as " + f,
+          "data-testid": "export-" + f, id: "export-" + f, text: warned ? f + " (" + c.status + ")" : f,
         }))),
         el("h2", { text: "Objectives" }),
         el("table", { id: "candidate-objectives" }, Object.entries(c.objectives).map(([k, v]) => el("tr", {}, el("th", { text: k }), el("td", { text: fmt(v) })))),
@@ -296,9 +401,19 @@ async function candidatePage(id) {
         c.evaluations.map((e) => el("tr", {}, [e.id, e.kind, e.seed, e.status, e.attempts, e.error || ""].map((v) => el("td", { text: v })))))));
   try {
     const curve = await api("/candidates/" + id + "/curve?points=201");
-    const traces = [{ type: "scatter", mode: curve.kind === "activation" ? "lines" : "markers", name: curve.kind === "activation" ? "f(x)" : "output", x: curve.x, y: curve.y, line: { color: "#2f6fdf" }, marker: { size: 4 } }];
+    const activation = curve.kind === "activation";
+    const traces = [{ type: "scatter", mode: activation ? "lines" : "markers", name: activation ? "f(x)" : "output", x: curve.x, y: curve.y, line: { color: "#2f6fdf" }, marker: { size: 4 } }];
     if (curve.dy) traces.push({ type: "scatter", mode: "lines", name: "df/dx", x: curve.x, y: curve.dy, line: { color: "#e8590c", dash: "dash" } });
-    Plotly.newPlot("curve-plot", traces, { margin: { t: 10, r: 10, b: 45, l: 50 }, xaxis: { title: { text: "x" } }, legend: { orientation: "h" } }, { displaylogo: false, responsive: true });
+    if (curve.baseline_y) {  // the baseline every campaign of this space is measured against
+      traces.push({ type: "scatter", mode: activation ? "lines" : "markers", name: curve.baseline + " (baseline)", x: curve.x, y: curve.baseline_y,
+        line: { color: "#868e96", width: 1.5, dash: "dot" }, marker: { size: 3, color: "#868e96" }, meta: "baseline" });
+    }
+    if (curve.baseline_dy) {
+      traces.push({ type: "scatter", mode: "lines", name: curve.baseline + "' (baseline)", x: curve.x, y: curve.baseline_dy,
+        line: { color: "#c1c7cf", width: 1.2, dash: "dashdot" }, meta: "baseline" });
+    }
+    Plotly.newPlot("curve-plot", traces, { margin: { t: 40, r: 10, b: 45, l: 50 }, xaxis: { title: { text: "x" } },
+      legend: { orientation: "h", x: 0, xanchor: "left", y: 1.02, yanchor: "bottom" } }, { displaylogo: false, responsive: true });
     document.getElementById("curve-description").textContent = curve.description;
   } catch (e) {
     document.getElementById("curve-description").textContent = e.message;

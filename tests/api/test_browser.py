@@ -1,8 +1,11 @@
 """The dashboard in headless Chromium (Debian's chromium + playwright, no downloaded browser).
 
-Over a real ``layerforge serve`` with the simulated evaluator: the campaign list loads, the
-Pareto plot has points, clicking a point opens the candidate with its plot and LaTeX, and
-its export downloads. Without a Chromium binary the test skips and says why.
+Over a real ``layerforge serve`` with the simulated evaluator, with every request that does
+not go to the server aborted by the browser (as on a machine without internet access): the
+campaign list loads, the Pareto plot has its points, the 2-D front as a staircase and the
+baseline; PNG and CSV downloads of the front work; clicking a point opens the candidate with
+its LaTeX typeset by KaTeX, its curve beside the baseline's, and its export downloads;
+``/docs`` and ``/redoc`` render. Without a Chromium binary the test skips and says why.
 """
 
 from __future__ import annotations
@@ -60,18 +63,34 @@ def browser():
         instance.close()
 
 
+def offline_context(browser, base: str, blocked: list[str]):
+    """A browser context that reaches only ``base``; every other request is aborted and
+    recorded in ``blocked``."""
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000})
+
+    def only_the_server(route):
+        if route.request.url.startswith(base) or route.request.url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_the_server)
+    return context
+
+
 def test_dashboard_front_candidate_and_export(browser, tmp_path):
     with live_server(tmp_path) as base:
-        created = httpx.post(f"{base}{API}/campaigns", json=small_spec(name="browser-run"))
+        spec = small_spec(name="browser-run", objectives=["accuracy", "nodes"])
+        created = httpx.post(f"{base}{API}/campaigns", json=spec)
         cid = created.json()["id"]
         deadline = time.monotonic() + 60
         while httpx.get(f"{base}{API}/campaigns/{cid}").json()["status"] != "completed":
             assert time.monotonic() < deadline
             time.sleep(0.2)
 
-        context = browser.new_context(
-            accept_downloads=True, viewport={"width": 1400, "height": 1000}
-        )
+        blocked: list[str] = []
+        context = offline_context(browser, base, blocked)
         page = context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda err: errors.append(str(err)))
@@ -94,7 +113,49 @@ def test_dashboard_front_candidate_and_export(browser, tmp_path):
         assert page.locator("#funnel-plot .barlayer .point").count() >= 1
         assert page.locator('[data-testid="candidate-row"]').count() >= 5
         options = page.locator("#x-objective option").all_inner_texts()
-        assert "accuracy:mlp/mnist1d" in options
+        assert "accuracy:mlp/mnist1d" in options and "nodes" in options
+        # the 2-D front of the chosen axes, drawn as a staircase line over the points
+        traces = page.evaluate(
+            "Array.from(document.getElementById('pareto-plot').data, "
+            "t => ({name: t.name, shape: t.line && t.line.shape, meta: t.meta || null, n: t.x.length}))"
+        )
+        staircase = [t for t in traces if t["meta"] == "staircase"]
+        assert (
+            len(staircase) == 1 and staircase[0]["shape"] in ("hv", "vh") and staircase[0]["n"] >= 1
+        )
+        assert page.locator("#pareto-plot .scatterlayer .trace path.js-line").count() >= 1
+        pareto = httpx.get(f"{base}{API}/campaigns/{cid}/pareto").json()
+        evaluated = pareto["front"] + pareto["dominated"]
+        baselines = [q for q in evaluated if q["origin"] == "baseline"]
+        # the baseline, marked once when its evaluation completed (the simulated evaluator
+        # may reject it), with a dotted line through it on each axis
+        assert [t["n"] for t in traces if t["name"] == "baseline"] == [len(baselines)]
+        shapes = page.evaluate("document.getElementById('pareto-plot').layout.shapes.length")
+        assert shapes == 2 * len(baselines)
+        assert page.locator("#pareto-plot .legend").count() == 1
+        legend = page.locator("#pareto-plot .legend").bounding_box()
+        plot_area = page.locator("#pareto-plot .nsewdrag").first.bounding_box()
+        assert legend["y"] + legend["height"] <= plot_area["y"] + 1  # above the axes, clear of them
+        assert "reference point" in page.locator("#hv-reference").inner_text()
+        assert "of the box" in page.locator('[data-stat="hypervolume"]').inner_text()
+
+        # downloads of the front: PNG drawn in the browser, CSV from the API
+        with page.expect_download(timeout=20_000) as png_info:
+            page.locator('[data-testid="pareto-plot-png"]').click()
+        png = tmp_path / "front.png"
+        png_info.value.save_as(png)
+        assert png_info.value.suggested_filename.endswith(".png")
+        assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 5000
+        with page.expect_download(timeout=20_000) as csv_info:
+            page.locator('[data-testid="pareto-plot-csv"]').click()
+        table = tmp_path / csv_info.value.suggested_filename
+        csv_info.value.save_as(table)
+        assert table.suffix == ".csv"
+        header = table.read_text().splitlines()[0]
+        assert header == "candidate_id,text,origin,on_front,accuracy:mlp/mnist1d,nodes"
+        with page.expect_download(timeout=20_000) as hv_info:
+            page.locator('[data-testid="hv-plot-csv"]').click()
+        assert hv_info.value.suggested_filename.endswith("_hypervolume.csv")
 
         # click the first point of the front trace (blue) at its centre
         front_point = (
@@ -110,9 +171,15 @@ def test_dashboard_front_candidate_and_export(browser, tmp_path):
         expected = httpx.get(f"{base}{API}/candidates/{candidate_id}").json()
         assert expected["status"] == "completed"
         assert page.locator("#candidate-text").inner_text() == expected["text"]
-        assert page.locator("#candidate-latex").inner_text() == expected["latex"]
-        page.locator("#curve-plot .scatterlayer .trace").nth(1).wait_for(timeout=20_000)
-        assert page.locator("#curve-plot .scatterlayer .trace").count() == 2  # f and df/dx
+        assert page.locator("#candidate-latex").text_content() == expected["latex"]
+        # typeset by KaTeX: its MathML and HTML trees are in the DOM
+        assert page.locator("#candidate-latex-rendered .katex .katex-html").count() == 1
+        assert page.locator("#candidate-latex-rendered .katex-mathml math").count() == 1
+        page.locator("#curve-plot .scatterlayer .trace").nth(3).wait_for(timeout=20_000)
+        names = page.evaluate("Array.from(document.getElementById('curve-plot').data, t => t.name)")
+        assert names == ["f(x)", "df/dx", "relu (baseline)", "relu' (baseline)"]
+        assert page.locator("#curve-plot .scatterlayer .trace").count() == 4
+        assert page.locator("#export-warning").count() == 0  # a completed candidate
 
         with page.expect_download(timeout=20_000) as download_info:
             page.locator('[data-testid="export-pytorch"]').click()
@@ -121,8 +188,30 @@ def test_dashboard_front_candidate_and_export(browser, tmp_path):
         target = tmp_path / download.suggested_filename
         download.save_as(target)
         assert "import torch" in target.read_text()
+        assert target.read_text().startswith("# Exported by layerforge")
+
+        # a rejected candidate's page says so beside its export buttons
+        rejected = httpx.get(
+            f"{base}{API}/campaigns/{cid}/candidates", params={"status": "rejected", "limit": 1}
+        ).json()["items"]
+        assert rejected
+        page.goto(f"{base}/#/candidates/{rejected[0]['id']}")
+        page.wait_for_function(
+            f"document.body.dataset.ready === '#/candidates/{rejected[0]['id']}'", timeout=20_000
+        )
+        assert "was rejected" in page.locator("#export-warning").inner_text()
+        assert "(rejected)" in page.locator('[data-testid="export-numpy"]').inner_text()
+
+        # the API docs, with the network blocked: Swagger UI and ReDoc render from local files
+        page.goto(f"{base}/docs")
+        page.locator(".swagger-ui .opblock").first.wait_for(timeout=30_000)
+        assert page.locator(".swagger-ui .opblock").count() >= 10
+        page.goto(f"{base}/redoc")
+        page.locator("redoc [data-section-id]").first.wait_for(timeout=30_000)
+        assert "layerforge" in page.locator("redoc h1").first.inner_text()
 
         assert errors == [], errors
+        assert blocked == [], blocked
         assert all(url.startswith(base) for url in requests), [
             url for url in requests if not url.startswith(base)
         ]
