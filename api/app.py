@@ -71,6 +71,17 @@ def connect_evaluator_backend(settings: Settings) -> None:
     ray_connect(settings.ray_address)
 
 
+def mlflow_observer(settings: Settings):
+    """The MLflow mirror of the campaigns this process runs, when
+    ``LAYERFORGE_MLFLOW_TRACKING_URI`` is set (see :mod:`layerforge.integrations.mlflow`);
+    None otherwise. Its ``on_progress`` goes to each campaign runner, ``close`` at shutdown."""
+    if not settings.mlflow_tracking_uri:
+        return None
+    from layerforge.integrations.mlflow import MlflowLogger
+
+    return MlflowLogger(settings.database_url, settings.mlflow_tracking_uri)
+
+
 def disconnect_evaluator_backend() -> None:
     """Shut down the Ray connection made by :func:`connect_evaluator_backend` (if any)."""
     from layerforge.workers import ray_session
@@ -162,15 +173,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         await anyio.to_thread.run_sync(upgrade_database, settings.database_url)
         manager = None
+        observer = None
         if settings.run_controller:
             from layerforge.search.manager import ControllerManager
 
             await anyio.to_thread.run_sync(connect_evaluator_backend, settings)
-
+            observer = mlflow_observer(settings)
             manager = ControllerManager(
                 settings.database_url,
                 make_evaluator_factory(settings),
                 max_concurrent=settings.max_campaigns,
+                runner_options={"on_progress": observer.on_progress} if observer else None,
             )
             manager.start()
         app.state.manager = manager
@@ -197,6 +210,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.manager = None
             if manager is not None:
                 await anyio.to_thread.run_sync(manager.stop)
+            if observer is not None:
+                await anyio.to_thread.run_sync(observer.close)
             await anyio.to_thread.run_sync(disconnect_evaluator_backend)
 
     app = LayerforgeAPI(

@@ -98,6 +98,7 @@ def controller() -> None:
         connect_evaluator_backend,
         disconnect_evaluator_backend,
         make_evaluator_factory,
+        mlflow_observer,
     )
     from layerforge.search.manager import ControllerManager
     from layerforge.storage import StorageError, upgrade_database
@@ -111,10 +112,12 @@ def controller() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     connect_evaluator_backend(settings)
+    observer = mlflow_observer(settings)
     manager = ControllerManager(
         settings.database_url,
         make_evaluator_factory(settings),
         max_concurrent=settings.max_campaigns,
+        runner_options={"on_progress": observer.on_progress} if observer else None,
     )
     manager.start()
     typer.echo(
@@ -124,6 +127,8 @@ def controller() -> None:
     while not stop.wait(1.0):
         pass
     manager.stop()
+    if observer is not None:
+        observer.close()
     disconnect_evaluator_backend()
     typer.echo("controller stopped; running campaigns resume at the next start")
 

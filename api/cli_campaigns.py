@@ -120,12 +120,23 @@ def run(
                 ),
             )
 
+        from layerforge.api.app import mlflow_observer
+
+        observer = mlflow_observer(settings)
+
+        def report(progress) -> None:
+            show(progress)
+            if observer is not None:
+                observer.on_progress(progress)
+
         runner = CampaignRunner(
-            settings.database_url, campaign_id, engine, stop=stop, on_progress=show
+            settings.database_url, campaign_id, engine, stop=stop, on_progress=report
         )
         try:
             status = runner.run()
         finally:
+            if observer is not None:
+                observer.close()
             engine.shutdown()
             from layerforge.workers import ray_session
 
