@@ -854,6 +854,20 @@ def pareto_of_campaign(database_url: str, campaign_id: int) -> dict[str, Any]:
         objectives = campaign_objectives(spec)
         names = [o.name for o in objectives]
         ids, table = repo.objective_table(s, campaign_id=campaign_id, names=names)
+        # a duplicate (a seed equal to the baseline, say) shares its original's values: the
+        # function is shown once, as its original
+        duplicates = (
+            {
+                cid
+                for (cid,) in s.query(Candidate.id).filter(
+                    Candidate.id.in_(ids), Candidate.status == "duplicate"
+                )
+            }
+            if ids
+            else set()
+        )
+        kept = [(cid, row) for cid, row in zip(ids, table) if cid not in duplicates]
+        ids, table = [cid for cid, _ in kept], [row for _, row in kept]
         front = set(pareto_front(to_minimize(objectives, table))) if ids else set()
         texts = (
             dict(s.query(Candidate.id, Candidate.text).filter(Candidate.id.in_(ids)).all())

@@ -1,8 +1,10 @@
 """Cost of a candidate layer: its forward+backward time relative to the baseline, and its size.
 
 The baseline is ReLU (activation) or BatchNorm+ReLU (normact), timed on the same tensor in the
-same process right next to the candidate (interleaved repeats, median), so machine load
-affects both alike.
+same process right next to the candidate, so machine load affects both alike: each repeat
+times the pair back to back, in alternating order (candidate first, then baseline first: the
+second of a pair runs on warmer caches), and the ratio is the median of the pairs' ratios.
+The baseline itself reads exactly 1.0: it is the layer every ratio is measured against.
 """
 
 from __future__ import annotations
@@ -44,6 +46,20 @@ def baseline_factory(kind: str) -> Callable[[int], nn.Module]:
         return (lambda c: nn.ReLU()) if kind == "activation" else _BNReLU
 
 
+def _is_baseline(factory: Any, kind: str) -> bool:
+    """True when ``factory`` builds the baseline layer itself (a grammar layer factory whose
+    graph is the baseline built-in's)."""
+    graph = getattr(factory, "graph", None)
+    if graph is None:
+        return False
+    try:
+        from layerforge.grammar import get_builtin
+
+        return graph.key == get_builtin("relu" if kind == "activation" else "bn_relu").key
+    except Exception:  # noqa: BLE001 - a graph the grammar cannot key: not the baseline
+        return False
+
+
 def _time_once(layer: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> float:
     sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda *a: None)
     xi = x.detach().requires_grad_(True)
@@ -68,9 +84,10 @@ def measure_layer_cost(
 
     ``graph_or_factory``: anything :func:`workers.candidates.resolve_candidate` accepts, or a
     plain ``factory(num_features) -> nn.Module`` (then ``kind`` is required). ``seconds`` is the
-    median forward+backward time of the candidate on a ``shape`` tensor, ``runtime_ratio`` that
-    divided by the baseline's median on the same tensor; ``num_params`` counts the candidate's
-    parameters at ``shape[1]`` features.
+    median forward+backward time of the candidate on a ``shape`` tensor, ``baseline_seconds``
+    the baseline's, ``runtime_ratio`` the median ratio of the back-to-back pairs (exactly 1.0
+    for the baseline itself); ``num_params`` counts the candidate's parameters at ``shape[1]``
+    features.
     """
     if (
         callable(graph_or_factory)
@@ -94,14 +111,19 @@ def measure_layer_cost(
     for _ in range(max(0, warmup)):
         _time_once(layer, x, grad)
         _time_once(base, x, grad)
-    cand_times, base_times = [], []
-    for _ in range(max(1, repeats)):
-        cand_times.append(_time_once(layer, x, grad))
-        base_times.append(_time_once(base, x, grad))
+    cand_times, base_times, ratios = [], [], []
+    for index in range(max(1, repeats)):
+        if index % 2 == 0:
+            cand_times.append(_time_once(layer, x, grad))
+            base_times.append(_time_once(base, x, grad))
+        else:
+            base_times.append(_time_once(base, x, grad))
+            cand_times.append(_time_once(layer, x, grad))
+        ratios.append(cand_times[-1] / base_times[-1] if base_times[-1] > 0 else float("inf"))
     seconds = statistics.median(cand_times)
     base_seconds = statistics.median(base_times)
     return {
-        "runtime_ratio": seconds / base_seconds if base_seconds > 0 else float("inf"),
+        "runtime_ratio": 1.0 if _is_baseline(factory, kind) else statistics.median(ratios),
         "num_params": int(sum(p.numel() for p in layer.parameters())),
         "seconds": seconds,
         "baseline_seconds": base_seconds,

@@ -352,3 +352,19 @@ def test_outcomes_that_trickle_in_are_stored_in_batches(db):
             )
             == 40
         )
+
+
+@pytest.mark.parametrize("parallelism", [1, 4])
+def test_a_seed_equal_to_the_baseline_is_its_duplicate_and_shown_once(db, parallelism):
+    spec = {**SPEC, "seeds": ["relu", "x * sigmoid(x)"], "budget": {"max_candidates": 10}}
+    campaign_id = create_campaign(db, validate_spec({**spec, "parallelism": parallelism}))
+    assert run(db, campaign_id, SimulatedEvaluator(reject_fraction=0.0)) == "completed"
+    with session_scope(get_engine(db), readonly=True) as s:
+        rows = repo.list_candidates(s, campaign_id=campaign_id, limit=100)
+        baseline, seed = rows[0], rows[1]
+        assert (baseline.origin, seed.origin) == ("baseline", "seed")
+        assert seed.status == "duplicate" and seed.duplicate_of == baseline.id
+    pareto = pareto_of_campaign(db, campaign_id)
+    shown = [p["candidate_id"] for p in pareto["front"] + pareto["dominated"]]
+    assert baseline.id in shown and seed.id not in shown
+    assert len(shown) == len(set(shown)) == 9
