@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 serve: install
+	@echo "layerforge: the dashboard will be at http://$${LAYERFORGE_HOST:-127.0.0.1}:$${LAYERFORGE_PORT:-8000}/ (API docs at /docs)"
 	$(VENV)/bin/layerforge serve --demo
 
 test: install lint

@@ -243,7 +243,7 @@ class MlflowLogger:
         with session_scope(engine, readonly=True) as s:
             campaign = repo.get_campaign(s, campaign_id=campaign_id)
             run_id = self._campaign_run(campaign)
-            objectives = [
+            objectives: list[dict[str, Any]] = [
                 {"name": str(o.get("name")), "maximize": bool(o.get("maximize"))}
                 for o in campaign.objectives or []
             ]

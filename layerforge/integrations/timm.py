@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 from torch import nn
 
@@ -43,7 +43,7 @@ from layerforge.grammar import (
 
 __all__ = ["act_layer", "norm_act_layer"]
 
-LayerLike = Graph | str | type | nn.Module | Callable[..., nn.Module]
+LayerLike: TypeAlias = Graph | str | type | nn.Module | Callable[..., nn.Module]
 
 
 def _graph_of(layer: Graph | str, space: str) -> Graph:
