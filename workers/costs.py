@@ -79,6 +79,7 @@ def measure_layer_cost(
     repeats: int = 10,
     warmup: int = 2,
     device: str | torch.device = "cpu",
+    is_baseline: bool | None = None,
 ) -> dict[str, Any]:
     """``{"runtime_ratio", "num_params", "seconds", "baseline_seconds"}`` for one candidate.
 
@@ -87,7 +88,9 @@ def measure_layer_cost(
     median forward+backward time of the candidate on a ``shape`` tensor, ``baseline_seconds``
     the baseline's, ``runtime_ratio`` the median ratio of the back-to-back pairs (exactly 1.0
     for the baseline itself); ``num_params`` counts the candidate's parameters at ``shape[1]``
-    features.
+    features. ``is_baseline`` says whether the layer is the baseline itself; by default that
+    is read from the factory's ``graph`` (a grammar layer factory's), so a caller that wraps
+    the factory (gain normalization, say) passes it.
     """
     if (
         callable(graph_or_factory)
@@ -123,7 +126,9 @@ def measure_layer_cost(
     seconds = statistics.median(cand_times)
     base_seconds = statistics.median(base_times)
     return {
-        "runtime_ratio": 1.0 if _is_baseline(factory, kind) else statistics.median(ratios),
+        "runtime_ratio": 1.0
+        if (_is_baseline(factory, kind) if is_baseline is None else is_baseline)
+        else statistics.median(ratios),
         "num_params": int(sum(p.numel() for p in layer.parameters())),
         "seconds": seconds,
         "baseline_seconds": base_seconds,
