@@ -12,11 +12,13 @@ from tests.api.helpers import API, live_server
 pytestmark = pytest.mark.slow
 
 
-def test_demo_spec_is_valid_and_small():
+def test_demo_spec_is_valid_and_sized_to_be_watched():
     spec = validate_spec(DEMO_SPEC)
-    assert spec.budget.max_candidates <= 50 and spec.parallelism == 2
-    assert spec.proxies[0]["dataset"] == "mnist1d" and spec.proxies[0]["steps"] <= 200
-    assert "relu" in spec.seeds and "x * sigmoid(x)" in spec.seeds
+    # 2-4 minutes on a 2-core CPU (see DEMO_SPEC): long enough to watch the front grow
+    assert 100 <= spec.budget.max_candidates <= 300 and spec.parallelism == 2
+    assert spec.proxies[0]["dataset"] == "mnist1d" and spec.proxies[0]["steps"] <= 1500
+    assert "x * sigmoid(x)" in spec.seeds
+    assert "relu" not in spec.seeds  # relu is the baseline: a seed would only duplicate it
 
 
 def test_serve_demo_submits_one_campaign_and_runs_it(tmp_path):
