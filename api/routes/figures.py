@@ -132,6 +132,7 @@ def _draw_pareto(
     x_obj: dict[str, Any],
     y_obj: dict[str, Any],
     title: str,
+    caption: str,
     log_x: bool,
     log_y: bool,
     fmt: str,
@@ -180,7 +181,9 @@ def _draw_pareto(
         axes.set_yscale("log")
     axes.grid(alpha=0.3)
     axes.set_title(title, fontsize=10)
-    axes.legend(loc="lower left", bbox_to_anchor=(0.0, 1.08), ncol=3, frameon=False, fontsize=9)
+    # beside the axes, clear of the points, the axis titles and the title
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9)
+    figure.text(0.01, -0.02, caption, fontsize=7, ha="left", va="top", wrap=True)
     return _figure_bytes(figure, fmt)
 
 
@@ -268,8 +271,10 @@ def download_pareto(
         return _download(_csv(table), "csv", stem)
     x_obj, y_obj = _axes(objectives, x, y)
     box = hypervolume_box(objectives, data.get("reference_point"))
-    title = f"{campaign.name} (campaign {campaign_id}): Pareto front\n{describe_box(box)}"
-    return _download(_draw_pareto(data, x_obj, y_obj, title, log_x, log_y, format), format, stem)
+    title = f"{campaign.name} (campaign {campaign_id}): Pareto front"
+    caption = "Hypervolume box: " + describe_box(box)
+    figure = _draw_pareto(data, x_obj, y_obj, title, caption, log_x, log_y, format)
+    return _download(figure, format, stem)
 
 
 def hypervolume_points(session: Session, campaign: Any) -> tuple[list[dict], dict | None]:

@@ -370,7 +370,7 @@ async function candidatePage(id) {
   view.replaceChildren(
     el("p", {}, el("a", { href: "#/campaigns/" + c.campaign_id, id: "back-to-campaign", text: "← campaign " + c.campaign_id })),
     el("h1", {}, "Candidate " + c.id + " ", badge(c.status)),
-    fidelityWarnings(campaign, "candidate-fidelity-warnings"),
+    el("div", { id: "candidate-fidelity" }, fidelityWarnings(campaign, "candidate-fidelity-warnings")),
     el("div", { class: "grid" },
       el("section", { class: "card" },
         el("h2", { text: "Layer" }),

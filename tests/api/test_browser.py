@@ -180,6 +180,8 @@ def test_dashboard_front_candidate_and_export(browser, tmp_path):
         assert names == ["f(x)", "df/dx", "relu (baseline)", "relu' (baseline)"]
         assert page.locator("#curve-plot .scatterlayer .trace").count() == 4
         assert page.locator("#export-warning").count() == 0  # a completed candidate
+        # no proxy-fidelity report on this campaign, so nothing (not even "null") is shown
+        assert page.locator("#candidate-fidelity").inner_text() == ""
 
         with page.expect_download(timeout=20_000) as download_info:
             page.locator('[data-testid="export-pytorch"]').click()
