@@ -82,12 +82,12 @@ def _builder(layer: LayerLike, space: str) -> Callable[..., nn.Module]:
                 "graph, or a layer_factory so that each timm block gets its own width"
             )
         return lambda num_features=None, **kwargs: copy.deepcopy(layer)
-    graph = getattr(layer, "graph", None)
-    if isinstance(graph, Graph):  # a layer_factory: its graph and constructor arguments
+    factory_graph = getattr(layer, "graph", None)
+    if isinstance(factory_graph, Graph):  # a layer_factory: its graph and constructor arguments
         fixed = dict(getattr(layer, "kwargs", {}) or {})
-        graph = _graph_of(graph, space)
+        checked = _graph_of(factory_graph, space)
         return lambda num_features=None, **kwargs: compile_graph(
-            graph, num_features, **{**fixed, **kwargs}
+            checked, num_features, **{**fixed, **kwargs}
         )
     if callable(layer):
         return lambda num_features=None, **kwargs: layer(num_features, **kwargs)
