@@ -54,7 +54,7 @@ def show_command(
     try:
         g = grammar.parse(expr, space)
         text = grammar.to_text(g)
-        latex = grammar.export(g, "latex")
+        latex = grammar.export(g, "latex").rstrip("\n")
         fp = grammar.fingerprint(g)
     except GrammarError as exc:
         _fail(str(exc))

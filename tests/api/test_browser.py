@@ -136,6 +136,13 @@ def test_dashboard_front_candidate_and_export(browser, tmp_path):
         legend = page.locator("#pareto-plot .legend").bounding_box()
         plot_area = page.locator("#pareto-plot .nsewdrag").first.bounding_box()
         assert legend["y"] + legend["height"] <= plot_area["y"] + 1  # above the axes, clear of them
+        # a log scale is offered for the cost axis (nodes), not for accuracy
+        assert page.locator("#log-x").is_disabled() and page.locator("#log-y").is_enabled()
+        page.locator("#log-y").check()
+        axis = "document.getElementById('pareto-plot').layout.yaxis.type"
+        page.wait_for_function(f"{axis} === 'log'", timeout=10_000)
+        page.locator("#log-y").uncheck()
+        page.wait_for_function(f"{axis} === 'linear'", timeout=10_000)
         assert "reference point" in page.locator("#hv-reference").inner_text()
         assert "of the box" in page.locator('[data-stat="hypervolume"]').inner_text()
 

@@ -313,7 +313,7 @@ def test_simulated_evaluations_take_their_seconds():
 
 def test_simulated_results_carry_the_formula_only_when_asked_to_describe():
     """Real workers add ``latex`` to each result; the simulation does so with ``describe``."""
-    from layerforge.grammar import export, parse
+    from layerforge.grammar import formula_latex, parse
 
     graph = parse("x * sigmoid(x)", "activation")
     payload = {
@@ -325,7 +325,7 @@ def test_simulated_results_carry_the_formula_only_when_asked_to_describe():
     for evaluator in (plain, described):
         evaluator.submit("a", payload)
     assert "latex" not in plain.poll(0)[0].result
-    assert described.poll(0)[0].result["latex"] == export(graph, "latex")
+    assert described.poll(0)[0].result["latex"] == formula_latex(graph)
 
 
 def test_outcomes_that_trickle_in_are_stored_in_batches(db):

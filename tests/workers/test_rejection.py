@@ -302,14 +302,14 @@ def test_every_result_carries_the_formula_the_service_shows():
     swish = evaluate(
         act("x * sigmoid(x)"), proxies=[], config={**FAST, "stages": ["static", "probe"]}
     )
-    assert swish["latex"] == export(parse("x * sigmoid(x)", "activation"), "latex")
+    assert swish["latex"] == export(parse("x * sigmoid(x)", "activation"), "latex").strip()
     assert "e^{- x}" in swish["latex"]
     constant = evaluate(act("0*x"))  # a rejection carries it as well
     assert constant["status"] == "rejected" and constant["latex"] == "0"
     norm = evaluate(
         get_builtin("evonorm_b0"), proxies=[], config={**FAST, "stages": ["static", "probe"]}
     )
-    assert norm["latex"] == export(get_builtin("evonorm_b0"), "latex")
+    assert norm["latex"] == export(get_builtin("evonorm_b0"), "latex").strip()
     assert evaluate({"text": "import os", "space": "activation"})["latex"] is None
     assert evaluate(Candidate("activation", simple(Constant)))["latex"] is None  # no graph
 
