@@ -19,8 +19,10 @@ of a statistic, e.g. ``std(x, batch)``.  Nothing is ever evaluated: the parser o
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
+from collections.abc import Iterable
 
 from .errors import GrammarError, ParseError
 from .graph import (
@@ -89,10 +91,26 @@ class _Parser:
         self.i += 1
         return t
 
-    def error(self, msg: str, tok: tuple[str, str, int] | None = None) -> ParseError:
+    def error(
+        self, msg: str, tok: tuple[str, str, int] | None = None, hint: str = ""
+    ) -> ParseError:
         tok = tok or self.peek()
         shown = repr(tok[1]) if tok[0] != "end" else "end of input"
-        return ParseError(f"{msg} {shown} at position {tok[2]}", tok[2], tok[1])
+        return ParseError(f"{msg} {shown} at position {tok[2]}{hint}", tok[2], tok[1])
+
+    def unknown_name_hint(self, name: str) -> str:
+        """What an unknown name may have meant: a close known name, or a parameter of the
+        other space."""
+        other = [k for k in KINDS if k != self.kind]
+        for kind in other:
+            try:
+                param_init(kind, name)
+            except GrammarError:
+                continue
+            return f" ({name!r} is a parameter of the {kind} space)"
+        params = ["v0", "v1", "weight", "bias"] if self.kind == NORMACT else ["beta"]
+        ops = [n for n, op in OPS.items() if self.kind in op.kinds]
+        return did_you_mean(name, ["x", *params, *ops])
 
     def expect(self, text: str) -> tuple[str, str, int]:
         t = self.peek()
@@ -203,14 +221,15 @@ class _Parser:
             try:
                 param_init(self.kind, name)
             except GrammarError:
-                raise self.error("unknown name", t) from None
+                raise self.error("unknown name", t, self.unknown_name_hint(name)) from None
             return self.add(Node("param", name=name), t)
         raise self.error("unexpected token")
 
     def call(self, name: str, t: tuple[str, str, int]) -> int:
         op = OPS.get(name)
         if op is None:
-            raise self.error("unknown function", t)
+            known = [n for n, o in OPS.items() if self.kind in o.kinds]
+            raise self.error("unknown function", t, did_you_mean(name, known))
         if self.kind not in op.kinds:
             raise self.error(f"function not available in the {self.kind} space:", t)
         self.enter()
@@ -281,6 +300,16 @@ class _Parser:
                 self.next()
                 continue
             return opts
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """``" (did you mean 'x' or 'y'?)"`` naming the options closest to ``word``, or ``""``
+    (for error messages about unknown names, here and in the campaign spec)."""
+    close = [repr(c) for c in difflib.get_close_matches(word, [str(o) for o in options], n=3)]
+    if not close:
+        return ""
+    names = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"
+    return f" (did you mean {names}?)"
 
 
 def parse(text: str, space) -> Graph:

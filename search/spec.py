@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from layerforge.workers.rejection.config import RejectionSettings
 
@@ -47,8 +56,14 @@ class SpaceSpec(_Strict):
 
     def build(self):
         """The grammar's :class:`grammar.Space` for this spec (raises ValueError when invalid)."""
-        from layerforge.grammar import GrammarError, make_space
+        from layerforge.grammar import OPS, GrammarError, make_space
+        from layerforge.grammar.parser import did_you_mean
 
+        for name in [] if isinstance(self.ops, str) else self.ops:
+            if name not in OPS:
+                raise ValueError(
+                    f"unknown op {name!r}{did_you_mean(name, OPS)}; known ops: {', '.join(sorted(OPS))}"
+                )
         try:
             return make_space(
                 self.kind, ops=self.ops, max_nodes=self.max_nodes, max_depth=self.max_depth
@@ -133,6 +148,20 @@ class CampaignSpec(_Strict):
             raise ValueError("an objective is listed twice")
         return objectives
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _name_close_fields(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> CampaignSpec:
+        """An unknown field's error says which known field it is closest to."""
+        try:
+            return handler(data)
+        except ValidationError as err:
+            errors = err.errors()
+            if not any(e["type"] == "extra_forbidden" for e in errors):
+                raise
+            raise ValidationError.from_exception_data(
+                err.title, [_with_field_hint(e) for e in errors]
+            ) from None
+
     @model_validator(mode="after")
     def _check_seeds(self) -> CampaignSpec:
         for index, text in enumerate(self.seeds):
@@ -143,15 +172,61 @@ class CampaignSpec(_Strict):
         return self
 
 
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the spec model that holds the last part of ``loc``."""
+    model: Any = CampaignSpec
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _with_field_hint(error: Any) -> Any:
+    """One validation error as pydantic reported it, an unknown field's naming its closest
+    known fields (the message stays a template of its own ``message``)."""
+    from layerforge.grammar.parser import did_you_mean
+
+    message = error["msg"]
+    if error["type"] == "extra_forbidden" and error["loc"]:
+        fields = _fields_at(error["loc"])
+        hint = did_you_mean(str(error["loc"][-1]), fields)
+        message = "unknown field" + (
+            hint or (f"; the fields here are {', '.join(fields)}" if fields else "")
+        )
+    return {
+        "type": PydanticCustomError(error["type"], "{message}", {"message": message}),
+        "loc": error["loc"],
+        "input": error.get("input"),
+    }
+
+
 def parse_seed(text: str, space: SpaceSpec):
     """A seed is a built-in layer's name or an expression; return its Graph."""
     from layerforge.grammar import GrammarError, check_static, get_builtin, list_builtins, parse
+    from layerforge.grammar.parser import did_you_mean
 
     try:
         if text in list_builtins(space.kind):
             graph = get_builtin(text)
         else:
-            graph = parse(text, space.kind)
+            for other in ("activation", "normact"):
+                if other != space.kind and text in list_builtins(other):
+                    raise ValueError(
+                        f"{text!r} is a built-in of the {other} space, not of the "
+                        f"{space.kind} space (built-ins here: {', '.join(list_builtins(space.kind))})"
+                    )
+            try:
+                graph = parse(text, space.kind)
+            except GrammarError:
+                hint = did_you_mean(text, list_builtins(space.kind)) if text.isidentifier() else ""
+                if hint:
+                    raise ValueError(f"unknown built-in {text!r}{hint}") from None
+                raise
         check_static(graph, _seed_space(space))
     except GrammarError as err:
         raise ValueError(str(err)) from None
