@@ -308,9 +308,7 @@ def _profile(url: str, cid: int, endpoint: str, ids: list[int]) -> list[str]:
 def _layerforge(command: str) -> list[str]:
     exe = Path(sys.executable).with_name("layerforge")
     return (
-        [str(exe), command]
-        if exe.exists()
-        else [sys.executable, "-m", "layerforge.api.cli", command]
+        [str(exe), command] if exe.exists() else [sys.executable, "-m", "layerforge.cli", command]
     )
 
 

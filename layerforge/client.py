@@ -22,6 +22,7 @@ import json
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ import httpx
 
 from layerforge.errors import (
     ApiError,
+    ExportWarning,
     RemoteSpecError,
     ServerUnreachable,
     error_class,
@@ -442,10 +444,14 @@ class Client:
     ) -> str:
         """``GET /candidates/{id}/export``: the candidate as code (``pytorch``, ``numpy``,
         ``jax``, ``latex``, ``sympy`` or ``json``); also written to ``path`` when given (a
-        folder gets the server's file name)."""
+        folder gets the server's file name). A rejected or failed candidate's code comes with
+        an :class:`~layerforge.errors.ExportWarning` saying so."""
         response = self.request(
             "GET", f"{API}/candidates/{int(candidate_id)}/export", params={"format": format}
         )
+        warning = response.headers.get("x-layerforge-warning")
+        if warning:
+            warnings.warn(ExportWarning(warning), stacklevel=2)
         if path is not None:
             target = Path(path)
             if target.is_dir():

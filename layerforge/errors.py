@@ -6,6 +6,8 @@ Every error a layerforge call raises on purpose is a :class:`LayerforgeError`:
   paths whether :func:`layerforge.run` checked it here or the API checked it on a server);
   :class:`SpecFileError` when the spec file itself cannot be read (YAML or JSON syntax, with
   line and column).
+* :class:`ExportWarning` (a ``UserWarning``, not an error) — an exported candidate was
+  rejected or failed.
 * :class:`ServerUnreachable` — nothing answers at the client's URL (also a ``ConnectionError``).
 * :class:`ApiError` — the service answered with ``{"error": {"code", "message"}}``; one
   subclass per HTTP status (:class:`NotFoundError`, :class:`ConflictError`, ...), each carrying
@@ -47,6 +49,11 @@ class SpecFileError(SpecError):
         self.path = path
         self.line = line
         self.column = column
+
+
+class ExportWarning(UserWarning):
+    """An exported layer was not a completed candidate (rejected or failed): the code is what
+    was tried, not what was found. The server's ``X-Layerforge-Warning`` says why."""
 
 
 class ServerUnreachable(LayerforgeError, ConnectionError):
@@ -153,6 +160,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
+    "ExportWarning",
     "ForbiddenError",
     "LayerforgeError",
     "NotFoundError",

@@ -387,7 +387,10 @@ def run(
     (default LAYERFORGE_WORKERS). ``progress``: a progress bar on stderr, or a callable that
     receives each :class:`layerforge.search.campaign.Progress`. ``stop``: an event that ends
     the run cleanly when set; without one, an interrupt (SIGINT) in the main thread does.
+    With LAYERFORGE_MLFLOW_TRACKING_URI set, the campaign is mirrored to MLflow as the
+    service mirrors its campaigns (:mod:`layerforge.integrations.mlflow`).
     """
+    from layerforge.api.app import mlflow_observer
     from layerforge.api.settings import load_settings
     from layerforge.search.campaign import CampaignRunner, create_campaign
     from layerforge.storage import upgrade_database
@@ -414,17 +417,25 @@ def run(
     owns_engine = engine is not evaluator
     stop_event = stop or threading.Event()
     bar = _ProgressBar(model) if progress is True else None
-    on_progress = bar.update if bar is not None else (progress or None)
+    listeners: list[Callable[[Progress], None]] = []
+    if bar is not None:
+        listeners.append(bar.update)
+    elif callable(progress):
+        listeners.append(progress)
+    observer = mlflow_observer(settings)
+    if observer is not None:
+        listeners.append(observer.on_progress)
+
+    def report(state: Progress) -> None:
+        for listener in listeners:
+            listener(state)
+
     previous = _interrupt_sets(stop_event) if stop is None else None
     try:
         if bar is not None:
             bar.start(campaign_id)
         runner = CampaignRunner(
-            url,
-            campaign_id,
-            engine,
-            stop=stop_event,
-            on_progress=on_progress if callable(on_progress) else None,
+            url, campaign_id, engine, stop=stop_event, on_progress=report if listeners else None
         )
         status = runner.run()
     finally:
@@ -432,6 +443,8 @@ def run(
             bar.close()
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+        if observer is not None:
+            observer.close()
         if owns_engine:
             engine.shutdown()
     return CampaignResult(url, campaign_id, status)

@@ -78,7 +78,7 @@ def test_api_and_controller_environment():
 
 def script_exists(name: str) -> bool:
     if name == "layerforge":
-        return PYPROJECT["project"]["scripts"].get("layerforge") == "layerforge.api.cli:app"
+        return PYPROJECT["project"]["scripts"].get("layerforge") == "layerforge.cli:app"
     if name == "ray":
         declared = any(re.match(r"ray\b", d) for d in PYPROJECT["project"]["dependencies"])
         installed = any(ep.name == "ray" for ep in entry_points(group="console_scripts"))

@@ -1,4 +1,4 @@
-"""CLI commands registered by api/cli_grammar.register on a local typer app."""
+"""The layer commands (ops, builtins, show, export offline), registered on a local typer app."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from layerforge.api.cli_grammar import register
+from layerforge.cli.layers import register
 from layerforge.grammar import BUILTINS, OPS, fingerprint, parse
 
 
@@ -28,6 +28,16 @@ def test_ops_lists_every_op(app):
     for name in OPS:
         assert name in res.output
     assert re.search(r"lerp\s*│\s*3", res.output)
+
+
+def test_builtins_lists_each_with_its_space_and_definition(app):
+    res = runner.invoke(app, ["builtins"])
+    assert res.exit_code == 0, res.output
+    for name in BUILTINS:
+        assert name in res.output
+    normact = runner.invoke(app, ["builtins", "--space", "normact"])
+    assert "evonorm_b0" in normact.output and "gelu" not in normact.output
+    assert "std(x, batch)" in normact.output
 
 
 def test_show(app):
@@ -54,7 +64,12 @@ def test_show(app):
             "unknown export format 'onnx'",
         ),
         (["export", "--expr", "x", "--format", "json"], "--space is required"),
-        (["export", "--format", "json"], "exactly one of --expr or --builtin"),
+        (["export", "--format", "json"], "or --expr / --builtin to export offline"),
+        (["export", "--expr", "x", "--builtin", "relu", "--format", "json"], "exactly one of"),
+        (["export", "3", "--builtin", "relu", "--format", "json"], "not both"),
+        (["export", "--builtin", "swsh", "--format", "json"], "(did you mean 'swish'"),
+        (["show", "--expr", "sigmod(x)"], "(did you mean 'sigmoid'"),
+        (["ops", "--space", "conv"], "unknown space 'conv'"),
         (["export", "--builtin", "evonorm_b0", "--format", "sympy"], "activation graphs only"),
         (
             ["export", "--builtin", "relu", "--space", "normact", "--format", "json"],
