@@ -26,7 +26,7 @@ RUN pip install --index-url ${TORCH_INDEX} torch==${TORCH_VERSION}
 COPY pyproject.toml README.md ./
 # (empty package folders stand in for the source: pyproject.toml lists every package)
 RUN for p in layerforge layerforge/cli grammar grammar/export workers workers/architectures \
-             search search/strategies storage api api/routes; do mkdir -p $p && touch $p/__init__.py; done \
+             workers/rejection search search/strategies storage api api/routes; do mkdir -p $p && touch $p/__init__.py; done \
     && pip install . && pip uninstall -y layerforge \
     && rm -rf layerforge grammar workers search storage api build *.egg-info
 

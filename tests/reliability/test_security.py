@@ -60,6 +60,12 @@ REVIEWED = {
         "__getattr__",
         "import_module",
     ): "imports a module named in the facade's constant _LAZY table, only for a name in it",
+    (
+        "workers/rejection/__init__.py",
+        "__getattr__",
+        "import_module",
+    ): "imports a submodule of the package named in its constant _LAZY table, only for a "
+    "name in it",
 }
 
 
