@@ -61,6 +61,8 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("DELETE", f"{API}/campaigns/{{campaign_id}}"): "delete_campaign",
     ("GET", f"{API}/campaigns/{{campaign_id}}/pareto"): "get_pareto",
     ("GET", f"{API}/campaigns/{{campaign_id}}/hypervolume"): "get_hypervolume",
+    ("GET", f"{API}/campaigns/{{campaign_id}}/pareto/download"): "download_pareto",
+    ("GET", f"{API}/campaigns/{{campaign_id}}/hypervolume/download"): "download_hypervolume",
     ("GET", f"{API}/campaigns/{{campaign_id}}/events"): "events",
     ("GET", f"{API}/campaigns/{{campaign_id}}/candidates"): "list_candidates",
     ("GET", f"{API}/candidates/{{candidate_id}}"): "get_candidate",
@@ -285,6 +287,51 @@ class Client:
             f"{API}/campaigns/{int(campaign_id)}/hypervolume",
             params={"max_points": max_points},
         )
+
+    def download_pareto(
+        self,
+        campaign_id: int,
+        format: str = "csv",
+        *,
+        x: str | None = None,
+        y: str | None = None,
+        log_x: bool = False,
+        log_y: bool = False,
+        path: str | Path | None = None,
+    ) -> bytes:
+        """``GET /campaigns/{id}/pareto/download``: the front and the dominated points as
+        CSV (every objective), or a figure (``svg``, ``png``) of objective ``y`` against
+        ``x`` with the front as a staircase; written to ``path`` when given (a folder gets
+        the server's file name). ConflictError (``nothing_to_download``) while the campaign
+        has no completed candidate."""
+        params = _params(format=format, x=x, y=y, log_x=log_x or None, log_y=log_y or None)
+        return self._download(f"{API}/campaigns/{int(campaign_id)}/pareto/download", params, path)
+
+    def download_hypervolume(
+        self,
+        campaign_id: int,
+        format: str = "csv",
+        *,
+        normalize: bool = True,
+        path: str | Path | None = None,
+    ) -> bytes:
+        """``GET /campaigns/{id}/hypervolume/download``: the hypervolume after each
+        evaluation, raw and as a fraction of the reference box, as CSV or a figure (``svg``,
+        ``png``; ``normalize`` plots the fraction); written to ``path`` when given."""
+        return self._download(
+            f"{API}/campaigns/{int(campaign_id)}/hypervolume/download",
+            {"format": format, "normalize": normalize},
+            path,
+        )
+
+    def _download(self, route: str, params: dict[str, Any], path: str | Path | None) -> bytes:
+        response = self.request("GET", route, params=params)
+        if path is not None:
+            target = Path(path)
+            if target.is_dir():
+                target = target / _attachment_name(response, f"download.{params['format']}")
+            target.write_bytes(response.content)
+        return response.content
 
     def events(
         self,

@@ -6,7 +6,8 @@ One module per command group, each with a ``register(app)`` that adds its comman
 * :mod:`layerforge.cli.local` — ``run`` (a campaign in this process), ``spec-schema``
 * :mod:`layerforge.cli.layers` — ``ops``, ``builtins``, ``show``, ``export``
 * :mod:`layerforge.cli.remote` — ``submit``, ``list``, ``status``, ``watch``, ``pareto``,
-  ``candidates``, ``pause``, ``resume``, ``cancel``, ``delete`` (on :class:`layerforge.Client`)
+  ``candidates``, ``pause``, ``resume``, ``cancel``, ``delete``, ``download pareto`` and
+  ``download hypervolume`` (on :class:`layerforge.Client`)
 
 A new command group is a module with ``register(app)``, added to :data:`COMMAND_GROUPS`.
 Options left unset fall back to their ``LAYERFORGE_*`` settings; usage errors exit 2.

@@ -1,6 +1,7 @@
 """Commands that talk to a running service, built on :class:`layerforge.Client`: ``submit``,
 ``list``, ``status``, ``watch``, ``pareto``, ``candidates``, ``pause``, ``resume``, ``cancel``,
-``delete`` (and the download half of ``export``).
+``delete``, ``download pareto`` / ``download hypervolume`` (and the download half of
+``export``).
 
 Every command takes ``--server`` (env ``LAYERFORGE_SERVER``, default
 ``http://127.0.0.1:8000``; a URL without a scheme gets ``http://``) and ``--token`` (env
@@ -11,6 +12,7 @@ exits 2; a server that cannot be reached or fails (5xx) exits 1.
 from __future__ import annotations
 
 import json
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -443,6 +445,66 @@ def download(
     write_or_print(text, output)
 
 
+download_app = typer.Typer(
+    help="Download a campaign's Pareto front or hypervolume history (CSV, SVG or PNG).",
+    no_args_is_help=True,
+)
+OutputOption = typer.Option(
+    None,
+    "--output",
+    "-o",
+    help="File or folder to write (default: the server's file name here; - for stdout).",
+)
+
+
+def _save(content: bytes, output: Path | None, default_name: str) -> None:
+    if output is not None and str(output) == "-":
+        sys.stdout.buffer.write(content)
+        sys.stdout.flush()
+        return
+    target = output or Path(default_name)
+    if target.is_dir():
+        target = target / default_name
+    try:
+        target.write_bytes(content)
+    except OSError as err:
+        fail(f"cannot write {target}: {err.strerror or err}")
+    stderr.print(f"wrote {target}")
+
+
+@download_app.command("pareto")
+def download_pareto(
+    campaign_id: int = CampaignArgument,
+    fmt: str = typer.Option("csv", "--format", "-f", help="csv, svg or png."),
+    x: str = typer.Option(None, "--x", help="Objective on the x axis (figures)."),
+    y: str = typer.Option(None, "--y", help="Objective on the y axis (figures)."),
+    log_x: bool = typer.Option(False, "--log-x", help="Log-scale x (for costs)."),
+    log_y: bool = typer.Option(False, "--log-y", help="Log-scale y (for costs)."),
+    output: Path = OutputOption,
+    server: str = ServerOption,
+    token: str = TokenOption,
+) -> None:
+    """The Pareto front and the dominated points: CSV, or a figure of two objectives."""
+    with connect(server, token) as client:
+        content = client.download_pareto(campaign_id, fmt, x=x, y=y, log_x=log_x, log_y=log_y)
+    _save(content, output, f"campaign_{campaign_id}_pareto.{fmt}")
+
+
+@download_app.command("hypervolume")
+def download_hypervolume(
+    campaign_id: int = CampaignArgument,
+    fmt: str = typer.Option("csv", "--format", "-f", help="csv, svg or png."),
+    raw: bool = typer.Option(False, "--raw", help="Plot the raw hypervolume, not the fraction."),
+    output: Path = OutputOption,
+    server: str = ServerOption,
+    token: str = TokenOption,
+) -> None:
+    """The hypervolume after each evaluation (raw and as a fraction of the reference box)."""
+    with connect(server, token) as client:
+        content = client.download_hypervolume(campaign_id, fmt, normalize=not raw)
+    _save(content, output, f"campaign_{campaign_id}_hypervolume.{fmt}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the client commands to the CLI."""
     app.command()(submit)
@@ -454,3 +516,4 @@ def register(app: typer.Typer) -> None:
     for name in ("pause", "resume", "cancel"):
         app.command(name)(_action(name))
     app.command()(delete)
+    app.add_typer(download_app, name="download")

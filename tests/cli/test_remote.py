@@ -35,7 +35,8 @@ parallelism: 1
 
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
-    """Run the installed ``layerforge`` script; no LAYERFORGE_* setting leaks in."""
+    """Run the installed ``layerforge`` script (in ``cwd``, else the module's scratch
+    folder, never the repository); no LAYERFORGE_* setting leaks in."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("LAYERFORGE_")}
     return subprocess.run(
         [LAYERFORGE, *args],
@@ -43,8 +44,17 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
         text=True,
         timeout=180,
         env={**base, **(env or {})},
-        cwd=cwd,
+        cwd=cwd or SCRATCH[0],
     )
+
+
+SCRATCH: list[Path] = []  # the folder commands run in when the test names none
+
+
+@pytest.fixture(autouse=True, scope="module")
+def scratch(tmp_path_factory):
+    SCRATCH[:] = [tmp_path_factory.mktemp("cwd")]
+    yield
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +178,14 @@ def test_submit_watch_status_list_pareto_candidates_export_delete(server, folder
     bad_format = cli("export", str(best["id"]), "--format", "cobol", env=env)
     assert bad_format.returncode == 2 and "format" in bad_format.stderr
 
+    downloaded = cli("download", "pareto", str(cid), "-o", str(folder), env=env)
+    assert downloaded.returncode == 0, downloaded.stderr
+    saved = folder / f"campaign_{cid}_pareto.csv"
+    assert saved.read_bytes() == client.download_pareto(cid)
+    assert f"wrote {saved}" in downloaded.stderr
+    history = cli("download", "hypervolume", str(cid), "-f", "svg", "-o", "-", env=env)
+    assert history.returncode == 0 and "<svg" in history.stdout
+
     deleted = cli("delete", str(cid), env=env)
     assert deleted.returncode == 0 and deleted.stdout.strip() == f"campaign {cid} deleted"
     gone = cli("status", str(cid), env=env)
@@ -177,9 +195,11 @@ def test_submit_watch_status_list_pareto_candidates_export_delete(server, folder
 def test_pause_resume_cancel_delete_and_nothing_to_export(idle, folder):
     env = {"LAYERFORGE_SERVER": idle.base}
     cid = int(cli("submit", "spec.yaml", env=env, cwd=folder).stdout.strip())
+    here = folder / "idle-cwd"
+    here.mkdir()
 
     def act(*args: str):
-        return cli(*args, str(cid), env=env)
+        return cli(*args, str(cid), env=env, cwd=here)
 
     assert act("pause").stdout.strip() == f"campaign {cid} is paused"
     again = act("pause")
@@ -190,6 +210,10 @@ def test_pause_resume_cancel_delete_and_nothing_to_export(idle, folder):
     nothing = act("export", "--campaign")
     assert nothing.returncode == 2
     assert f"campaign {cid} (running) has no completed candidate to export yet" in nothing.stderr
+    figure = act("download", "pareto")
+    assert figure.returncode == 2 and "409" in figure.stderr
+    assert f"campaign {cid} has no completed candidate yet" in figure.stderr
+    assert not list(here.iterdir())  # nothing written
     assert act("cancel").stdout.strip() == f"campaign {cid} is cancelled"
     watched = act("watch")
     assert watched.returncode == 0 and f"campaign {cid} cancelled" in watched.stderr
@@ -206,6 +230,7 @@ def test_yaml_and_json_submit_the_same_spec_and_bad_files_are_usage_errors(idle,
     import yaml
 
     json_file.write_text(json.dumps(yaml.safe_load(YAML_SPEC)))
+    before = len(list(client.iter_campaigns()))
     from_json = int(cli("submit", str(json_file), env=env).stdout.strip())
     from_yaml = int(cli("submit", str(folder / "spec.yaml"), env=env).stdout.strip())
     assert client.get_campaign(from_json)["spec"] == client.get_campaign(from_yaml)["spec"]
@@ -228,7 +253,7 @@ def test_yaml_and_json_submit_the_same_spec_and_bad_files_are_usage_errors(idle,
         local.returncode == 2 and "budjet: unknown field (did you mean 'budget'?)" in local.stderr
     )
     assert not (folder / "never.db").exists()
-    assert len(list(client.iter_campaigns())) == 2  # nothing stored by the refused submit
+    assert len(list(client.iter_campaigns())) == before + 2  # nothing from the refused one
 
 
 def test_usage_errors_and_a_dead_server():

@@ -143,8 +143,23 @@ def test_a_campaign_from_submission_to_export(client, tmp_path):
     saved = client.export_candidate(best["id"], "json", path=tmp_path)
     (written,) = tmp_path.glob("*.json")
     assert written.name == f"client_candidate_{best['id']}.json"
-    assert written.read_text() == saved and json.loads(saved)["space"] == "activation"
-    assert layerforge.export(layerforge.Graph.from_dict(candidate["graph"]), "json") == saved
+    assert written.read_text() == saved
+    exported = json.loads(saved)
+    assert exported.pop("provenance")["candidate"]["id"] == best["id"]
+    graph = layerforge.Graph.from_dict(candidate["graph"])
+    assert exported == json.loads(layerforge.export(graph, "json"))
+
+    table = client.download_pareto(cid).decode()
+    assert table.splitlines()[0] == f"candidate_id,text,origin,on_front,{objective}"
+    assert len(table.splitlines()) == 1 + len(pareto["front"]) + len(pareto["dominated"])
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    svg = client.download_pareto(cid, "svg", log_y=True, path=folder)
+    assert b"<svg" in svg[:2000] and (folder / f"client_{cid}_pareto.svg").read_bytes() == svg
+    png = client.download_hypervolume(cid, "png", normalize=False)
+    assert png.startswith(b"\x89PNG")
+    history_csv = client.download_hypervolume(cid).decode().splitlines()
+    assert history_csv[0].startswith("evaluations,hypervolume,hypervolume_normalized")
 
     client.delete_campaign(cid)
     with pytest.raises(NotFoundError):
@@ -230,6 +245,7 @@ def test_errors_are_typed_and_carry_the_apis_code_and_message(server, client):
         client.create_campaign({**SPEC, "seeds": ["x * sigmoid(x)"] * 2000})
     assert large.value.status == 413 and "20000 bytes" in large.value.message
     client.cancel_campaign(created["id"])
+    # (a download with nothing completed, 409 nothing_to_download: tests/cli/test_remote.py)
 
 
 def test_a_dead_server_names_its_url():
