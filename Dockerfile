@@ -25,8 +25,9 @@ RUN pip install --index-url ${TORCH_INDEX} torch==${TORCH_VERSION}
 # Dependencies before the source so that code changes do not reinstall them.
 COPY pyproject.toml README.md ./
 # (empty package folders stand in for the source: pyproject.toml lists every package)
-RUN for p in layerforge layerforge/cli grammar grammar/export workers workers/architectures \
-             workers/rejection search search/strategies storage api api/routes; do mkdir -p $p && touch $p/__init__.py; done \
+RUN for p in layerforge layerforge/cli layerforge/integrations grammar grammar/export workers \
+             workers/architectures workers/rejection search search/strategies storage api \
+             api/routes; do mkdir -p $p && touch $p/__init__.py; done \
     && pip install . && pip uninstall -y layerforge \
     && rm -rf layerforge grammar workers search storage api build *.egg-info
 

@@ -409,6 +409,7 @@ def run(
     url = settings.database_url
     upgrade_database(url)
     campaign_id = create_campaign(url, model, idempotency_key=campaign_key(model))
+    observer = mlflow_observer(settings)
     engine = (
         make_evaluator(settings.evaluator, settings, workers)
         if evaluator is None or isinstance(evaluator, str)
@@ -422,7 +423,6 @@ def run(
         listeners.append(bar.update)
     elif callable(progress):
         listeners.append(progress)
-    observer = mlflow_observer(settings)
     if observer is not None:
         listeners.append(observer.on_progress)
 

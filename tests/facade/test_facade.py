@@ -90,8 +90,9 @@ def test_errors_form_one_hierarchy():
     errors = layerforge.errors
     for name in errors.__all__:
         value = getattr(errors, name)
-        if isinstance(value, type):
+        if isinstance(value, type) and not issubclass(value, Warning):
             assert issubclass(value, LayerforgeError), name
+    assert issubclass(errors.ExportWarning, UserWarning)
     assert issubclass(errors.ServerUnreachable, ConnectionError)
     assert issubclass(errors.SpecError, ValueError)
     assert issubclass(errors.RemoteSpecError, errors.ValidationError)
