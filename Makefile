@@ -28,7 +28,7 @@ serve: install
 	@echo "layerforge: the dashboard will be at http://$${LAYERFORGE_HOST:-127.0.0.1}:$${LAYERFORGE_PORT:-8000}/ (API docs at /docs)"
 	$(VENV)/bin/layerforge serve --demo
 
-test: install lint
+test: install lint typecheck
 	$(VENV)/bin/pytest
 
 lint: install

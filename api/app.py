@@ -161,7 +161,7 @@ class LayerforgeAPI(FastAPI):
 
     cached_answers: CachedAnswers | None = None
 
-    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+    async def __call__(self, scope, receive, send) -> None:
         answers = self.cached_answers
         if answers is not None and scope["type"] == "http" and await answers.serve(scope, send):
             return
@@ -209,7 +209,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            app.cached_answers.close()
+            if isinstance(app, LayerforgeAPI) and app.cached_answers is not None:
+                app.cached_answers.close()
             app.state.manager = None
             if manager is not None:
                 await anyio.to_thread.run_sync(manager.stop)

@@ -278,10 +278,12 @@ class CachedAnswers:
     async def _current(self, entry: CachedBody) -> Hashable | None:
         if self._reader is None:
             self._reader = VersionReader(get_engine(self.database_url))
+        scope = entry.scope
+        assert scope is not None, "only entries with a version scope are revalidated"
         try:
             if self._inline:
-                return self._reader.read(*entry.scope)
-            return await anyio.to_thread.run_sync(self._reader.read, *entry.scope)
+                return self._reader.read(*scope)
+            return await anyio.to_thread.run_sync(self._reader.read, *scope)
         except Exception:  # noqa: BLE001 - the application reports database trouble itself
             return None
 

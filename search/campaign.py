@@ -166,6 +166,7 @@ class CampaignRunner:
         self.takeover = takeover
         self.dispatched: dict[str, int] = {}  # job id -> candidate id
         self._last_control = 0.0
+        self._status: str | None = None  # last status read by _control
         self._last_heartbeat = 0.0
 
     # ------------------------------------------------------------------ set-up
@@ -366,7 +367,7 @@ class CampaignRunner:
     def _control(self) -> str:
         """Read the requested status (pause/cancel come from the API) and heart-beat."""
         now = time.monotonic()
-        if now - self._last_control < self.control_s and hasattr(self, "_status"):
+        if now - self._last_control < self.control_s and self._status is not None:
             return self._status
         self._last_control = now
         with session_scope(self.engine) as s:
@@ -375,7 +376,7 @@ class CampaignRunner:
                 raise ConflictError(
                     f"campaign {self.campaign_id} was taken over by {campaign.owner}"
                 )
-            self._status = campaign.status
+            status = self._status = campaign.status
             if now - self._last_heartbeat >= self.heartbeat_s:
                 self._last_heartbeat = now
                 repo.touch_campaign(
@@ -390,7 +391,7 @@ class CampaignRunner:
                     owner=self.owner,
                     lease_seconds=self.lease_seconds,
                 )
-        return self._status
+        return status
 
     def _fill(self, pending_initial: list[Proposal]) -> list[Proposal]:
         """Ask for and dispatch proposals until ``parallelism`` jobs are in flight."""
@@ -663,7 +664,7 @@ class CampaignRunner:
                 best[objective.name] = objective.minimized(min(column))
         return Progress(
             self.campaign_id,
-            getattr(self, "_status", "running"),
+            self._status or "running",
             self.num_candidates,
             self.spec.budget.max_candidates,
             dict(self.counts),
@@ -924,7 +925,7 @@ def transfer_ranking(database_url: str, campaign_id: int) -> list[dict[str, Any]
             if accs:
                 rows.setdefault(evaluation.candidate_id, []).append(sum(accs) / len(accs))
                 texts[evaluation.candidate_id] = evaluation.candidate.text
-    ranking = [
+    ranking: list[dict[str, Any]] = [
         {
             "candidate_id": cid,
             "text": texts[cid],

@@ -139,6 +139,7 @@ class SimulatedEvaluator:
             digest = hashlib.sha256(f"{fp}:{payload.get('seed', 0)}".encode()).digest()
             score = digest[0] / 255
             stages = (payload.get("rejection") or {}).get("stages", ["quality"])
+            result: dict[str, Any]
             if score < self.reject_fraction and "quality" in stages:
                 result = {
                     "status": "rejected",

@@ -40,9 +40,9 @@ def non_dominated_sort(points: Sequence[Sequence[float]] | np.ndarray) -> list[l
     valid = ~np.isnan(matrix).any(axis=1)
     idx = np.flatnonzero(valid)
     sub = matrix[idx]
-    le = (sub[:, None, :] <= sub[None, :, :]).all(axis=2)
-    lt = (sub[:, None, :] < sub[None, :, :]).any(axis=2)
-    dom = le & lt  # dom[i, j]: i dominates j
+    le = np.asarray(sub[:, None, :] <= sub[None, :, :]).all(axis=2)
+    lt = np.asarray(sub[:, None, :] < sub[None, :, :]).any(axis=2)
+    dom = np.logical_and(le, lt)  # dom[i, j]: i dominates j
     dominated_by = dom.sum(axis=0)
     fronts: list[list[int]] = []
     current = np.flatnonzero(dominated_by == 0)

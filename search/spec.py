@@ -126,7 +126,8 @@ class CampaignSpec(_Strict):
     strategy: StrategySpec = Field(default_factory=StrategySpec)
     proxies: list[dict[str, Any]] = Field(min_length=1, max_length=32)
     objectives: list[Literal["accuracy", "runtime", "nodes", "params"]] = Field(
-        default_factory=lambda: ["accuracy"], min_length=1
+        default_factory=lambda: ["accuracy"],  # type: ignore[arg-type]  # pydantic validates
+        min_length=1,
     )
     rejection: RejectionSpec = Field(default_factory=RejectionSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)

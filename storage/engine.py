@@ -73,7 +73,7 @@ def validate_database_url(url: str, *, variable: str = DATABASE_URL_VARIABLE) ->
 
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
@@ -83,7 +83,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(connection):  # type: ignore[no-untyped-def]
+    def _on_begin(connection):
         readonly = connection.get_execution_options().get("layerforge_readonly", False)
         connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
@@ -169,7 +169,7 @@ def is_transient(err: BaseException) -> bool:
         try:
             import psycopg
         except ImportError:  # pragma: no cover - psycopg is a dependency
-            psycopg = None
+            psycopg = None  # type: ignore[assignment]  # optional module, None when absent
         if psycopg is not None and isinstance(
             current, (psycopg.OperationalError, psycopg.InterfaceError)
         ):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     Float,
@@ -41,6 +41,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.orm import Session, defer, joinedload, selectinload
 
 from layerforge.storage.encoding import decode_float, encode_float, json_safe
@@ -60,6 +61,11 @@ from layerforge.storage.models import (
 )
 
 # ---------------------------------------------------------------- campaigns
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched (``execute`` is typed as returning a plain Result)."""
+    return int(cast(CursorResult[Any], result).rowcount or 0)
 
 
 def create_campaign(
@@ -156,7 +162,7 @@ def set_campaign_status(
         allowed = list(expected)
         stmt = stmt.where(Campaign.status.in_(allowed))
     result = session.execute(stmt.values(**values).execution_options(synchronize_session=False))
-    if result.rowcount == 0:
+    if _rowcount(result) == 0:
         raise ConflictError(f"campaign {campaign_id} is {previous!r}; cannot move it to {status!r}")
     session.refresh(campaign)
     if previous != status:
@@ -306,7 +312,7 @@ class _RecordQueries(NamedTuple):
 @functools.cache
 def _candidate_record_queries() -> _RecordQueries:
     """Built once: constructing a statement costs more than running it on SQLite."""
-    candidate_id = bindparam("candidate_id")
+    candidate_id: Any = bindparam("candidate_id")
     return _RecordQueries(
         select(Candidate.__table__).where(Candidate.id == candidate_id),
         select(ObjectiveValue.name, ObjectiveValue.value, ObjectiveValue.value_kind)
@@ -340,7 +346,7 @@ def read_candidate(session: Session, *, candidate_id: int) -> CandidateRecord:
     }
     evaluations = connection.execute(q.evaluations, params).all()
     rejection = connection.execute(q.rejection, params).first()
-    return CandidateRecord(candidate, objectives, evaluations, rejection)
+    return CandidateRecord(candidate, objectives, list(evaluations), rejection)
 
 
 def set_candidate_status(
@@ -356,7 +362,7 @@ def set_candidate_status(
     if duplicate_of is not None:
         values["duplicate_of"] = duplicate_of
     result = session.execute(update(Candidate).where(Candidate.id == candidate_id).values(**values))
-    if result.rowcount == 0:
+    if _rowcount(result) == 0:
         raise NotFoundError(f"candidate {candidate_id} does not exist")
     _mark_data_changed(session, _campaigns_of_candidates([candidate_id]))
 
@@ -581,7 +587,7 @@ def lease_evaluation(
         )
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount == 0:
+    if _rowcount(result) == 0:
         raise ConflictError(f"evaluation {evaluation_id} is not queued or its lease is live")
     _mark_data_changed(session, _campaigns_of_evaluations([evaluation_id]))
     evaluation = session.get(Evaluation, evaluation_id)
@@ -601,7 +607,7 @@ def renew_leases(session: Session, *, campaign_id: int, owner: str, lease_second
         )
         .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
     )
-    return int(result.rowcount or 0)
+    return int(_rowcount(result) or 0)
 
 
 def finish_evaluation(
@@ -631,7 +637,7 @@ def finish_evaluation(
         )
         .execution_options(synchronize_session=False)
     )
-    if updated.rowcount == 0:
+    if _rowcount(updated) == 0:
         existing = session.get(Evaluation, evaluation_id)
         if existing is None:
             raise NotFoundError(f"evaluation {evaluation_id} does not exist")
@@ -668,7 +674,7 @@ def requeue_expired(session: Session, *, campaign_id: int | None = None) -> int:
         .where(expired)
         .values(status="queued", lease_owner=None, lease_expires_at=None)
     )
-    return int(result.rowcount or 0)
+    return int(_rowcount(result) or 0)
 
 
 def count_evaluations(
@@ -1107,5 +1113,5 @@ def duplicates_of(session: Session, *, candidate_ids: Sequence[int]) -> dict[int
             )
         )
         for original, duplicate in rows:
-            found.setdefault(int(original), []).append(int(duplicate))
+            found.setdefault(int(original or 0), []).append(int(duplicate))
     return found

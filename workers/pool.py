@@ -185,7 +185,7 @@ class EvaluatorPool:
     # ------------------------------------------------------------------ actors
     def _new_slot(self) -> _Slot:
         actor_id = f"actor-{next(self._ids)}"
-        handle = EvaluatorActor.options(
+        handle = EvaluatorActor.options(  # type: ignore[attr-defined]  # added by @ray.remote
             num_cpus=self.num_cpus,
             num_gpus=self.num_gpus,
             max_restarts=0,
@@ -287,6 +287,7 @@ class EvaluatorPool:
 
     def _collect(self, slot: _Slot) -> None:
         job = slot.job
+        assert job is not None, "only busy slots are collected"
         try:
             out = ray.get(slot.ref)
         except (

@@ -113,6 +113,7 @@ class OptunaSearch(Strategy):
     # ---------------------------------------------------------------- ask
     def _study(self, salt: int) -> optuna.Study:
         seed = self.rng(salt).randrange(2**31)
+        sampler: optuna.samplers.BaseSampler
         if getattr(self.settings, "sampler", "tpe") == "nsga2":
             sampler = optuna.samplers.NSGAIISampler(
                 seed=seed, population_size=max(2, min(int(self.settings.population), 50))

@@ -9,7 +9,7 @@ from layerforge.storage.models import Base
 
 config = context.config
 url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
-engine = get_engine(url)
+engine = get_engine(str(url))
 
 with engine.connect() as connection:
     context.configure(
