@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from layerforge.api import API_PREFIX, errors, layerforge_version
 from layerforge.api.cache import CachedAnswers, ResponseCache
-from layerforge.api.deps import require_token
+from layerforge.api.deps import reject_nul_text, require_token
 from layerforge.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestMetrics
 from layerforge.api.settings import Settings, get_settings
 from layerforge.storage import get_engine, session_scope, upgrade_database
@@ -230,7 +230,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         # Every route of the app passes the token check; it only acts on mutating methods,
         # so a route added later cannot forget it.
-        dependencies=[Depends(require_token)],
+        dependencies=[Depends(require_token), Depends(reject_nul_text)],
     )
     app.state.settings = settings
     app.state.manager = None

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -76,4 +77,48 @@ async def require_token(request: Request) -> None:
             if header is None
             else "the bearer token is wrong",
             headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """The path of the first string (or key) under ``value`` holding a NUL, else None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return where
+            found = _nul_path(item, where)
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+async def reject_nul_text(request: Request) -> None:
+    """A NUL character in any text of a JSON body is a 422 naming the field: PostgreSQL
+    cannot store one (it would surface as a 503), and no name, seed or note needs it.
+
+    Installed application-wide like :func:`require_token`; FastAPI has read (and cached)
+    the body before dependencies run. Valid JSON can only hold a NUL as ``\\u0000``."""
+    if request.method.upper() not in MUTATING_METHODS:
+        return
+    body = await request.body()
+    if b"\\u0000" not in body:
+        return
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return  # FastAPI answers malformed JSON itself
+    path = _nul_path(data, "")
+    if path is not None:
+        raise ApiError(
+            422,
+            f"{path or 'body'}: text may not contain a NUL character (\\u0000)",
+            "validation_error",
         )

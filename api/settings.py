@@ -70,6 +70,27 @@ class Settings(BaseSettings):
             raise ValueError(str(err)) from None
         return value
 
+    @field_validator("api_token")
+    @classmethod
+    def _check_api_token(cls, value: str | None) -> str | None:
+        # An empty token would switch authentication off without a word; whitespace at the
+        # ends or a control character could never match the header a client sends.
+        if value is None:
+            return value
+        if not value.strip():
+            raise ValueError(
+                "LAYERFORGE_API_TOKEN is empty or only whitespace: set a real token or unset it"
+            )
+        if value != value.strip():
+            raise ValueError("LAYERFORGE_API_TOKEN starts or ends with whitespace")
+        bad = next((c for c in value if not (c.isascii() and c.isprintable())), None)
+        if bad is not None:
+            raise ValueError(
+                f"LAYERFORGE_API_TOKEN holds {bad!r}: a token must be printable ASCII "
+                "(it travels in an HTTP header)"
+            )
+        return value
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:

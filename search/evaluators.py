@@ -151,9 +151,12 @@ class SimulatedEvaluator:
                     "fingerprint": fp,
                 }
             else:
+                # one byte per proxy after the first: sha256 has 32, so a spec with more
+                # proxies reads on into SHAKE-256 of the digest (the first 31 stay as they were)
+                count = len(payload["proxies"])
+                stream = digest + hashlib.shake_256(digest).digest(max(0, count + 1 - len(digest)))
                 proxies = [
-                    {"val_accuracy": (digest[1 + i] / 255) * 0.9 + 0.1}
-                    for i in range(len(payload["proxies"]))
+                    {"val_accuracy": (stream[1 + i] / 255) * 0.9 + 0.1} for i in range(count)
                 ]
                 result = {
                     "status": "completed",

@@ -108,13 +108,18 @@ def crowding_distance(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndar
     return distance
 
 
+#: The most objectives moocore's exact hypervolume takes; above, it is approximated.
+EXACT_MAX_OBJECTIVES = 31
+
+
 def hypervolume(
     points: Sequence[Sequence[float]] | np.ndarray, reference: Sequence[float]
 ) -> float:
     """Volume dominated by ``points`` and bounded by ``reference`` (minimizing).
 
     Points that do not strictly dominate the reference point, and rows with NaN, add
-    nothing. Uses moocore's exact algorithms.
+    nothing. Uses moocore's exact algorithms up to :data:`EXACT_MAX_OBJECTIVES` objectives,
+    a seeded Monte-Carlo estimate above (moocore's approximation has the same limit).
     """
     import moocore
 
@@ -127,4 +132,23 @@ def hypervolume(
     keep = ~np.isnan(matrix).any(axis=1) & (matrix < ref).all(axis=1)
     if not keep.any():
         return 0.0
+    if matrix.shape[1] > EXACT_MAX_OBJECTIVES:
+        # moocore stops at 31 objectives (a spec of 32 proxies has more): beyond, a
+        # Monte-Carlo estimate with a fixed seed (same points, same value).
+        return _hypervolume_sampled(matrix[keep], ref)
     return float(moocore.hypervolume(matrix[keep], ref=ref))
+
+
+def _hypervolume_sampled(points: np.ndarray, ref: np.ndarray, samples: int = 1 << 14) -> float:
+    """Hypervolume estimated from ``samples`` uniform points of the box between the points'
+    minimum and ``ref`` (deterministic: the generator's seed is fixed)."""
+    low = points.min(axis=0)
+    box = float(np.prod(ref - low))
+    if box <= 0:
+        return 0.0
+    rng = np.random.default_rng(0)
+    hits = 0
+    for start in range(0, samples, 1024):
+        draw = low + rng.random((min(1024, samples - start), ref.size)) * (ref - low)
+        hits += int((points[None, :, :] <= draw[:, None, :]).all(axis=2).any(axis=1).sum())
+    return box * hits / samples

@@ -153,3 +153,30 @@ def test_lying_content_length_is_rejected(secured):
         headers={"Content-Length": "lots", "Content-Type": "application/json"},
     )
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("token", ["", "   ", "\t\n", "abc\x00def", "tok\x7fen", "tök", " tok"])
+def test_a_blank_or_unprintable_token_fails_the_settings_naming_the_variable(token):
+    from layerforge.api.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="LAYERFORGE_API_TOKEN"):
+        load_settings(api_token=token)
+    assert load_settings(api_token=TOKEN).api_token == TOKEN
+
+
+@pytest.mark.parametrize("token", ["", "  "])
+def test_serve_with_a_blank_token_exits_naming_the_variable(tmp_path, token):
+    import os
+    import subprocess
+
+    from tests.reliability.helpers import LAYERFORGE
+
+    env = {**os.environ, "LAYERFORGE_DATABASE_URL": f"sqlite:///{tmp_path / 'lf.db'}"}
+    env["LAYERFORGE_API_TOKEN"] = token
+    result = subprocess.run(
+        [LAYERFORGE, "serve"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    assert "LAYERFORGE_API_TOKEN" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "lf.db").exists()

@@ -124,3 +124,32 @@ def test_fuzzed_json_bodies_are_4xx_never_a_500(client, body):
     )
     assert 400 <= response.status_code < 500, (body, response.status_code, response.text[:300])
     assert nothing_stored(client)
+
+
+NUL_CASES = [
+    ({"name": "tiny\x00"}, "name"),
+    ({"seeds": ["x * sigmoid(x)", "relu\x00"]}, "seeds[1]"),
+    ({"space": {"kind": "activation", "ops": ["x\x00"]}}, "space.ops[0]"),
+    ({"proxies": [{"arch": "mlp", "dataset": "mnist1d", "scale": "c\x00pu"}]}, "proxies[0].scale"),
+    (
+        {"proxies": [{"arch": "mlp", "dataset": "cifar10", "dataset_options": {"root": "/d\x00"}}]},
+        "proxies[0].dataset_options.root",
+    ),
+]
+
+
+@pytest.mark.parametrize("change,path", NUL_CASES, ids=[p for _, p in NUL_CASES])
+def test_a_nul_in_any_text_is_a_422_naming_the_field_on_sqlite_and_postgres(
+    tmp_path, database_url, change, path
+):
+    from tests.api.helpers import small_spec
+
+    app = make_app(tmp_path, database_url=database_url)
+    with TestClient(app) as nul_client:
+        response = nul_client.post(f"{API}/campaigns", json=small_spec(**change))
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["message"].startswith(f"{path}: "), response.text
+        assert "NUL" in response.json()["error"]["message"]
+        assert nothing_stored(nul_client)
+        ok = nul_client.post(f"{API}/campaigns", json=small_spec(name="tiny \\u0000 text"))
+        assert ok.status_code == 202, ok.text  # an escaped backslash is no NUL

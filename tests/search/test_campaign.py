@@ -368,3 +368,29 @@ def test_a_seed_equal_to_the_baseline_is_its_duplicate_and_shown_once(db, parall
     shown = [p["candidate_id"] for p in pareto["front"] + pareto["dominated"]]
     assert baseline.id in shown and seed.id not in shown
     assert len(shown) == len(set(shown)) == 9
+
+
+def test_the_simulated_evaluator_scores_every_proxy_of_a_32_proxy_spec(db):
+    # sha256 gives 32 bytes and byte 0 is the rejection draw: 32 proxies read past its end
+    proxies = [{"arch": "mlp", "dataset": "mnist1d", "steps": 10 + i} for i in range(32)]
+    spec = {
+        **SPEC,
+        "proxies": proxies,
+        "budget": {"max_candidates": 8},
+        "rejection": {"stages": []},
+    }
+    campaign_id = create_campaign(db, validate_spec(spec))
+    assert run(db, campaign_id) == "completed"
+    with session_scope(get_engine(db), readonly=True) as s:
+        evaluations = s.scalars(
+            select(Evaluation).where(Evaluation.campaign_id == campaign_id)
+        ).all()
+        assert evaluations
+    evaluator = SimulatedEvaluator(reject_fraction=0.0)
+    from layerforge.grammar import parse
+
+    payload = {"graph": parse("x * sigmoid(x)", "activation").to_dict(), "proxies": proxies * 2}
+    evaluator.submit("j", payload)
+    (outcome,) = evaluator.poll(0)
+    scores = [p["val_accuracy"] for p in outcome.result["proxies"]]
+    assert len(scores) == 64 and all(0.1 <= v <= 1.0 for v in scores)
