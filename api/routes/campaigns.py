@@ -13,6 +13,7 @@ from layerforge.api.cache import CACHED_RESPONSES
 from layerforge.api.deps import CachedReadsDep, SessionDep, SettingsDep, WriteSessionDep
 from layerforge.api.errors import ApiError, responses
 from layerforge.api.routes.common import (
+    cursor_id,
     decode_cursor,
     encode_cursor,
     finite,
@@ -257,9 +258,9 @@ def list_campaigns(
     after = None
     if cursor:
         data = decode_cursor(cursor, "campaigns")
-        if not isinstance(data.get("id"), int) or data.get("status") != status:
+        if data.get("status") != status:
             raise ApiError(400, "the cursor belongs to another status filter", "bad_cursor")
-        after = data["id"]
+        after = cursor_id(data)
     rows = repo.list_campaigns(session, status=status, after=after, limit=limit + 1)
     page, more = rows[:limit], len(rows) > limit
     totals = _candidate_totals(session, [c.id for c in page])

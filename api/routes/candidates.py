@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from layerforge.api.cache import CACHED_RESPONSES
 from layerforge.api.deps import CachedReadsDep, SessionDep
 from layerforge.api.errors import ApiError, responses
 from layerforge.api.routes.campaigns import MAX_ID, CampaignId
-from layerforge.api.routes.common import decode_cursor, encode_cursor, finite
+from layerforge.api.routes.common import cursor_id, decode_cursor, encode_cursor, finite
 from layerforge.api.schemas import (
     CandidateDetail,
     CandidatePage,
@@ -114,17 +115,24 @@ def candidate_page(
             sort,
             order,
             status,
-        ) or not isinstance(data.get("id"), int):
+        ):
             raise ApiError(
                 400, "the cursor belongs to another sort, order or status filter", "bad_cursor"
             )
+        last_id = cursor_id(data)
         if sort is None:
-            after = data["id"]
+            after = last_id
         else:
             value = data.get("v")
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ApiError(400, "the cursor is damaged", "bad_cursor")
-            after = (float(value), data["id"])
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+            ):
+                raise ApiError(
+                    400, "the cursor is damaged: its sort value is not a number", "bad_cursor"
+                )
+            after = (float(value), last_id)
     rows = repo.list_candidates(
         session,
         campaign_id=campaign_id,

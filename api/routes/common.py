@@ -42,6 +42,24 @@ def decode_cursor(cursor: str, kind: str) -> dict[str, Any]:
     return data
 
 
+# Row ids are 32-bit integers on PostgreSQL: a forged cursor with a larger one made the
+# query fail ("integer out of range", a 503) instead of a 400.
+MAX_CURSOR_ID = 2**31 - 1
+
+
+def cursor_id(data: dict[str, Any]) -> int:
+    """The row id a decoded cursor carries; 400 naming the cursor when it is not one."""
+    value = data.get("id")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CURSOR_ID:
+        raise ApiError(
+            400,
+            f"the cursor is damaged: its id {value!r} is not a row id "
+            "(pass back the next_cursor of the previous page)",
+            "bad_cursor",
+        )
+    return value
+
+
 def finite(value: Any) -> float | None:
     """``value`` as a float, or None for NaN, ±inf and missing values."""
     if value is None or isinstance(value, bool):

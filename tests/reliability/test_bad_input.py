@@ -153,3 +153,51 @@ def test_a_nul_in_any_text_is_a_422_naming_the_field_on_sqlite_and_postgres(
         assert nothing_stored(nul_client)
         ok = nul_client.post(f"{API}/campaigns", json=small_spec(name="tiny \\u0000 text"))
         assert ok.status_code == 202, ok.text  # an escaped backslash is no NUL
+
+
+def _cursor(raw: str) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+_CAND = '"k":"candidates","order":"desc","status":null'
+CURSOR_CASES = [
+    ("/campaigns", "not-a-cursor!"),
+    ("/campaigns", _cursor('{"k":"candidates","id":1,"status":null}')),
+    ("/campaigns", _cursor('{"k":"campaigns","id":99999999999999,"status":null}')),
+    ("/campaigns", _cursor('{"k":"campaigns","id":true,"status":null}')),
+    ("/campaigns", _cursor('{"k":"campaigns","id":-1,"status":null}')),
+    ("/campaigns", _cursor('{"k":"campaigns","id":"1","status":null}')),
+    ("/campaigns/1/candidates", _cursor("[1, 2]")),
+    ("/campaigns/1/candidates", _cursor("{" + _CAND + ',"id":99999999999999,"sort":null}')),
+    ("/campaigns/1/candidates", _cursor("{" + _CAND + ',"id":true,"sort":null}')),
+    ("/campaigns/1/candidates", _cursor("{" + _CAND + ',"id":1.5,"sort":null}')),
+    (
+        "/campaigns/1/candidates",
+        _cursor("{" + _CAND + ',"id":1,"sort":"accuracy:mlp/mnist1d","v":NaN}'),
+        "sort=accuracy:mlp/mnist1d",
+    ),
+    (
+        "/campaigns/1/candidates",
+        _cursor("{" + _CAND + ',"id":1,"sort":"accuracy:mlp/mnist1d","v":1e400}'),
+        "sort=accuracy:mlp/mnist1d",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CURSOR_CASES, ids=[str(i) for i in range(len(CURSOR_CASES))])
+def test_a_forged_cursor_is_a_400_naming_the_cursor_on_sqlite_and_postgres(
+    tmp_path, database_url, case
+):
+    from tests.api.helpers import small_spec
+
+    path, cursor, *query = case
+    app = make_app(tmp_path, database_url=database_url)
+    with TestClient(app) as cursor_client:
+        assert cursor_client.post(f"{API}/campaigns", json=small_spec()).status_code == 202
+        extra = "&" + query[0] if query else ""
+        response = cursor_client.get(f"{API}{path}?cursor={cursor}{extra}")
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == "bad_cursor" and "cursor" in error["message"], error
