@@ -1,0 +1,149 @@
+"""`layerforge serve --demo` exactly as a user runs it: the default (Ray) evaluator, kept up
+well past its first campaign, then a second campaign over HTTP, then a clean stop.
+
+Version 0.1 started Ray in the short-lived per-campaign thread; Ray's gcs_server and raylet
+died with that thread and the whole service exited 60-140 s after its first campaign. Only
+the database URL is set here (the port goes on the command line), so nothing swaps the
+evaluator.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.helpers import small_spec
+from tests.reliability.helpers import API, LAYERFORGE, free_port, submit, wait_status
+
+pytestmark = pytest.mark.slow
+
+RAY_DAEMONS = ("raylet", "gcs_server")
+KEPT_UP_S = 100.0
+
+
+def _process_table() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, command name, state) for every process, read from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        table[int(entry.name)] = (int(ppid), name, state)
+    return table
+
+
+def _ray_daemons_under(root: int) -> dict[int, str]:
+    """Live (not zombie) raylet / gcs_server processes descending from ``root``."""
+    table = _process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _name, _state) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, stack = {}, [root]
+    while stack:
+        pid = stack.pop()
+        for child in children.get(pid, []):
+            _ppid, name, state = table[child]
+            if any(name.startswith(d) for d in RAY_DAEMONS) and state != "Z":
+                found[child] = name
+            stack.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@pytest.mark.timeout(1500)
+def test_serve_demo_with_default_ray_evaluator_outlives_its_campaigns(tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LAYERFORGE_", "RAY_"))}
+    env["LAYERFORGE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'serve.db'}"
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [LAYERFORGE, "serve", "--demo", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log_tail() -> str:
+        return log_path.read_text(errors="replace")[-4000:]
+
+    daemons: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, f"serve exited with {proc.returncode}:\n{log_tail()}"
+            assert time.monotonic() < deadline, "serve did not answer /healthz in 120 s"
+            time.sleep(0.2)
+        assert f"http://127.0.0.1:{port}" in log_tail()  # the log says where to open it
+
+        items = httpx.get(f"{base}{API}/campaigns", timeout=10).json()["items"]
+        assert [c["name"] for c in items] == ["demo-swish"]
+        demo_id = items[0]["id"]
+        demo = wait_status(base, demo_id, timeout=900)
+        assert demo["status"] == "completed", (demo, log_tail())
+        assert demo["progress"]["candidates"] > 0
+        daemons = _ray_daemons_under(proc.pid)
+        assert sorted(set(daemons.values())) == sorted(RAY_DAEMONS), (daemons, log_tail())
+
+        # the failure mode of 0.1: the service died 60-140 s after its first campaign
+        kept_until = time.monotonic() + KEPT_UP_S
+        while time.monotonic() < kept_until:
+            assert proc.poll() is None, f"serve exited with {proc.returncode}:\n{log_tail()}"
+            assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+            dead = [f"{name} {pid}" for pid, name in daemons.items() if not _alive(pid)]
+            assert not dead, f"Ray daemons died after the first campaign: {dead}"
+            time.sleep(2)
+
+        second = submit(base, small_spec(name="after-the-demo"))
+        body = wait_status(base, second, timeout=300)
+        assert body["status"] == "completed", (body, log_tail())
+        assert body["progress"]["candidates"] == 12
+        assert "Failed to connect to GCS" not in log_tail()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            t0 = time.monotonic()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise AssertionError("serve did not stop within 60 s of SIGTERM") from None
+            stop_seconds = time.monotonic() - t0
+        else:
+            stop_seconds = 0.0
+    # uvicorn shuts down cleanly ("Finished server process"); Ray's core worker installs a
+    # SIGTERM handler that re-raises the signal once the process exits, hence -SIGTERM.
+    assert proc.returncode in (0, -signal.SIGTERM), (proc.returncode, log_tail())
+    assert "Finished server process" in log_tail()
+    assert stop_seconds < 30, f"SIGTERM took {stop_seconds:.1f} s"
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in daemons) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = [f"{name} {pid}" for pid, name in daemons.items() if _alive(pid)]
+    assert not left, f"Ray processes left behind after a clean stop: {left}"
