@@ -94,7 +94,7 @@ def disconnect_evaluator_backend() -> None:
 
 def submit_demo_campaign(database_url: str) -> int | None:
     """Queue the demo campaign unless a campaign exists; returns its id (or None)."""
-    from layerforge.search.campaign import create_campaign
+    from layerforge.search.queries import create_campaign
     from layerforge.search.spec import validate_spec
 
     with session_scope(get_engine(database_url), readonly=True) as s:
@@ -105,11 +105,13 @@ def submit_demo_campaign(database_url: str) -> int | None:
 
 def install_openapi(app: FastAPI) -> None:
     """Document the bearer token on every mutating operation (optional: only a server with
-    LAYERFORGE_API_TOKEN requires it) together with its 401 answer."""
+    LAYERFORGE_API_TOKEN requires it) together with its 401 answer, and the links from the
+    answers that give an id to the operations that take it (api/openapi_links.py)."""
     from fastapi.openapi.utils import get_openapi
 
     from layerforge.api.deps import MUTATING_METHODS
     from layerforge.api.errors import ErrorResponse
+    from layerforge.api.openapi_links import add_links
 
     def openapi() -> dict:
         if app.openapi_schema:
@@ -148,10 +150,10 @@ def install_openapi(app: FastAPI) -> None:
                             },
                         },
                     )
-        app.openapi_schema = schema
+        app.openapi_schema = add_links(schema)
         return schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to replace the OpenAPI document
 
 
 class LayerforgeAPI(FastAPI):

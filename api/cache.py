@@ -15,14 +15,13 @@ Answers are served twice over. :meth:`CachedReads.respond` (inside a FastAPI rou
 stores them, and files each under the raw request (path and query string) that asked for it.
 :class:`CachedAnswers`, which the application asks before anything else, answers a repeat of
 that exact request from memory after the version check, without routing, middleware,
-dependency injection, validation or a trip to the thread pool: on this 2-core machine that
-takes a cached read from about 1.4 ms of the server's CPU to a few tenths of a millisecond.
-Anything it does not hold, and any answer whose data changed, goes on to FastAPI unchanged.
+dependency injection, validation or a trip to the thread pool, which cuts a cached read's
+cost several times over (figures: docs/measurements.md). Anything it does not hold, and any answer whose data changed, goes on to FastAPI unchanged.
 
 Every cached answer carries a strong ``ETag`` (a hash of its bytes) and ``Cache-Control:
 no-cache``; a client that sends the tag back in ``If-None-Match`` gets ``304 Not Modified``
-without a body (browsers do this by themselves: a polling dashboard downloads the 1.4 MB
-front of a 10,000-candidate campaign only when it changed).
+without a body (browsers do this by themselves: a polling dashboard downloads a large
+campaign's front only when it changed).
 """
 
 from __future__ import annotations
@@ -255,8 +254,8 @@ class CachedAnswers:
     pool. The application calls :meth:`serve` first for every request (see
     :class:`api.app.LayerforgeAPI`).
 
-    The version check is one primary-key read (:class:`storage.versions.VersionReader`, about
-    20 us on SQLite), made on the event loop for SQLite, whose readers never wait, and in the
+    The version check is one primary-key read (:class:`storage.versions.VersionReader`),
+    made on the event loop for SQLite, whose readers never wait, and in the
     thread pool for a database behind a network. Any error in that check, a deleted campaign
     or a changed version leaves the request to the application, which answers it (and
     refreshes the cache) as if this did not exist. Answers sent here are counted in the

@@ -16,7 +16,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from layerforge.storage import ConflictError, NotFoundError, StorageError
+from layerforge.storage import (
+    ConflictError,
+    DatabaseFileChangedError,
+    IdempotencyConflictError,
+    NotFoundError,
+    StorageError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,9 @@ CODES = {
     500: "internal_error",
     503: "unavailable",
 }
+# The 503 code of a SQLite file deleted or replaced under the running service: unlike
+# ``unavailable`` a retry does not cure it (no Retry-After), a restart on a good file does.
+DATABASE_FILE_CHANGED = "database_file_changed"
 
 
 class FieldError(BaseModel):
@@ -166,6 +175,15 @@ async def _storage_handler(request: Request, exc: StorageError) -> JSONResponse:
     )
 
 
+async def _idempotency_handler(request: Request, exc: IdempotencyConflictError) -> JSONResponse:
+    return error_json(409, str(exc), "idempotency_conflict")
+
+
+async def _database_file_handler(request: Request, exc: DatabaseFileChangedError) -> JSONResponse:
+    # no log line here: the storage layer logged the cause once, when it found it
+    return error_json(503, str(exc), DATABASE_FILE_CHANGED)
+
+
 async def _internal_handler(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_json(500, f"internal error ({type(exc).__name__})")
@@ -173,10 +191,12 @@ async def _internal_handler(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     """Register every handler on ``app``."""
-    app.add_exception_handler(RequestValidationError, _validation_handler)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, _http_handler)  # type: ignore[arg-type]
-    app.add_exception_handler(ApiError, _api_handler)  # type: ignore[arg-type]
-    app.add_exception_handler(NotFoundError, _not_found_handler)  # type: ignore[arg-type]
-    app.add_exception_handler(ConflictError, _conflict_handler)  # type: ignore[arg-type]
-    app.add_exception_handler(StorageError, _storage_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_handler)  # type: ignore[arg-type]  # Starlette types a handler's error as Exception; each takes its own
+    app.add_exception_handler(StarletteHTTPException, _http_handler)  # type: ignore[arg-type]  # Starlette types a handler's error as Exception; each takes its own
+    app.add_exception_handler(ApiError, _api_handler)  # type: ignore[arg-type]  # Starlette types a handler's error as Exception; each takes its own
+    app.add_exception_handler(NotFoundError, _not_found_handler)  # type: ignore[arg-type]  # Starlette types a handler's error as Exception; each takes its own
+    app.add_exception_handler(ConflictError, _conflict_handler)  # type: ignore[arg-type]  # Starlette types a handler's error as Exception; each takes its own
+    app.add_exception_handler(IdempotencyConflictError, _idempotency_handler)  # type: ignore[arg-type]  # Starlette types a handler's error as Exception; each takes its own
+    app.add_exception_handler(StorageError, _storage_handler)  # type: ignore[arg-type]  # Starlette types a handler's error as Exception; each takes its own
+    app.add_exception_handler(DatabaseFileChangedError, _database_file_handler)  # type: ignore[arg-type]  # Starlette types a handler's error as Exception; each takes its own
     app.add_exception_handler(Exception, _internal_handler)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field
 
 from layerforge.search.spec import CampaignSpec
+from layerforge.storage import CampaignStatus, CandidateStatus
 
 CampaignCreate = CampaignSpec
 
@@ -24,8 +25,6 @@ def _utc(value: dt.datetime) -> dt.datetime:
 
 Timestamp = Annotated[dt.datetime, AfterValidator(_utc)]
 
-CampaignStatus = Literal["queued", "running", "paused", "completed", "cancelled", "failed"]
-CandidateStatus = Literal["proposed", "running", "completed", "rejected", "failed", "duplicate"]
 ExportFormat = Literal["pytorch", "numpy", "jax", "latex", "sympy", "json"]
 
 
@@ -86,6 +85,11 @@ class CampaignDetail(CampaignPublic):
     """A campaign with its progress: counts, funnel, best values, hypervolume, estimate."""
 
     spec: dict[str, Any]
+    waiting: str | None = Field(
+        None,
+        description="while running: why queued evaluations are not running, e.g. "
+        "'waiting for Ray workers: 0 CPUs available ...' (the campaign waits, it does not fail)",
+    )
     counts: dict[str, int] = Field(description="candidates per status")
     evaluations: dict[str, int] = Field(description="evaluations per status")
     funnel: dict[str, FunnelStage] = Field(description="rejections per stage")
@@ -97,6 +101,12 @@ class CampaignDetail(CampaignPublic):
     hypervolume_box: HypervolumeBox | None = None
     elapsed_seconds: float
     estimate: EstimatePublic
+    fidelity: dict[str, Any] | None = Field(
+        None,
+        description="the proxy-fidelity report (a panel of built-ins on every proxy: "
+        "discrimination ratio per proxy, Kendall tau against the held-out proxies, warnings); "
+        "null until the panel has run, or when the spec turns it off",
+    )
 
 
 class CampaignPage(BaseModel):
@@ -217,3 +227,27 @@ class HealthPublic(BaseModel):
     status: Literal["ok", "degraded"]
     version: str
     database: dict[str, Any]
+
+
+class OptunaTrialPublic(BaseModel):
+    """One evaluated candidate as an Optuna trial (see :mod:`search.optuna_export`)."""
+
+    state: Literal["COMPLETE", "PRUNED", "FAIL"]
+    values: list[float] | None = Field(None, description="objective values, as measured")
+    params: dict[str, Any] = Field(description="text, origin, nodes and op counts")
+    user_attrs: dict[str, Any] = Field(description="text, latex, fingerprint, status, ...")
+    datetime_start: str | None = None
+    datetime_complete: str | None = None
+
+
+class OptunaStudyPublic(BaseModel):
+    """A campaign as a multi-objective Optuna study: what ``layerforge export-optuna``
+    writes into an Optuna storage (``?format=sqlite`` downloads it written in SQLite)."""
+
+    campaign_id: int
+    study_name: str
+    objectives: list[str]
+    directions: list[Literal["maximize", "minimize"]]
+    distributions: dict[str, Any] = Field(description="Optuna distributions, as JSON")
+    text_param: bool = Field(description="whether the text is a parameter (small campaigns)")
+    trials: list[OptunaTrialPublic]

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
         default_factory=lambda: os.environ.get("RAY_ADDRESS") or None,
         description="Ray cluster to join (RAY_ADDRESS); unset starts a local Ray",
     )
+    ray_auth_token: str | None = Field(
+        default_factory=lambda: os.environ.get("RAY_AUTH_TOKEN"),
+        repr=False,
+        description="token of a Ray cluster with token authentication (RAY_AUTH_TOKEN, shared "
+        "by every node and client of the cluster); given one, Ray is joined in token mode",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -91,6 +97,20 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("ray_auth_token")
+    @classmethod
+    def _check_ray_auth_token(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from layerforge.workers.ray_session import check_auth_token
+
+        variable = (
+            "LAYERFORGE_RAY_AUTH_TOKEN"
+            if "LAYERFORGE_RAY_AUTH_TOKEN" in os.environ
+            else "RAY_AUTH_TOKEN"
+        )
+        return check_auth_token(value, variable)
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
@@ -102,13 +122,14 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Read and validate settings; raise :class:`SettingsError` naming each bad variable."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)  # type: ignore[arg-type]  # the overrides are field values, validated by pydantic at run time
     except ValidationError as err:
         problems = []
         for item in err.errors():
             name = "LAYERFORGE_" + "_".join(str(p) for p in item["loc"]).upper()
             message = item["msg"].removeprefix("Value error, ")
-            problems.append(message if "LAYERFORGE_" in message else f"{name}: {message}")
+            named = "LAYERFORGE_" in message or message.startswith("RAY_")  # names its variable
+            problems.append(message if named else f"{name}: {message}")
         raise SettingsError("; ".join(problems)) from None
 
 

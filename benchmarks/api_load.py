@@ -87,8 +87,9 @@ CONFIG: dict[str, Any] = {
 
 
 def _fill(url: str, n: int) -> int:
-    from layerforge.search.campaign import CampaignRunner, create_campaign
+    from layerforge.search.campaign import CampaignRunner
     from layerforge.search.evaluators import SimulatedEvaluator
+    from layerforge.search.queries import create_campaign
     from layerforge.search.spec import validate_spec
     from layerforge.storage import upgrade_database
 

@@ -45,7 +45,7 @@ def _generated_class(graph: Graph) -> type:
     graph_dict = graph.to_dict()
 
     def __reduce_ex__(self, protocol):
-        return (_rebuild, (graph_dict, self._lf_init), self.__dict__)
+        return (_rebuild, (graph_dict,), self.__dict__)
 
     cls = type(
         name,
@@ -69,7 +69,7 @@ def _forget_module(modname: str, module: types.ModuleType, filename: str) -> Non
         linecache.cache.pop(filename, None)
 
 
-def _rebuild(graph_dict: dict, init: dict) -> nn.Module:
+def _rebuild(graph_dict: dict) -> nn.Module:
     """Unpickle a compiled module: a bare instance of its graph's class (pickle then restores
     its state)."""
     cls: type[nn.Module] = _generated_class(Graph.from_dict(graph_dict))
@@ -94,11 +94,11 @@ def compile_graph(graph: Graph, num_features: int | None = None, **kwargs: Any) 
             )
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
             raise GrammarError(f"num_features must be a positive integer, got {num_features!r}")
-        mod = cls(num_features, **kwargs)
-    else:
-        mod = cls(num_features, **kwargs)
-    mod._lf_init = {"num_features": num_features, **kwargs}
-    return mod
+    module = cls(num_features, **kwargs)
+    # the constructor arguments: layerforge.integrations.timm rebuilds a compiled norm-act
+    # layer at each block's own width from them
+    module._lf_init = {"num_features": num_features, **kwargs}
+    return module
 
 
 class LayerFactory:

@@ -119,15 +119,33 @@ def _quantize(v: np.ndarray) -> bytes:
     return out if code is None else out + code.tobytes()
 
 
-def fingerprint(graph: Graph) -> str:
+GAIN_MODES = ("fair", "raw")
+
+
+def fingerprint(graph: Graph, gain: str = "fair") -> str:
     """Functional fingerprint (hex): hash of rounded outputs on fixed probe inputs.
 
     Fast (NumPy on 64 points / a 4x8x4x4 tensor); equal for graphs that compute the same
     function (to ~6 significant digits) with the same parameters.
+
+    ``gain="fair"`` (the default, as campaigns evaluate): an activation is identified with
+    what gain-fair evaluation trains, ``f / gamma_f`` (see :mod:`grammar.gain`), so ``a * f``
+    and ``f`` share a fingerprint for any ``a > 0``; and since a network with symmetric
+    init and zero bias cannot tell ``f(x)``, ``-f(x)``, ``f(-x)`` and ``-f(-x)`` apart, the
+    smallest hash of the four is taken (``relu``, ``x + |x|`` and ``x - |x|`` are one
+    function). Input scale stays: ``x * sigmoid(1.5 * x)`` differs from ``x * sigmoid(x)``.
+    ``gain="raw"`` hashes the function as it is (for campaigns that train it raw).
+    Normact layers are hashed as they are in both modes.
     """
-    h = hashlib.blake2b(digest_size=16)
-    h.update(graph.space.encode())
+    if gain not in GAIN_MODES:
+        raise ValueError(f"gain must be one of {', '.join(GAIN_MODES)}, got {gain!r}")
     with np.errstate(all="ignore"):
+        if graph.space == ACTIVATION and gain == "fair":
+            fair = _gain_fair_fingerprint(graph)
+            if fair is not None:
+                return fair
+        h = hashlib.blake2b(digest_size=16)
+        h.update(graph.space.encode())
         if graph.space == ACTIVATION:
             h.update(_quantize(evaluate_numpy(graph, ACT_PROBE)))
             if graph.params:
@@ -142,6 +160,36 @@ def fingerprint(graph: Graph) -> str:
             if graph.params:
                 h.update(_quantize(evaluate_numpy(graph, NORM_PROBE, _NORM_PERTURB, PROBE_GROUPS)))
     return h.hexdigest()
+
+
+def _gain_fair_fingerprint(graph: Graph) -> str | None:
+    """The canonical hash of the four sign variants of ``f / gamma_f``; None when the gain
+    is unusable (such a function is rejected before training; it keeps its raw hash)."""
+    from .gain import GainError, activation_gain
+
+    try:
+        gamma = activation_gain(graph)
+    except GainError:
+        return None
+    param_sets: list[dict[str, float] | None] = [None]
+    if graph.params:
+        param_sets.append({k: _ACT_PERTURB[k] for k in graph.params})
+    on_probe = [
+        np.broadcast_to(evaluate_numpy(graph, ACT_PROBE, p), ACT_PROBE.shape) / gamma
+        for p in param_sets
+    ]
+    on_mirror = [
+        np.broadcast_to(evaluate_numpy(graph, -ACT_PROBE, p), ACT_PROBE.shape) / gamma
+        for p in param_sets
+    ]
+    digests = []
+    for values in (on_probe, [-v for v in on_probe], on_mirror, [-v for v in on_mirror]):
+        h = hashlib.blake2b(digest_size=16)
+        h.update(b"activation|gain=fair")
+        for v in values:
+            h.update(_quantize(v))
+        digests.append(h.hexdigest())
+    return min(digests)
 
 
 # ---------------------------------------------------------------------- canonical key
@@ -163,7 +211,7 @@ def to_sympy(graph: Graph):
         if n.op == "x":
             vals[i] = x
         elif n.op == "const":
-            v = float(n.value)  # type: ignore[arg-type]
+            v = float(n.value)  # type: ignore[arg-type]  # a const node always has a value (validated)
             vals[i] = sympy.Integer(int(v)) if v.is_integer() and abs(v) < 1e15 else sympy.Float(v)
         elif n.op == "param":
             vals[i] = sympy.Symbol(str(n.name), real=True)
@@ -190,8 +238,10 @@ def _warm_up() -> None:
         _WARM.append(True)
 
 
-class _Timeout(Exception):
-    pass
+class _Timeout(BaseException):
+    """The simplify budget ran out. A BaseException: SymPy catches ``Exception`` in places
+    (its caches, its assumption system), and a budget it swallows would let simplify run on
+    and return a partly simplified form."""
 
 
 def _can_use_alarm() -> bool:

@@ -130,7 +130,7 @@ def _check_node(i: int, node: Node, kind: str) -> None:
         if node.inputs or node.value is not None or node.axis is not None:
             raise GrammarError(f"{where}: param takes only a name")
         try:
-            param_init(kind, node.name)  # type: ignore[arg-type]
+            param_init(kind, node.name)  # type: ignore[arg-type]  # a param node always has a name (validated)
         except GrammarError as exc:
             raise GrammarError(f"{where}: {exc}") from None
         return
@@ -171,7 +171,7 @@ def _node_hash(n: Node, hashes: list) -> str:
     if n.op == "x":
         return "x"
     if n.op == "const":
-        return "c:" + repr(float(n.value) + 0.0)  # type: ignore[arg-type]
+        return "c:" + repr(float(n.value) + 0.0)  # type: ignore[arg-type]  # a const node always has a value (validated)
     if n.op == "param":
         return "p:" + str(n.name)
     kids = [hashes[j] for j in n.inputs]

@@ -373,7 +373,7 @@ def to_text(graph: Graph) -> str:
         elif n.op == "param":
             r = (str(n.name), 5)
         elif n.op == "const":
-            v = float(n.value) + 0.0  # type: ignore[arg-type]
+            v = float(n.value) + 0.0  # type: ignore[arg-type]  # a const node always has a value (validated)
             r = (repr(v), 3 if v < 0 else 5)
         else:
             args = [fmt(j) for j in n.inputs]
@@ -387,7 +387,7 @@ def to_text(graph: Graph) -> str:
             elif n.op == "neg":
                 s, sp = args[0]
                 child = nodes[n.inputs[0]]
-                if sp < 3 or (child.op == "const" and float(child.value) >= 0):  # type: ignore[arg-type]
+                if sp < 3 or (child.op == "const" and float(child.value) >= 0):  # type: ignore[arg-type]  # a const node always has a value (validated)
                     s = f"({s})"
                 r = (f"-{s}", 3)
             elif n.op in ("square", "cube"):

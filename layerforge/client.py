@@ -13,7 +13,8 @@ Answers are the API's JSON documents as dicts (their shapes are the schemas of
 ``/openapi.json``: ``CampaignDetail``, ``CandidatePage``, ...). A failure raises a typed
 exception from :mod:`layerforge.errors` carrying the API's status, code and message; a dead
 server raises :class:`~layerforge.errors.ServerUnreachable` naming the URL. Nothing here
-exits the interpreter. Only httpx (and PyYAML for YAML specs) is imported.
+exits the interpreter. Only httpx (and PyYAML for YAML specs) is imported; Optuna only by
+:meth:`Client.export_optuna`.
 """
 
 from __future__ import annotations
@@ -60,9 +61,11 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("POST", f"{API}/campaigns/{{campaign_id}}/cancel"): "cancel_campaign",
     ("DELETE", f"{API}/campaigns/{{campaign_id}}"): "delete_campaign",
     ("GET", f"{API}/campaigns/{{campaign_id}}/pareto"): "get_pareto",
+    ("GET", f"{API}/campaigns/{{campaign_id}}/transfer"): "get_transfer",
     ("GET", f"{API}/campaigns/{{campaign_id}}/hypervolume"): "get_hypervolume",
     ("GET", f"{API}/campaigns/{{campaign_id}}/pareto/download"): "download_pareto",
     ("GET", f"{API}/campaigns/{{campaign_id}}/hypervolume/download"): "download_hypervolume",
+    ("GET", f"{API}/campaigns/{{campaign_id}}/optuna"): "get_optuna_study",
     ("GET", f"{API}/campaigns/{{campaign_id}}/events"): "events",
     ("GET", f"{API}/campaigns/{{campaign_id}}/candidates"): "list_candidates",
     ("GET", f"{API}/candidates/{{candidate_id}}"): "get_candidate",
@@ -279,6 +282,11 @@ class Client:
         points (values by objective name; NaN and infinities as None)."""
         return self._json("GET", f"{API}/campaigns/{int(campaign_id)}/pareto")
 
+    def get_transfer(self, campaign_id: int) -> dict[str, Any]:
+        """``GET /campaigns/{id}/transfer``: the transfer stage's confirmation (held-out runs
+        per candidate, ``beats_baseline``, the scale controls) and the ``confirmed`` ids."""
+        return self._json("GET", f"{API}/campaigns/{int(campaign_id)}/transfer")
+
     def get_hypervolume(self, campaign_id: int, *, max_points: int = 2000) -> dict[str, Any]:
         """``GET /campaigns/{id}/hypervolume``: the hypervolume after each evaluation,
         downsampled to ``max_points``."""
@@ -323,6 +331,32 @@ class Client:
             {"format": format, "normalize": normalize},
             path,
         )
+
+    def get_optuna_study(self, campaign_id: int) -> dict[str, Any]:
+        """``GET /campaigns/{id}/optuna``: the campaign's evaluated candidates as an Optuna
+        study document (directions, distributions and one trial per candidate)."""
+        return self._json("GET", f"{API}/campaigns/{int(campaign_id)}/optuna")
+
+    def download_optuna(self, campaign_id: int, *, path: str | Path | None = None) -> bytes:
+        """``GET /campaigns/{id}/optuna?format=sqlite``: the study as a SQLite file, which
+        ``optuna.load_study(study_name=..., storage="sqlite:///FILE")`` and optuna-dashboard
+        open; written to ``path`` when given (a folder gets the server's file name)."""
+        return self._download(
+            f"{API}/campaigns/{int(campaign_id)}/optuna", {"format": "sqlite"}, path
+        )
+
+    def export_optuna(
+        self, campaign_id: int, storage: str, *, study_name: str | None = None
+    ) -> str:
+        """Write the campaign as a multi-objective Optuna study into the Optuna storage URL
+        ``storage`` (``sqlite:///file.db``, ``postgresql://...``), named ``study_name``
+        (default ``layerforge-campaign-ID``); returns the study's name. The study is
+        written here, not by the service: ValueError for a storage Optuna cannot open or a
+        name already taken there. Imports Optuna (only this method does)."""
+        from layerforge.search.optuna_export import write_study
+
+        document = self.get_optuna_study(campaign_id)
+        return write_study(document, storage, study_name).study_name
 
     def _download(self, route: str, params: dict[str, Any], path: str | Path | None) -> bytes:
         response = self.request("GET", route, params=params)

@@ -123,7 +123,7 @@ class CampaignResult:
             return repo.count_candidates(s, campaign_id=self.campaign_id)
 
     def _pareto(self) -> dict[str, Any]:
-        from layerforge.search.campaign import pareto_of_campaign
+        from layerforge.search.queries import pareto_of_campaign
 
         return pareto_of_campaign(self.database_url, self.campaign_id)
 
@@ -392,7 +392,8 @@ def run(
     """
     from layerforge.api.app import mlflow_observer
     from layerforge.api.settings import load_settings
-    from layerforge.search.campaign import CampaignRunner, create_campaign
+    from layerforge.search.campaign import CampaignRunner
+    from layerforge.search.queries import create_campaign
     from layerforge.storage import upgrade_database
 
     model = validate(spec)

@@ -1,5 +1,11 @@
 """The campaign loop: ask, store, dispatch, store results, tell; crash-safe and resumable.
 
+Beside it: :mod:`search.run_state` (what a run knows and counts, rebuilt from storage),
+:mod:`search.transfer` (the transfer stage after the search), :mod:`search.ownership`
+(owner ids, dead owners), :mod:`search.queries` (creating campaigns, the Pareto front and
+the transfer ranking the API reads), :mod:`search.fidelity` (the proxy-fidelity panel) and
+:mod:`search.confirm` (judging the transfer stage's winners against the baseline).
+
 Rules this module keeps:
 
 * **Write before acting.** A candidate and its evaluation row are committed before the job
@@ -12,24 +18,28 @@ Rules this module keeps:
   on this host, and re-queues the evaluations that owner had in flight.
 * **Baseline first.** The baseline layer (ReLU or BN-ReLU) is candidate 0, then the seeds,
   then whatever the strategy proposes.
+* **No loose ends.** A cancelled campaign closes every in-flight evaluation and candidate as
+  ``cancelled``. A watcher thread beside the loop notices a cancel (or the campaign's
+  deletion) within ``watch_s`` even while the loop is blocked in a long training step or a
+  long ask, and interrupts both: the evaluator's jobs are cancelled and the strategy stops
+  proposing. Proposals are asked and stored at most :data:`ASK_BATCH` at a time.
+* **Promotion.** With ``promotion.rungs`` in the spec, a search job stops at its rung and
+  is held (:mod:`search.promotion`) until the rung's decision: continued from its
+  checkpoint, or stored as ``stopped``. Its evaluation stays running (and leased) while it
+  is held, so a cancel closes it like any in-flight work.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import update
-
 from layerforge.grammar import Graph, get_builtin, to_text
+from layerforge.search import confirm, fidelity
 from layerforge.search.evaluators import Evaluator, Outcome
 from layerforge.search.objectives import (
     Objective,
@@ -38,46 +48,39 @@ from layerforge.search.objectives import (
     to_minimize,
     values_from_result,
 )
-from layerforge.search.pareto import hypervolume, pareto_front
-from layerforge.search.spec import CampaignSpec, parse_seed
-from layerforge.search.strategies import Member, Proposal, Strategy, create_strategy
-from layerforge.storage import ConflictError, get_engine, session_scope
+from layerforge.search.ownership import new_owner, owner_is_dead, timestamp
+from layerforge.search.promotion import Held, Ladder
+from layerforge.search.run_state import Claim, Front, RunState
+from layerforge.search.spec import CampaignSpec, parse_seed, with_gain
+from layerforge.search.strategies import Member, Proposal, create_strategy
+from layerforge.search.transfer import (
+    held_out_runs,
+    queue_transfer,
+    submit_controls,
+    transfer_candidates,
+)
+from layerforge.storage import (
+    EVALUATION_ENDED,
+    CampaignStatus,
+    CandidateStatus,
+    ConflictError,
+    EvaluationKind,
+    EvaluationStatus,
+    NotFoundError,
+    get_engine,
+    session_scope,
+)
 from layerforge.storage import repository as repo
-from layerforge.storage.models import Candidate, Evaluation
+from layerforge.workers.jobs import EvaluationJob
+from layerforge.workers.rejection import Stage
 
 log = logging.getLogger(__name__)
 
 BASELINES = {"activation": "relu", "normact": "bn_relu"}
 
-
-def new_owner() -> str:
-    """An owner id unique to this runner: host, pid and a random suffix."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def owner_is_dead(owner: str | None) -> bool:
-    """True when ``owner`` names a process on this host that no longer runs."""
-    if not owner:
-        return True
-    host, _, rest = owner.partition(":")
-    pid_text = rest.split(":", 1)[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return int(pid_text) != os.getpid() and _is_zombie(int(pid_text))
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return False
+# Proposals asked of the strategy, and stored, per call: a campaign with a parallelism of
+# 100,000 fills its room in batches, and between two batches a cancel or stop is noticed.
+ASK_BATCH = 256
 
 
 @dataclass
@@ -95,6 +98,7 @@ class Progress:
     in_flight: int
     elapsed_seconds: float
     phase: str = "search"
+    waiting: str | None = None  # why queued work is not running (no Ray worker can take it)
 
 
 @dataclass
@@ -110,28 +114,14 @@ class _Batch:
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
-@dataclass
-class _Front:
-    """The non-dominated set on the minimizing scale, kept incrementally."""
-
-    reference: list[float]
-    points: list[list[float]] = field(default_factory=list)
-    value: float = 0.0
-
-    def add(self, point: list[float]) -> bool:
-        if any(math.isnan(v) for v in point):
-            return False
-        for p in self.points:
-            if all(a <= b for a, b in zip(p, point)):
-                return False
-        self.points = [p for p in self.points if not all(a <= b for a, b in zip(point, p))]
-        self.points.append(point)
-        self.value = hypervolume(self.points, self.reference)
-        return True
-
-
 class CampaignRunner:
-    """Runs one campaign to its end (or until paused, cancelled or stopped)."""
+    """Runs one campaign to its end (or until paused, cancelled or stopped).
+
+    The runner holds its configuration and, once it has claimed the campaign, one
+    :class:`~search.run_state.RunState` (:attr:`state`) rebuilt from storage; the halt
+    signals (:meth:`halt`) are the only other things it keeps, since other threads set
+    them before and while it runs.
+    """
 
     def __init__(
         self,
@@ -149,6 +139,7 @@ class CampaignRunner:
         stop: threading.Event | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         takeover: bool = False,
+        watch_s: float = 0.5,
     ):
         self.url = database_url
         self.engine = get_engine(database_url)
@@ -164,21 +155,81 @@ class CampaignRunner:
         self.stop = stop or threading.Event()
         self.on_progress = on_progress
         self.takeover = takeover
-        self.dispatched: dict[str, int] = {}  # job id -> candidate id
-        self._last_control = 0.0
-        self._status: str | None = None  # last status read by _control
-        self._last_heartbeat = 0.0
+        self.watch_s = watch_s
+        self._state: RunState | None = None  # built by _rebuild once the campaign is claimed
+        # Set once the runner must leave at the next chance (cancelled, deleted, stopped);
+        # the strategy sees it as its interrupt and stops proposing.
+        self.halted = threading.Event()
+        self.halt_reason: str | None = None
+        self._watcher_done = threading.Event()
+
+    # ------------------------------------------------------------------ interrupting
+    def halt(self, reason: str) -> None:
+        """Make the runner leave as soon as it can; callable from any thread.
+
+        ``reason`` is ``cancelled`` (the campaign was cancelled: the evaluator's jobs are
+        cancelled now, and the loop closes the in-flight rows), ``deleted`` (the campaign
+        is gone: jobs cancelled, the loop leaves without writing) or ``stopped`` (the
+        service stops: jobs keep running until the loop leaves, the campaign resumes later).
+        """
+        if self.halt_reason in ("cancelled", "deleted") and reason == "stopped":
+            return
+        self.halt_reason = reason
+        self.halted.set()
+        if reason in ("cancelled", "deleted"):
+            try:
+                self.evaluator.cancel()
+            except Exception:
+                log.exception("campaign %s: cancelling the evaluator failed", self.campaign_id)
+
+    def _watch(self) -> None:
+        """Beside the loop: every ``watch_s``, read the campaign's status and halt the
+        runner when it was cancelled or deleted (by any process) or ``stop`` is set."""
+        while not self._watcher_done.wait(self.watch_s):
+            if self.stop.is_set():
+                self.halt("stopped")
+            try:
+                with session_scope(self.engine, readonly=True) as s:
+                    status = repo.campaign_status(s, campaign_id=self.campaign_id)
+            except Exception as err:  # noqa: BLE001 - the loop meets the same error and handles it
+                log.debug(
+                    "campaign %s: watcher could not read the status: %s", self.campaign_id, err
+                )
+                continue
+            if status is None:
+                self.halt("deleted")
+                return
+            if status == CampaignStatus.CANCELLED:
+                self.halt("cancelled")
+                # The loop may be blocked for a while yet (a training step, a cold process's
+                # first imports); the rows need not wait for it. Nothing the loop does after
+                # a cancel writes a result: it only closes what is still open, if anything.
+                try:
+                    self._close_in_flight(EvaluationStatus.CANCELLED, "the campaign was cancelled")
+                except NotFoundError:
+                    pass  # deleted meanwhile
+                except Exception:
+                    log.exception("campaign %s: closing cancelled work failed", self.campaign_id)
+                return
 
     # ------------------------------------------------------------------ set-up
-    def _claim(self) -> bool:
-        """Take ownership; returns False when the campaign is not runnable."""
+    @property
+    def state(self) -> RunState:
+        """The run's state (see :mod:`search.run_state`), built once the campaign is claimed."""
+        if self._state is None:
+            raise RuntimeError(f"campaign {self.campaign_id}: the runner has not claimed it yet")
+        return self._state
+
+    def _claim(self) -> Claim | None:
+        """Take ownership; returns what the run needs of the campaign, or None when the
+        campaign is not runnable."""
         with session_scope(self.engine) as s:
             campaign = repo.get_campaign(s, campaign_id=self.campaign_id)
-            if campaign.status not in ("queued", "running"):
-                return False
+            if campaign.status not in (CampaignStatus.QUEUED, CampaignStatus.RUNNING):
+                return None
             fresh = (
                 campaign.heartbeat_at is not None
-                and (time.time() - _timestamp(campaign.heartbeat_at)) < self.stale_after_s
+                and (time.time() - timestamp(campaign.heartbeat_at)) < self.stale_after_s
             )
             if (
                 campaign.owner
@@ -189,61 +240,53 @@ class CampaignRunner:
             ):
                 raise ConflictError(
                     f"campaign {self.campaign_id} is run by {campaign.owner} (heartbeat "
-                    f"{time.time() - _timestamp(campaign.heartbeat_at):.0f} s ago)"
+                    f"{time.time() - timestamp(campaign.heartbeat_at):.0f} s ago)"
                 )
-            if campaign.status == "queued":
+            if campaign.status == CampaignStatus.QUEUED:
                 repo.set_campaign_status(
-                    s, campaign_id=self.campaign_id, status="running", expected=["queued"]
+                    s,
+                    campaign_id=self.campaign_id,
+                    status=CampaignStatus.RUNNING,
+                    expected=[CampaignStatus.QUEUED],
                 )
             repo.touch_campaign(s, campaign_id=self.campaign_id, owner=self.owner)
-            requeued = (
-                s.query(Evaluation)
-                .filter(
-                    Evaluation.campaign_id == self.campaign_id,
-                    Evaluation.status == "running",
-                )
-                .update({"status": "queued", "lease_owner": None, "lease_expires_at": None})
-            )
+            requeued = repo.requeue_running(s, campaign_id=self.campaign_id)
             if requeued:
                 repo.add_event(
                     s, campaign_id=self.campaign_id, kind="resumed", payload={"requeued": requeued}
                 )
-            self.spec = CampaignSpec.model_validate(campaign.spec)
-            self.elapsed_before = float(campaign.elapsed_seconds or 0.0)
-            self.objectives: list[Objective] = campaign_objectives(self.spec)
+            spec = CampaignSpec.model_validate(campaign.spec)
+            objectives = campaign_objectives(spec)
             if campaign.reference_point is None:
-                repo.set_reference_point(
-                    s, campaign_id=self.campaign_id, point=reference_point(self.objectives)
-                )
-                self.reference = reference_point(self.objectives)
+                reference = reference_point(objectives)
+                repo.set_reference_point(s, campaign_id=self.campaign_id, point=reference)
             else:
-                self.reference = list(campaign.reference_point)
-        return True
+                reference = list(campaign.reference_point)
+            return Claim(spec, objectives, reference, float(campaign.elapsed_seconds or 0.0))
 
-    def _rebuild(self) -> None:
-        """Rebuild the strategy, the front and the counters from storage."""
-        self.space = self.spec.space.build()
-        self.strategy: Strategy = create_strategy(
-            self.spec.strategy.name,
-            self.space,
-            self.spec.strategy,
-            len(self.objectives),
-            self.spec.seed,
+    def _rebuild(self, claim: Claim) -> RunState:
+        """The run's state rebuilt from storage: the strategy, the front and the counters."""
+        spec, objectives = claim.spec, claim.objectives
+        strategy = create_strategy(
+            spec.strategy.name, spec.space.build(), spec.strategy, len(objectives), spec.seed
         )
-        self.front = _Front(self.reference)
-        names = [o.name for o in self.objectives]
+        strategy.gain = spec.gain
+        strategy.interrupt = self.halted
+        front = Front(claim.reference)
+        names = [o.name for o in objectives]
         with session_scope(self.engine, readonly=True) as s:
-            candidates = _all_candidates(s, self.campaign_id)
+            candidates = repo.all_candidates(s, campaign_id=self.campaign_id)
             ids, table = repo.objective_table(s, campaign_id=self.campaign_id, names=names)
-            self.evaluations_done = sum(
+            evaluations_done = sum(
                 n
                 for status, n in repo.count_evaluations(s, campaign_id=self.campaign_id).items()
-                if status in ("completed", "failed", "timeout")
+                if status in EVALUATION_ENDED
             )
-        values = dict(zip(ids, to_minimize(self.objectives, table)))
+        values = dict(zip(ids, to_minimize(objectives, table)))
         members = []
-        self.seed_indices: set[int] = set()
-        self.has_baseline = False
+        seed_indices: set[int] = set()
+        has_baseline = False
+        cannot_run = None
         for c in candidates:
             member = Member(
                 id=c.id,
@@ -258,33 +301,91 @@ class CampaignRunner:
             )
             members.append(member)
             if c.origin == "baseline":
-                self.has_baseline = True
+                has_baseline = True
+                if (
+                    c.status == CandidateStatus.FAILED
+                ):  # stored before a restart, a pause or an upgrade
+                    cannot_run = self._stored_baseline_failure(c.id, spec)
             if c.origin == "seed":
-                self.seed_indices.add(int(c.strategy_data.get("seed_index", -1)))
-        self.strategy.rebuild(members)
+                seed_indices.add(int(c.strategy_data.get("seed_index", -1)))
+        ladder = self._rebuild_ladder(spec, objectives, members)
+        strategy.rebuild(members)
         with session_scope(self.engine, readonly=True) as s:
-            self.counts = repo.count_candidates(s, campaign_id=self.campaign_id)
-            self.funnel = {
+            counts = repo.count_candidates(s, campaign_id=self.campaign_id)
+            funnel = {
                 stage: int(v["rejected"])
                 for stage, v in repo.rejection_funnel(s, campaign_id=self.campaign_id).items()
             }
         for point in values.values():
-            self.front.add(list(point))
-        self.num_candidates = len(candidates)
+            front.add(list(point))
+        return RunState(
+            spec=spec,
+            objectives=objectives,
+            elapsed_before=claim.elapsed_before,
+            strategy=strategy,
+            front=front,
+            counts=counts,
+            funnel=funnel,
+            num_candidates=len(candidates),
+            evaluations_done=evaluations_done,
+            has_baseline=has_baseline,
+            seed_indices=seed_indices,
+            cannot_run=cannot_run,
+            started=time.monotonic(),
+            ladder=ladder,
+        )
+
+    def _rebuild_ladder(
+        self, spec: CampaignSpec, objectives: list[Objective], members: list[Member]
+    ) -> Ladder:
+        """The rungs' populations from the stored runs (completed and stopped search
+        evaluations list the rungs they reached), and each stopped member's lower-fidelity
+        values (its partial accuracies at the rung where it stopped), which the strategy
+        sees as it saw them when the candidate stopped."""
+        ladder = Ladder.from_settings(spec.promotion)
+        if not ladder.enabled:
+            return ladder
+        with session_scope(self.engine, readonly=True) as s:
+            stored = repo.evaluation_results(
+                s,
+                campaign_id=self.campaign_id,
+                kind=EvaluationKind.SEARCH,
+                statuses=(EvaluationStatus.COMPLETED, EvaluationStatus.STOPPED),
+            )
+        by_id = {m.id: m for m in members}
+        for candidate_id, status, result in stored:
+            ladder.remember(result.get("rungs") or [])
+            member = by_id.get(candidate_id)
+            if status == EvaluationStatus.STOPPED and member is not None:
+                member.values = _stopped_values(objectives, member, result)
+        return ladder
+
+    def _stored_baseline_failure(self, candidate_id: int, spec: CampaignSpec) -> str | None:
+        """The campaign's error when the stored baseline ``candidate_id`` has the workers'
+        verdict ``failed`` (see :func:`_baseline_reason`), else None."""
+        with session_scope(self.engine, readonly=True) as s:
+            evaluation = repo.latest_evaluation(
+                s, candidate_id=candidate_id, kind=EvaluationKind.SEARCH
+            )
+            result = (evaluation.result if evaluation is not None else None) or {}
+        if result.get("status") != "failed":
+            return None
+        return _baseline_reason(spec, str(result.get("reason") or "failed"))
 
     def _initial_proposals(self) -> list[Proposal]:
         """The baseline and the seeds not stored yet, in order."""
+        spec = self.state.spec
         proposals = []
-        if not self.has_baseline:
-            graph = get_builtin(BASELINES[self.spec.space.kind])
+        if not self.state.has_baseline:
+            graph = get_builtin(BASELINES[spec.space.kind])
             proposals.append(
-                Proposal(graph, "baseline", (), {"builtin": BASELINES[self.spec.space.kind]})
+                Proposal(graph, "baseline", (), {"builtin": BASELINES[spec.space.kind]})
             )
-        for index, text in enumerate(self.spec.seeds):
-            if index not in self.seed_indices:
+        for index, text in enumerate(spec.seeds):
+            if index not in self.state.seed_indices:
                 proposals.append(
                     Proposal(
-                        parse_seed(text, self.spec.space),
+                        parse_seed(text, spec.space),
                         "seed",
                         (),
                         {"seed_index": index, "seed_text": text},
@@ -297,51 +398,200 @@ class CampaignRunner:
         """Run until the campaign ends, pauses, is cancelled or ``stop`` is set.
 
         Returns the campaign's status when the runner leaves (``stopped`` if ``stop`` was
-        set while it was still running).
+        set while it was still running, ``deleted`` if the campaign was deleted under it).
         """
-        if not self._claim():
+        claim = self._claim()
+        if claim is None:
             with session_scope(self.engine, readonly=True) as s:
                 return repo.get_campaign(s, campaign_id=self.campaign_id).status
-        self._rebuild()
-        self.started = time.monotonic()
+        watcher = threading.Thread(
+            target=self._watch, name=f"campaign-{self.campaign_id}-watch", daemon=True
+        )
+        watcher.start()
+        try:
+            return self._loop(claim)
+        except NotFoundError:
+            if self._exists():
+                raise
+            log.info("campaign %s was deleted; its runner leaves", self.campaign_id)
+            return "deleted"
+        finally:
+            self._watcher_done.set()
+            watcher.join()
+            self._release()
+
+    def _loop(self, claim: Claim) -> str:
+        """The body of :meth:`run`, once the campaign is claimed."""
+        self._state = self._rebuild(claim)
         self._redispatch_unfinished()
         pending_initial = self._initial_proposals()
-        try:
-            while True:
-                status = self._control()
-                if self.stop.is_set():
-                    return "stopped"
-                if status == "cancelled":
-                    self._abandon_in_flight("cancelled")
-                    return "cancelled"
-                searching = (
-                    status == "running"
-                    and self.num_candidates < self.spec.budget.max_candidates
-                    and self.elapsed() < self.spec.budget.max_seconds
+        self._start_fidelity()
+        if self.state.cannot_run is not None:
+            return self._fail(self.state.cannot_run)
+        while True:
+            status, ended = self._read_control()
+            if ended is not None:
+                return ended
+            searching = (
+                status == CampaignStatus.RUNNING
+                and self.state.num_candidates < self.state.spec.budget.max_candidates
+                and self.elapsed() < self.state.spec.budget.max_seconds
+            )
+            if searching:
+                pending_initial = self._fill(pending_initial)
+                if self.halted.is_set():
+                    continue
+            if self.evaluator.in_flight() == 0 and self.state.ladder.held:
+                # nothing running could reach a held candidate's rung: decide with what is
+                # known (the continuations are in flight again, or the rows are finished)
+                self._promote(force=True)
+                continue
+            if self.evaluator.in_flight() == 0:
+                if status == CampaignStatus.PAUSED:
+                    return CampaignStatus.PAUSED
+                if not searching or not self._can_ask():
+                    return self._finish()
+            outcomes = self._collect()
+            if outcomes:
+                self._store(outcomes)
+                if self.state.cannot_run is not None:
+                    return self._fail(self.state.cannot_run)
+
+    def _read_control(self) -> tuple[str, str | None]:
+        """The requested status, and how the runner must leave now (``deleted``,
+        ``cancelled`` with its in-flight work closed, ``stopped``) or None to go on.
+
+        Cancel comes before stop: a campaign cancelled while the service stops must still
+        close its in-flight work, or it would be left running for ever."""
+        if self.halt_reason == "deleted":
+            return "deleted", "deleted"
+        status = self._control(force=self.halted.is_set())
+        if status == CampaignStatus.CANCELLED or self.halt_reason == "cancelled":
+            self._abandon_in_flight(EvaluationStatus.CANCELLED, "the campaign was cancelled")
+            return status, CampaignStatus.CANCELLED
+        if self.stop.is_set():
+            return status, "stopped"
+        return status, None
+
+    def _exists(self) -> bool:
+        """Whether the campaign's row is still stored."""
+        with session_scope(self.engine, readonly=True) as s:
+            return repo.campaign_exists(s, campaign_id=self.campaign_id)
+
+    # ------------------------------------------------------------------ proxy fidelity
+    def _start_fidelity(self) -> None:
+        """Submit the fidelity panel's runs (search/fidelity.py), unless the campaign has its
+        report already or an earlier campaign's report with the same key can be reused."""
+        self.state.fidelity_runs.clear()
+        self.state.fidelity_pending.clear()
+        settings = self.state.spec.fidelity
+        if not settings.enabled:
+            return
+        panel = list(settings.panel or fidelity.PANELS[self.state.spec.space.kind])
+        seeds = list(range(settings.seeds))
+        search = with_gain(self.state.spec.proxies, self.state.spec.gain)
+        transfer = with_gain(self.state.spec.transfer.proxies, self.state.spec.gain)
+        key = fidelity.report_key(
+            self.state.spec.space.kind, panel, seeds, search, transfer, self.state.spec.gain
+        )
+        self.state.fidelity_plan = {
+            "panel": panel,
+            "seeds": seeds,
+            "search": search,
+            "transfer": transfer,
+            "key": key,
+        }
+        with session_scope(self.engine) as s:
+            if repo.latest_event(s, campaign_id=self.campaign_id, kind="fidelity") is not None:
+                return
+            earlier = repo.find_event_by_key(s, kind="fidelity", key=key)
+            if earlier is not None:
+                repo.add_event(
+                    s,
+                    campaign_id=self.campaign_id,
+                    kind="fidelity",
+                    payload={**earlier.payload, "reused_from": earlier.campaign_id},
                 )
-                if searching:
-                    pending_initial = self._fill(pending_initial)
-                if self.evaluator.in_flight() == 0:
-                    if status == "paused":
-                        return "paused"
-                    if not searching or not self._can_ask():
-                        return self._finish()
-                outcomes = self._collect()
-                if outcomes:
-                    self._store(outcomes)
-        finally:
-            self._release()
+                return
+        for job_id, payload in fidelity.panel_jobs(
+            panel, seeds, search + transfer, self.campaign_id
+        ):
+            self.state.fidelity_pending.add(job_id)
+            self.evaluator.submit(job_id, payload)
+
+    def _search_in_flight(self) -> int:
+        """The search's own jobs in flight: the fidelity panel and the scale controls run
+        beside them and do not take from ``parallelism``."""
+        side = len(self.state.fidelity_pending) + len(self.state.controls_pending)
+        return max(0, self.evaluator.in_flight() - side)
+
+    def _store_fidelity(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """Take the panel's outcomes out of ``outcomes``; store the report once the last
+        arrives. Returns the other outcomes."""
+        rest = []
+        for outcome in outcomes:
+            if outcome.job_id.startswith(confirm.CONTROL_PREFIX):
+                self._store_control(outcome)
+                continue
+            if not outcome.job_id.startswith(fidelity.JOB_PREFIX):
+                rest.append(outcome)
+                continue
+            if outcome.job_id not in self.state.fidelity_pending:
+                continue  # a duplicate delivery, or a job of an earlier runner
+            self.state.fidelity_pending.discard(outcome.job_id)
+            result = outcome.result or {}
+            completed = outcome.status == "ok" and result.get("status") == "completed"
+            plan = self.state.fidelity_plan
+            count = len(plan["search"]) + len(plan["transfer"])
+            proxies = list(result.get("proxies") or []) if completed else []
+            self.state.fidelity_runs[fidelity.parse_job_id(outcome.job_id)] = [
+                fidelity.accuracy_of(proxies[i]) if i < len(proxies) else None for i in range(count)
+            ]
+            if not self.state.fidelity_pending:
+                report = fidelity.build_report(
+                    panel=plan["panel"],
+                    seeds=plan["seeds"],
+                    search=plan["search"],
+                    transfer=plan["transfer"],
+                    accuracies=self.state.fidelity_runs,
+                    key=plan["key"],
+                )
+                with session_scope(self.engine) as s:
+                    repo.add_event(s, campaign_id=self.campaign_id, kind="fidelity", payload=report)
+        return rest
+
+    def _store_control(self, outcome: Outcome) -> None:
+        """Store one scale control's run as a ``transfer_control`` event."""
+        if outcome.job_id not in self.state.controls_pending:
+            return
+        self.state.controls_pending.discard(outcome.job_id)
+        index, seed = outcome.job_id.removeprefix(confirm.CONTROL_PREFIX).split(":")
+        result = outcome.result or {}
+        completed = outcome.status == "ok" and result.get("status") == "completed"
+        proxies = list(result.get("proxies") or []) if completed else []
+        with session_scope(self.engine) as s:
+            repo.add_event(
+                s,
+                campaign_id=self.campaign_id,
+                kind="transfer_control",
+                payload={
+                    "text": confirm.CONTROLS[int(index)],
+                    "seed": int(seed),
+                    "accuracies": [fidelity.accuracy_of(p) for p in proxies],
+                },
+            )
 
     def _collect(self) -> list[Outcome]:
         """Outcomes from the evaluator: wait up to ``poll_s`` for the first, then keep
         collecting for ``batch_window_s`` while jobs are still in flight.
 
-        On a cluster results trickle in one at a time (10,000 workers at a minute each: one
-        every 6 ms). Storing and refilling for each alone cost the controller two write
-        transactions per candidate, about 8 ms of CPU; a 50 ms window stores them in
-        batches of several at a few ms of added latency on minute-long evaluations. An
-        evaluator that runs its jobs inside ``poll`` (``synchronous``) is never lingered on.
+        On a cluster results trickle in one at a time; storing and refilling for each alone
+        would cost the controller two write transactions per candidate, so a short window
+        stores them in batches at a small added latency on long evaluations (figures:
+        docs/measurements.md). An evaluator that runs its jobs inside ``poll``
+        (``synchronous``) is never lingered on.
         """
+        self._report_waiting()
         outcomes = self.evaluator.poll(self.poll_s)
         if (
             not outcomes
@@ -357,28 +607,56 @@ class CampaignRunner:
             outcomes += self.evaluator.poll(left)
         return outcomes
 
+    def _report_waiting(self) -> None:
+        """Publish (as a progress event) when the evaluator cannot run queued work, e.g. no
+        Ray node has a free CPU, and when that ends; checked at the heartbeat's pace."""
+        now = time.monotonic()
+        if now - self.state.last_waiting_check < self.heartbeat_s:
+            return
+        self.state.last_waiting_check = now
+        probe = getattr(self.evaluator, "waiting", None)
+        reason = probe() if callable(probe) else None
+        if reason == self.state.waiting:
+            return
+        self.state.waiting = reason
+        if reason:
+            log.warning("campaign %s: %s", self.campaign_id, reason)
+        progress = self._progress()
+        with session_scope(self.engine) as s:
+            repo.add_events(s, campaign_id=self.campaign_id, rows=[("progress", progress.__dict__)])
+        if self.on_progress:
+            self.on_progress(progress)
+
     def _can_ask(self) -> bool:
-        return bool(self.strategy.ask(1)) if self.evaluator.in_flight() == 0 else True
+        return bool(self.state.strategy.ask(1)) if self.evaluator.in_flight() == 0 else True
 
     def elapsed(self) -> float:
         """Seconds the campaign has run, over all the runners that ran it."""
-        return self.elapsed_before + (time.monotonic() - self.started)
+        return self.state.elapsed()
 
-    def _control(self) -> str:
-        """Read the requested status (pause/cancel come from the API) and heart-beat."""
+    def _control(self, force: bool = False) -> str:
+        """Read the requested status (pause/cancel come from the API) and heart-beat; at
+        most every ``control_s`` unless ``force``."""
         now = time.monotonic()
-        if now - self._last_control < self.control_s and self._status is not None:
-            return self._status
-        self._last_control = now
+        if (
+            not force
+            and now - self.state.last_control < self.control_s
+            and self.state.status is not None
+        ):
+            return self.state.status
+        self.state.last_control = now
         with session_scope(self.engine) as s:
             campaign = repo.get_campaign(s, campaign_id=self.campaign_id)
-            if campaign.owner not in (None, self.owner) and campaign.status == "running":
+            if (
+                campaign.owner not in (None, self.owner)
+                and campaign.status == CampaignStatus.RUNNING
+            ):
                 raise ConflictError(
                     f"campaign {self.campaign_id} was taken over by {campaign.owner}"
                 )
-            status = self._status = campaign.status
-            if now - self._last_heartbeat >= self.heartbeat_s:
-                self._last_heartbeat = now
+            status = self.state.status = campaign.status
+            if now - self.state.last_heartbeat >= self.heartbeat_s:
+                self.state.last_heartbeat = now
                 repo.touch_campaign(
                     s,
                     campaign_id=self.campaign_id,
@@ -394,37 +672,58 @@ class CampaignRunner:
         return status
 
     def _fill(self, pending_initial: list[Proposal]) -> list[Proposal]:
-        """Ask for and dispatch proposals until ``parallelism`` jobs are in flight."""
-        room = min(
-            self.spec.parallelism - self.evaluator.in_flight(),
-            self.spec.budget.max_candidates - self.num_candidates,
-        )
-        if room <= 0:
-            return pending_initial
-        proposals = pending_initial[:room]
-        rest = pending_initial[room:]
-        if len(proposals) < room:
-            proposals += self.strategy.ask(room - len(proposals))
-        if proposals:
-            self._dispatch(proposals)
-        return rest
+        """Ask for and dispatch proposals until ``parallelism`` jobs are in flight.
+
+        At most :data:`ASK_BATCH` proposals per ask and per transaction, so that a huge
+        parallelism neither holds one ask for minutes nor one write transaction for
+        100,000 rows; between batches a cancel, pause or stop ends the fill. Leaves early
+        when the strategy proposes fewer than asked (it waits for results).
+        """
+        while not self.halted.is_set():
+            room = min(
+                self.state.spec.parallelism - self._search_in_flight(),
+                self.state.spec.budget.max_candidates - self.state.num_candidates,
+                ASK_BATCH,
+            )
+            if room <= 0:
+                break
+            proposals = pending_initial[:room]
+            pending_initial = pending_initial[room:]
+            if len(proposals) < room:
+                proposals += self.state.strategy.ask(room - len(proposals))
+            if self.halt_reason == "deleted":
+                break
+            if proposals:
+                self._dispatch(proposals)
+            if (
+                len(proposals) < room
+                or self._control() != CampaignStatus.RUNNING
+                or self.stop.is_set()
+            ):
+                break
+        return pending_initial
 
     def _payload(
         self,
         graph_dict: dict[str, Any],
-        kind: str = "search",
+        kind: str = EvaluationKind.SEARCH,
         seed: int = 0,
         proxies: list[dict[str, Any]] | None = None,
-    ) -> dict[str, Any]:
-        rejection = worker_rejection_config(self.spec, transfer=kind == "transfer")
-        return {
-            "graph": graph_dict,
-            "proxies": proxies or self.spec.proxies,
-            "rejection": rejection,
-            "seed": seed,
-            "kind": kind,
-            "campaign_id": self.campaign_id,
-        }
+    ) -> EvaluationJob:
+        """The job of one evaluation; a search job stops at the first rung when the
+        campaign promotes by rungs (search/promotion.py)."""
+        rejection = worker_rejection_config(
+            self.state.spec, transfer=kind == EvaluationKind.TRANSFER
+        )
+        return EvaluationJob(
+            graph=graph_dict,
+            proxies=with_gain(proxies or self.state.spec.proxies, self.state.spec.gain),
+            rejection=rejection,
+            seed=seed,
+            kind=str(kind),
+            campaign_id=self.campaign_id,
+            rung=self.state.ladder.first_rung() if kind == EvaluationKind.SEARCH else None,
+        )
 
     def _dispatch(self, proposals: list[Proposal]) -> None:
         """Store proposals and their leased evaluations in one transaction, then submit.
@@ -433,7 +732,7 @@ class CampaignRunner:
         say) is stored as a duplicate of the first one and reuses its result; it is not
         evaluated again.
         """
-        proposals = [p.with_fingerprint() for p in proposals]
+        proposals = [p.with_fingerprint(self.state.spec.gain) for p in proposals]
         first_in_batch: dict[str, int] = {}
         rows = []
         with session_scope(self.engine) as s:
@@ -442,7 +741,7 @@ class CampaignRunner:
                 original = None
                 if proposal.fingerprint in first_in_batch:
                     original = -1 - first_in_batch[proposal.fingerprint]  # resolved below
-                elif proposal.fingerprint in self.strategy.seen:
+                elif proposal.fingerprint in self.state.strategy.seen:
                     found = repo.find_candidate_by_fingerprint(
                         s, campaign_id=self.campaign_id, fingerprint=proposal.fingerprint
                     )
@@ -458,7 +757,9 @@ class CampaignRunner:
                         "parent_ids": proposal.parent_ids,
                         "num_nodes": proposal.graph.num_nodes,
                         "strategy_data": proposal.data,
-                        "status": "running" if original is None else "duplicate",
+                        "status": CandidateStatus.RUNNING
+                        if original is None
+                        else CandidateStatus.DUPLICATE,
                     }
                 )
             ids = repo.add_candidates(s, campaign_id=self.campaign_id, rows=rows)
@@ -466,10 +767,7 @@ class CampaignRunner:
             for index, original in enumerate(originals):
                 if original is not None:
                     duplicates[ids[index]] = ids[-1 - original] if original < 0 else original
-            if duplicates:
-                s.execute(
-                    update(Candidate), [{"id": d, "duplicate_of": o} for d, o in duplicates.items()]
-                )
+            repo.set_duplicates(s, campaign_id=self.campaign_id, duplicates=duplicates)
             fresh = [cid for cid in ids if cid not in duplicates]
             evaluation_ids = repo.add_running_evaluations(
                 s,
@@ -479,6 +777,9 @@ class CampaignRunner:
                 lease_seconds=self.lease_seconds,
             )
             copied = self._copy_known_results(s, duplicates)
+            repo.add_events(
+                s, campaign_id=self.campaign_id, rows=self.state.strategy.drain_events()
+            )
         graph_by_id = {cid: row["graph"] for cid, row in zip(ids, rows)}
         for index, (proposal, cid) in enumerate(zip(proposals, ids)):
             member = Member(
@@ -492,11 +793,11 @@ class CampaignRunner:
                 proposal.parent_ids,
                 dict(proposal.data),
             )
-            self.strategy.observe(member)
-            self.counts[member.status] = self.counts.get(member.status, 0) + 1
-        self.num_candidates += len(ids)
+            self.state.strategy.observe(member)
+            self.state.counts[member.status] = self.state.counts.get(member.status, 0) + 1
+        self.state.num_candidates += len(ids)
         for cid, evaluation_id in zip(fresh, evaluation_ids):
-            self.dispatched[str(evaluation_id)] = cid
+            self.state.dispatched[str(evaluation_id)] = cid
             self.evaluator.submit(str(evaluation_id), self._payload(graph_by_id[cid]))
 
     def _copy_known_results(self, s, duplicates: dict[int, int]) -> dict[int, tuple[float, ...]]:
@@ -505,14 +806,16 @@ class CampaignRunner:
         values = {}
         for duplicate, original in duplicates.items():
             known = repo.get_objective_values(s, candidate_id=original)
-            if len(known) == len(self.objectives):
+            if len(known) == len(self.state.objectives):
                 values[duplicate] = known
                 copied[duplicate] = self._minimized(known)
         repo.add_objective_values(s, campaign_id=self.campaign_id, values=values)
         return copied
 
     def _minimized(self, values: dict[str, float]) -> tuple[float, ...]:
-        return tuple(to_minimize(self.objectives, [[values[o.name] for o in self.objectives]])[0])
+        return tuple(
+            to_minimize(self.state.objectives, [[values[o.name] for o in self.state.objectives]])[0]
+        )
 
     def _redispatch_unfinished(self) -> None:
         """Resume: submit again every evaluation that was queued when the last runner left."""
@@ -527,7 +830,9 @@ class CampaignRunner:
                     lease_seconds=self.lease_seconds,
                 )
                 proxies = (
-                    (self.spec.transfer.proxies or None) if evaluation.kind == "transfer" else None
+                    held_out_runs(self.state.spec)
+                    if evaluation.kind == EvaluationKind.TRANSFER
+                    else None
                 )
                 jobs.append(
                     (
@@ -535,7 +840,7 @@ class CampaignRunner:
                         self._payload(candidate.graph, evaluation.kind, evaluation.seed, proxies),
                     )
                 )
-                self.dispatched[str(evaluation.id)] = candidate.id
+                self.state.dispatched[str(evaluation.id)] = candidate.id
         for job_id, payload in jobs:
             self.evaluator.submit(job_id, payload)
 
@@ -545,18 +850,26 @@ class CampaignRunner:
         Outcomes of evaluations that already finished (a result delivered twice, a job of a
         deleted campaign) are dropped: the evaluations are locked and checked first.
         """
+        outcomes = self._store_fidelity(outcomes)
+        if not outcomes:
+            return
         tells: list[tuple[int, tuple[float, ...] | None, str | None, str]] = []
+        held_now = False
         with session_scope(self.engine) as s:
             open_evaluations = repo.lock_unfinished_evaluations(
                 s, evaluation_ids=[int(o.job_id) for o in outcomes]
             )
             batch = _Batch()
             for outcome in outcomes:
-                self.dispatched.pop(outcome.job_id, None)
+                self.state.dispatched.pop(outcome.job_id, None)
                 found = open_evaluations.pop(int(outcome.job_id), None)
                 if found is None:
                     continue
                 candidate_id, kind = found
+                if kind == EvaluationKind.SEARCH and outcome.at_rung and self.state.ladder.enabled:
+                    self._hold(outcome, candidate_id)
+                    held_now = True
+                    continue
                 told = self._classify(batch, int(outcome.job_id), candidate_id, kind, outcome)
                 if told is not None:
                     tells.append(told)
@@ -578,8 +891,81 @@ class CampaignRunner:
                 rows=[*batch.events, ("progress", progress.__dict__)],
             )
         for candidate_id, values, error, status in tells:
-            if candidate_id in self.strategy.members:
-                self.strategy.tell(candidate_id, values, error=error, status=status)
+            if candidate_id in self.state.strategy.members:
+                self.state.strategy.tell(candidate_id, values, error=error, status=status)
+        if self.on_progress:
+            self.on_progress(progress)
+        if held_now:
+            self._promote(force=False)
+
+    # ------------------------------------------------------------------ successive halving
+    def _hold(self, outcome: Outcome, candidate_id: int) -> None:
+        """Keep a search job that reached its rung (its evaluation stays running, leased)
+        until the rung's decision; the job is rebuilt to be continued later."""
+        member = self.state.strategy.members.get(candidate_id)
+        graph = member.graph.to_dict() if member else {}
+        self.state.ladder.arrive(outcome.job_id, candidate_id, self._payload(graph), outcome)
+
+    def _promote(self, *, force: bool) -> None:
+        """Apply the ladder's decisions: a promoted candidate's run continues (the same
+        job with its checkpoint, to the next rung or the end); a stopped one is stored as
+        ``stopped`` with its rung and partial accuracies, and the strategy is told those
+        lower-fidelity values."""
+        ladder = self.state.ladder
+        decisions = ladder.decide(force=force)
+        if not decisions:
+            return
+        stopped = [held for held, continues in decisions if not continues]
+        if stopped:
+            self._store_stopped(stopped)
+        for held, continues in decisions:
+            if not continues:
+                continue
+            job = held.job.continuation(held.outcome.checkpoint or b"", ladder.next_rung(held.rung))
+            self.state.dispatched[held.job_id] = held.candidate_id
+            self.evaluator.submit(held.job_id, job)
+
+    def _store_stopped(self, stopped: list[Held]) -> None:
+        """Finish the evaluations and candidates stopped at their rungs in one transaction,
+        then tell the strategy their partial (lower-fidelity) values."""
+        strategy = self.state.strategy
+        tells = []
+        with session_scope(self.engine) as s:
+            still_open = repo.lock_unfinished_evaluations(
+                s, evaluation_ids=[int(h.job_id) for h in stopped]
+            )
+            batch = _Batch()
+            for held in stopped:
+                if int(held.job_id) not in still_open:
+                    continue  # closed meanwhile (a cancel)
+                result = dict(held.outcome.result or {})
+                member = strategy.members.get(held.candidate_id)
+                values = _stopped_values(self.state.objectives, member, result)
+                accuracy = [p.get("val_accuracy") for p in result.get("proxies") or []]
+                batch.evaluations.append(
+                    {"id": int(held.job_id), "status": EvaluationStatus.STOPPED, "result": result}
+                )
+                self._finished(
+                    batch,
+                    held.candidate_id,
+                    CandidateStatus.STOPPED,
+                    to_text(member.graph) if member else "",
+                    rung=held.rung,
+                    accuracy=accuracy,
+                )
+                tells.append((held.candidate_id, values))
+            repo.finish_evaluations(s, rows=batch.evaluations)
+            repo.set_candidate_statuses(s, statuses=batch.statuses)
+            repo.add_hypervolume_points(s, campaign_id=self.campaign_id, rows=batch.hypervolume)
+            progress = self._progress()
+            repo.add_events(
+                s,
+                campaign_id=self.campaign_id,
+                rows=[*batch.events, ("progress", progress.__dict__)],
+            )
+        for candidate_id, values in tells:
+            if candidate_id in strategy.members:
+                strategy.tell(candidate_id, values, status=CandidateStatus.STOPPED)
         if self.on_progress:
             self.on_progress(progress)
 
@@ -588,8 +974,10 @@ class CampaignRunner:
     ):
         """Turn one outcome into the rows to write; returns what to tell the strategy."""
         result = outcome.result or {}
-        if kind == "transfer":
-            status = {"ok": "completed", "timeout": "timeout"}.get(outcome.status, "failed")
+        if kind == EvaluationKind.TRANSFER:
+            status = {"ok": EvaluationStatus.COMPLETED, "timeout": EvaluationStatus.TIMEOUT}.get(
+                outcome.status, EvaluationStatus.FAILED
+            )
             batch.evaluations.append(
                 {
                     "id": evaluation_id,
@@ -599,25 +987,29 @@ class CampaignRunner:
                 }
             )
             return None
-        member = self.strategy.members.get(candidate_id)
+        member = self.state.strategy.members.get(candidate_id)
         text = to_text(member.graph) if member else ""
         if outcome.status != "ok":
-            status = "timeout" if outcome.status == "timeout" else "failed"
+            status = (
+                EvaluationStatus.TIMEOUT if outcome.status == "timeout" else EvaluationStatus.FAILED
+            )
             error = outcome.error or status
             batch.evaluations.append({"id": evaluation_id, "status": status, "error": error})
-            self._finished(batch, candidate_id, "failed", text, reason=error)
-            return candidate_id, None, error, "failed"
-        batch.evaluations.append({"id": evaluation_id, "status": "completed", "result": result})
+            self._finished(batch, candidate_id, CandidateStatus.FAILED, text, reason=error)
+            return candidate_id, None, error, CandidateStatus.FAILED
+        batch.evaluations.append(
+            {"id": evaluation_id, "status": EvaluationStatus.COMPLETED, "result": result}
+        )
         verdict = result.get("status")
         if verdict == "completed":
             num_nodes = member.graph.num_nodes if member else 0
-            values = values_from_result(self.objectives, result, num_nodes)
+            values = values_from_result(self.state.objectives, result, num_nodes)
             batch.objectives[candidate_id] = values
             batch.completed.append(candidate_id)
             point = self._minimized(values)
-            self.front.add(list(point))
-            self._finished(batch, candidate_id, "completed", text, values=values)
-            return candidate_id, point, None, "completed"
+            self.state.front.add(list(point))
+            self._finished(batch, candidate_id, CandidateStatus.COMPLETED, text, values=values)
+            return candidate_id, point, None, CandidateStatus.COMPLETED
         if verdict == "rejected":
             stage = str(result.get("stage"))
             reason = str(result.get("reason") or "")
@@ -630,25 +1022,31 @@ class CampaignRunner:
                     "cost_seconds": cost,
                 }
             )
-            self.funnel[stage] = self.funnel.get(stage, 0) + 1
-            self._finished(batch, candidate_id, "rejected", text, stage=stage, reason=reason)
-            return candidate_id, None, reason, "rejected"
+            self.state.funnel[stage] = self.state.funnel.get(stage, 0) + 1
+            self._finished(
+                batch, candidate_id, CandidateStatus.REJECTED, text, stage=stage, reason=reason
+            )
+            return candidate_id, None, reason, CandidateStatus.REJECTED
         reason = str(result.get("reason") or "failed")
-        self._finished(batch, candidate_id, "failed", text, reason=reason)
-        return candidate_id, None, reason, "failed"
+        if member is not None and member.origin == "baseline":
+            self.state.cannot_run = _baseline_reason(self.state.spec, reason)
+        self._finished(batch, candidate_id, CandidateStatus.FAILED, text, reason=reason)
+        return candidate_id, None, reason, CandidateStatus.FAILED
 
     def _finished(
         self, batch: _Batch, candidate_id: int, status: str, text: str, **extra: Any
     ) -> None:
         """Book-keeping shared by every finished search evaluation."""
         batch.statuses[candidate_id] = status
-        self.counts["running"] = max(0, self.counts.get("running", 0) - 1)
-        self.counts[status] = self.counts.get(status, 0) + 1
-        self.evaluations_done += 1
+        self.state.counts[CandidateStatus.RUNNING] = max(
+            0, self.state.counts.get(CandidateStatus.RUNNING, 0) - 1
+        )
+        self.state.counts[status] = self.state.counts.get(status, 0) + 1
+        self.state.evaluations_done += 1
         batch.hypervolume.append(
             {
-                "evaluations": self.evaluations_done,
-                "hypervolume": self.front.value,
+                "evaluations": self.state.evaluations_done,
+                "hypervolume": self.state.front.value,
                 "elapsed_seconds": self.elapsed(),
             }
         )
@@ -658,121 +1056,152 @@ class CampaignRunner:
 
     def _progress(self, phase: str = "search") -> Progress:
         best: dict[str, float] = {}
-        for index, objective in enumerate(self.objectives):
-            column = [p[index] for p in self.front.points]
+        for index, objective in enumerate(self.state.objectives):
+            column = [p[index] for p in self.state.front.points]
             if column:
                 best[objective.name] = objective.minimized(min(column))
         return Progress(
             self.campaign_id,
-            self._status or "running",
-            self.num_candidates,
-            self.spec.budget.max_candidates,
-            dict(self.counts),
-            dict(self.funnel),
+            self.state.status or CampaignStatus.RUNNING,
+            self.state.num_candidates,
+            self.state.spec.budget.max_candidates,
+            dict(self.state.counts),
+            dict(self.state.funnel),
             best,
-            self.front.value,
+            self.state.front.value,
             self.evaluator.in_flight(),
             self.elapsed(),
             phase,
+            self.state.waiting,
         )
 
     # ------------------------------------------------------------------ ending
-    def _abandon_in_flight(self, reason: str) -> None:
+    def _abandon_in_flight(self, status: str, reason: str) -> None:
+        """Stop the evaluator's jobs, then close every in-flight evaluation and candidate
+        of the campaign as ``status`` (``cancelled`` or ``failed``) in one transaction."""
+        self.evaluator.cancel()
+        self.state.ladder.drop_held()
+        self._close_in_flight(status, reason)
+        self.state.dispatched.clear()
+
+    def _fail(self, reason: str) -> str:
+        """End a campaign that cannot run: close its in-flight work and mark it ``failed``
+        with ``reason`` (the campaign's ``error``, and the payload of its status event)."""
+        log.warning("campaign %s cannot run: %s", self.campaign_id, reason)
+        self._abandon_in_flight(EvaluationStatus.FAILED, reason)
         with session_scope(self.engine) as s:
-            for evaluation in repo.unfinished_evaluations(s, campaign_id=self.campaign_id):
-                repo.finish_evaluation(
-                    s, evaluation_id=evaluation.id, status="failed", error=reason
+            try:
+                repo.set_campaign_status(
+                    s,
+                    campaign_id=self.campaign_id,
+                    status=CampaignStatus.FAILED,
+                    expected=[CampaignStatus.RUNNING],
+                    error=reason,
                 )
-                candidate = repo.get_candidate(s, candidate_id=evaluation.candidate_id)
-                if candidate.status in ("proposed", "running"):
-                    repo.set_candidate_status(s, candidate_id=candidate.id, status="failed")
-        self.dispatched.clear()
+            except ConflictError:  # cancelled or paused meanwhile: that stands
+                return repo.get_campaign(s, campaign_id=self.campaign_id).status
+            repo.touch_campaign(
+                s, campaign_id=self.campaign_id, owner=self.owner, elapsed_seconds=self.elapsed()
+            )
+        if self.on_progress:
+            self.state.status = CampaignStatus.FAILED
+            self.on_progress(self._progress())
+        return CampaignStatus.FAILED
+
+    def _close_in_flight(self, status: str, reason: str) -> None:
+        """Close the campaign's in-flight evaluations and candidates as ``status`` in one
+        transaction (and, for a cancel, make sure the campaign itself says cancelled); a
+        ``closed`` event records how many. Called by the loop and by the watcher: whichever
+        comes first closes the rows, the other finds nothing left."""
+        with session_scope(self.engine) as s:
+            if status == EvaluationStatus.CANCELLED:
+                try:  # halted by a cancel whose status change this loop has not read yet
+                    repo.set_campaign_status(
+                        s,
+                        campaign_id=self.campaign_id,
+                        status=CampaignStatus.CANCELLED,
+                        expected=[
+                            CampaignStatus.QUEUED,
+                            CampaignStatus.RUNNING,
+                            CampaignStatus.PAUSED,
+                        ],
+                    )
+                except ConflictError:
+                    pass  # already cancelled (or finished otherwise)
+            closed = repo.close_in_flight(
+                s, campaign_id=self.campaign_id, status=status, reason=reason
+            )
+            if closed.evaluations or closed.candidates:
+                repo.add_event(
+                    s,
+                    campaign_id=self.campaign_id,
+                    kind="closed",
+                    payload={"status": status, "reason": reason, **closed._asdict()},
+                )
 
     def _finish(self) -> str:
         """Run the transfer stage (if configured), then mark the campaign completed."""
-        if self.spec.transfer.top_k > 0 and not self.stop.is_set():
+        if self.state.spec.transfer.top_k > 0 and not self.stop.is_set():
             outcome = self._transfer()
             if outcome != "done":
                 return outcome
         with session_scope(self.engine) as s:
             try:
                 repo.set_campaign_status(
-                    s, campaign_id=self.campaign_id, status="completed", expected=["running"]
+                    s,
+                    campaign_id=self.campaign_id,
+                    status=CampaignStatus.COMPLETED,
+                    expected=[CampaignStatus.RUNNING],
                 )
             except ConflictError:
-                return repo.get_campaign(s, campaign_id=self.campaign_id).status
+                status = repo.get_campaign(s, campaign_id=self.campaign_id).status
+                if status == CampaignStatus.CANCELLED:  # cancelled just now, between two checks
+                    repo.close_in_flight(
+                        s,
+                        campaign_id=self.campaign_id,
+                        status=EvaluationStatus.CANCELLED,
+                        reason="the campaign was cancelled",
+                    )
+                return status
             repo.touch_campaign(
                 s, campaign_id=self.campaign_id, owner=self.owner, elapsed_seconds=self.elapsed()
             )
             if self.on_progress:
-                self._status = "completed"
+                self.state.status = CampaignStatus.COMPLETED
                 self.on_progress(self._progress())
-        return "completed"
+        return CampaignStatus.COMPLETED
 
     def _transfer(self) -> str:
-        """Re-evaluate the top K on held-out proxies with several seeds; returns how it ended."""
-        top = self.transfer_candidates()
-        with session_scope(self.engine) as s:
-            existing = {
-                (e.candidate_id, e.seed)
-                for e in s.query(Evaluation).filter(
-                    Evaluation.campaign_id == self.campaign_id, Evaluation.kind == "transfer"
-                )
-            }
-            jobs = []
-            for candidate_id, graph_dict in top:
-                for seed in range(self.spec.transfer.seeds):
-                    if (candidate_id, seed) in existing:
-                        continue
-                    evaluation = repo.add_evaluation(
-                        s, candidate_id=candidate_id, kind="transfer", seed=seed
-                    )
-                    repo.lease_evaluation(
-                        s,
-                        evaluation_id=evaluation.id,
-                        owner=self.owner,
-                        lease_seconds=self.lease_seconds,
-                    )
-                    jobs.append(
-                        (
-                            str(evaluation.id),
-                            self._payload(
-                                graph_dict, "transfer", seed, self.spec.transfer.proxies or None
-                            ),
-                        )
-                    )
-            if jobs:
-                repo.add_event(
-                    s,
-                    campaign_id=self.campaign_id,
-                    kind="transfer",
-                    payload={"candidates": [c for c, _ in top], "jobs": len(jobs)},
-                )
-        for job_id, payload in jobs:
-            self.evaluator.submit(job_id, payload)
+        """Run the transfer stage (see :mod:`search.transfer`): store and submit the top
+        candidates' held-out evaluations and the scale controls, then store their outcomes
+        until none is in flight; returns how it ended (``done`` or how the runner left)."""
+        state = self.state
+        top = transfer_candidates(state.spec, state.objectives, state.strategy.members.values())
+        jobs = queue_transfer(
+            self.engine,
+            campaign_id=self.campaign_id,
+            spec=state.spec,
+            top=top,
+            owner=self.owner,
+            lease_seconds=self.lease_seconds,
+        )
+        held_out = held_out_runs(state.spec)
+        for job in jobs:
+            self.evaluator.submit(
+                str(job.evaluation_id),
+                self._payload(job.graph, EvaluationKind.TRANSFER, job.seed, held_out),
+            )
+        state.controls_pending = submit_controls(
+            self.engine, self.evaluator, campaign_id=self.campaign_id, spec=state.spec
+        )
         while self.evaluator.in_flight():
-            status = self._control()
-            if self.stop.is_set():
-                return "stopped"
-            if status == "cancelled":
-                self._abandon_in_flight("cancelled")
-                return "cancelled"
+            _status, ended = self._read_control()
+            if ended is not None:
+                return ended
             outcomes = self.evaluator.poll(self.poll_s)
             if outcomes:
                 self._store(outcomes)
         return "done"
-
-    def transfer_candidates(self) -> list[tuple[int, dict[str, Any]]]:
-        """The top K completed candidates by mean search accuracy (ties: older first)."""
-        accuracy = [i for i, o in enumerate(self.objectives) if o.proxy_index is not None]
-        scored = []
-        for member in self.strategy.members.values():
-            if member.values is None or member.status != "completed":
-                continue
-            mean = -sum(member.values[i] for i in accuracy) / max(len(accuracy), 1)
-            scored.append((-mean, member.seq, member.id, member.graph.to_dict()))
-        scored.sort()
-        return [(cid, graph) for _, _, cid, graph in scored[: self.spec.transfer.top_k]]
 
     def _release(self) -> None:
         """Give up ownership so that another runner may continue without waiting."""
@@ -781,9 +1210,36 @@ class CampaignRunner:
                 campaign = repo.get_campaign(s, campaign_id=self.campaign_id)
                 if campaign.owner == self.owner:
                     campaign.owner = None
-                    campaign.elapsed_seconds = self.elapsed()
+                    if self._state is not None:  # None: the run failed before its rebuild
+                        campaign.elapsed_seconds = self._state.elapsed()
+        except NotFoundError:
+            pass  # deleted: nothing left to release
         except Exception:
             log.exception("could not release campaign %s", self.campaign_id)
+
+
+def _stopped_values(
+    objectives: list[Objective], member: Member | None, result: dict[str, Any]
+) -> tuple[float, ...]:
+    """The minimized objective values of a run stopped at a rung (its partial result)."""
+    num_nodes = member.graph.num_nodes if member else 0
+    values = values_from_result(objectives, result, num_nodes)
+    return tuple(to_minimize(objectives, [[values[o.name] for o in objectives]])[0])
+
+
+def _baseline_reason(spec: CampaignSpec, error: str | None) -> str:
+    """The campaign's error when the worker reported its baseline's evaluation failed.
+
+    The baseline is a known-good layer (ReLU, BN-ReLU): when the workers' protocol says
+    its evaluation failed (not rejected: the proxy could not be set up, its dataset is
+    missing or damaged, the network could not be built), every candidate would fail the
+    same way and the campaign would end ``completed`` with nothing to show. A lost
+    worker or a timeout is not such a verdict: those are retried or counted as usual.
+    """
+    return (
+        f"the baseline {BASELINES[spec.space.kind]} could not be evaluated, so no "
+        f"candidate can be: {error or 'its evaluation failed'}"
+    )
 
 
 def worker_rejection_config(spec: CampaignSpec, *, transfer: bool = False) -> dict[str, Any]:
@@ -795,145 +1251,11 @@ def worker_rejection_config(spec: CampaignSpec, *, transfer: bool = False) -> di
     evaluations skip every stage and train fully.
     """
     if transfer:
-        return {"stages": ["full"], "measure_costs": False}
+        return {"stages": [Stage.FULL], "measure_costs": False}
     rejection = spec.rejection
     return {
-        "stages": [*rejection.stages, "full"],
+        "stages": [*rejection.stages, Stage.FULL],
         **rejection.model_dump(exclude={"stages"}),  # every threshold, named as the workers name it
         "space": {"ops": "full", "max_nodes": 64, "max_depth": 64},
         "measure_costs": "runtime" in spec.objectives or "params" in spec.objectives,
     }
-
-
-def _all_candidates(session, campaign_id: int) -> list[Candidate]:
-    from sqlalchemy import select
-
-    return list(
-        session.scalars(
-            select(Candidate).where(Candidate.campaign_id == campaign_id).order_by(Candidate.seq)
-        )
-    )
-
-
-def _timestamp(value) -> float:
-    import datetime as dt
-
-    if value.tzinfo is None:  # SQLite returns naive datetimes in UTC
-        value = value.replace(tzinfo=dt.UTC)
-    return value.timestamp()
-
-
-def create_campaign(
-    database_url: str, spec: CampaignSpec, *, idempotency_key: str | None = None
-) -> int:
-    """Store a validated spec as a queued campaign; returns its id."""
-    objectives = campaign_objectives(spec)
-    with session_scope(get_engine(database_url)) as s:
-        if idempotency_key is not None:
-            existing = repo.find_campaign_by_idempotency_key(s, key=idempotency_key)
-            if existing is not None:
-                return existing.id
-        campaign = repo.create_campaign(
-            s,
-            name=spec.name,
-            spec=spec.model_dump(mode="json"),
-            space_kind=spec.space.kind,
-            strategy=spec.strategy.name,
-            objectives=[{"name": o.name, "maximize": o.maximize} for o in objectives],
-            seed=spec.seed,
-            reference_point=reference_point(objectives),
-            idempotency_key=idempotency_key,
-        )
-        return campaign.id
-
-
-def pareto_of_campaign(database_url: str, campaign_id: int) -> dict[str, Any]:
-    """The campaign's Pareto front and dominated points, with objective values by name."""
-    with session_scope(get_engine(database_url), readonly=True) as s:
-        campaign = repo.get_campaign(s, campaign_id=campaign_id)
-        spec = CampaignSpec.model_validate(campaign.spec)
-        objectives = campaign_objectives(spec)
-        names = [o.name for o in objectives]
-        ids, table = repo.objective_table(s, campaign_id=campaign_id, names=names)
-        # a duplicate (a seed equal to the baseline, say) shares its original's values: the
-        # function is shown once, as its original
-        duplicates = (
-            {
-                cid
-                for (cid,) in s.query(Candidate.id).filter(
-                    Candidate.id.in_(ids), Candidate.status == "duplicate"
-                )
-            }
-            if ids
-            else set()
-        )
-        kept = [(cid, row) for cid, row in zip(ids, table) if cid not in duplicates]
-        ids, table = [cid for cid, _ in kept], [row for _, row in kept]
-        front = set(pareto_front(to_minimize(objectives, table))) if ids else set()
-        texts = (
-            dict(s.query(Candidate.id, Candidate.text).filter(Candidate.id.in_(ids)).all())
-            if ids
-            else {}
-        )
-        origins = (
-            dict(s.query(Candidate.id, Candidate.origin).filter(Candidate.id.in_(ids)).all())
-            if ids
-            else {}
-        )
-        points = [
-            {
-                "candidate_id": cid,
-                "text": texts.get(cid, ""),
-                "origin": origins.get(cid, ""),
-                "values": dict(zip(names, row)),
-                "on_front": index in front,
-            }
-            for index, (cid, row) in enumerate(zip(ids, table))
-        ]
-        return {
-            "campaign_id": campaign_id,
-            "objectives": [{"name": o.name, "maximize": o.maximize} for o in objectives],
-            "reference_point": campaign.reference_point,
-            "front": [p for p in points if p["on_front"]],
-            "dominated": [p for p in points if not p["on_front"]],
-        }
-
-
-def transfer_ranking(database_url: str, campaign_id: int) -> list[dict[str, Any]]:
-    """Transfer-stage results per candidate: mean and standard deviation of accuracy."""
-    import statistics
-
-    rows: dict[int, list[float]] = {}
-    with session_scope(get_engine(database_url), readonly=True) as s:
-        evaluations = (
-            s.query(Evaluation)
-            .filter(
-                Evaluation.campaign_id == campaign_id,
-                Evaluation.kind == "transfer",
-                Evaluation.status == "completed",
-            )
-            .all()
-        )
-        texts = {}
-        for evaluation in evaluations:
-            result = evaluation.result or {}
-            accs = [
-                float(p.get("val_accuracy"))
-                for p in result.get("proxies") or []
-                if isinstance(p.get("val_accuracy"), (int, float))
-            ]
-            if accs:
-                rows.setdefault(evaluation.candidate_id, []).append(sum(accs) / len(accs))
-                texts[evaluation.candidate_id] = evaluation.candidate.text
-    ranking: list[dict[str, Any]] = [
-        {
-            "candidate_id": cid,
-            "text": texts[cid],
-            "runs": len(v),
-            "mean": statistics.fmean(v),
-            "std": statistics.stdev(v) if len(v) > 1 else 0.0,
-        }
-        for cid, v in rows.items()
-    ]
-    ranking.sort(key=lambda r: (-r["mean"], r["std"]))
-    return ranking

@@ -27,65 +27,63 @@ def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     return bool(np.all(a_arr <= b_arr) and np.any(a_arr < b_arr))
 
 
+def _dominance_safe(matrix: np.ndarray) -> np.ndarray:
+    """``matrix`` (NaN-free) as moocore can rank it: moocore mistakes an infinite value
+    (what a failed member scores) for its own sentinel with three or more objectives and
+    calls such a point dominated when it is not. Replacing each column by its dense rank
+    keeps every comparison, hence every dominance relation, and is finite; only matrices
+    that hold an infinity pay for it."""
+    if np.isfinite(matrix).all():
+        return matrix
+    ranked = np.empty(matrix.shape)
+    for column in range(matrix.shape[1]):
+        ranked[:, column] = np.unique(matrix[:, column], return_inverse=True)[1]
+    return ranked
+
+
 def non_dominated_sort(points: Sequence[Sequence[float]] | np.ndarray) -> list[list[int]]:
     """Indices of the points grouped into fronts: front 0 is non-dominated, and so on.
 
-    Rows with a NaN form a last front of their own. O(M N^2), which is fine for the
-    populations a campaign keeps (hundreds to a few thousand).
+    Each front lists its indices in ascending order; equal points share a front, and rows
+    with a NaN form a last front of their own. The ranks come from moocore's
+    ``pareto_rank`` (O(N log N) for two objectives, one front at a time above), which never
+    builds the N x N x M comparison a population of 10,000 could not hold in memory.
     """
+    import moocore
+
     matrix = _as_matrix(points)
-    n = len(matrix)
-    if n == 0:
+    if len(matrix) == 0:
         return []
     valid = ~np.isnan(matrix).any(axis=1)
     idx = np.flatnonzero(valid)
-    sub = matrix[idx]
-    le = np.asarray(sub[:, None, :] <= sub[None, :, :]).all(axis=2)
-    lt = np.asarray(sub[:, None, :] < sub[None, :, :]).any(axis=2)
-    dom = np.logical_and(le, lt)  # dom[i, j]: i dominates j
-    dominated_by = dom.sum(axis=0)
     fronts: list[list[int]] = []
-    current = np.flatnonzero(dominated_by == 0)
-    remaining = dominated_by.copy()
-    while current.size:
-        fronts.append([int(idx[i]) for i in current])
-        remaining[current] = -1
-        remaining -= dom[current].sum(axis=0)
-        current = np.flatnonzero(remaining == 0)
+    if idx.size:
+        ranks = np.asarray(moocore.pareto_rank(_dominance_safe(matrix[idx])))
+        order = np.argsort(ranks, kind="stable")  # by rank, ascending index within a rank
+        boundaries = np.flatnonzero(np.diff(ranks[order])) + 1
+        fronts = [idx[group].tolist() for group in np.split(order, boundaries)]
     invalid = np.flatnonzero(~valid)
     if invalid.size:
-        fronts.append([int(i) for i in invalid])
+        fronts.append(invalid.tolist())
     return fronts
 
 
 def pareto_front(points: Sequence[Sequence[float]] | np.ndarray) -> list[int]:
     """Indices of the non-dominated points, ascending (duplicates of a front point all kept).
 
-    Only the first front is computed: points are visited in lexicographic order, so a point
-    can only be dominated by one visited before it, and it is compared with the front found
-    so far, not with every point. That is O(N log N + N F) for a front of F points, against
-    the O(N^2) of a full :func:`non_dominated_sort`; the API serves this on every request.
+    Only the first front is computed, by moocore's ``is_nondominated`` (``keep_weakly``
+    keeps the duplicates); the API serves this on every request.
     """
+    import moocore
+
     matrix = _as_matrix(points)
     if matrix.size == 0:
         return []
     valid = np.flatnonzero(~np.isnan(matrix).any(axis=1))
     if valid.size == 0:
         return []
-    sub = matrix[valid]
-    order = np.lexsort(sub.T[::-1])
-    front_rows: list[int] = []
-    front_values = np.empty((0, sub.shape[1]))
-    for row in order:
-        point = sub[row]
-        if front_values.size:
-            no_worse = (front_values <= point).all(axis=1)
-            better = (front_values < point).any(axis=1)
-            if (no_worse & better).any():
-                continue
-        front_rows.append(int(row))
-        front_values = np.vstack([front_values, point])
-    return sorted(int(valid[row]) for row in front_rows)
+    keep = np.asarray(moocore.is_nondominated(_dominance_safe(matrix[valid]), keep_weakly=True))
+    return valid[keep].tolist()
 
 
 def crowding_distance(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:

@@ -20,22 +20,64 @@ from layerforge.storage.engine import (
     dispose_engines,
     get_engine,
     is_transient,
+    ping,
     session_scope,
     validate_database_url,
+    verify_database_file,
 )
-from layerforge.storage.errors import ConflictError, NotFoundError, StorageError
+from layerforge.storage.errors import (
+    ConflictError,
+    DatabaseFileChangedError,
+    DatabaseNotWritableError,
+    IdempotencyConflictError,
+    NotFoundError,
+    StorageError,
+)
 from layerforge.storage.migrate import (
     current_revision,
     downgrade_database,
     head_revision,
     upgrade_database,
 )
+from layerforge.storage.models import Campaign, Candidate, Evaluation
+from layerforge.storage.statuses import (
+    CAMPAIGN_FINISHED,
+    CAMPAIGN_STATUSES,
+    CANDIDATE_IN_FLIGHT,
+    CANDIDATE_STATUSES,
+    EVALUATION_ENDED,
+    EVALUATION_IN_FLIGHT,
+    EVALUATION_KINDS,
+    EVALUATION_STATUSES,
+    CampaignStatus,
+    CandidateStatus,
+    EvaluationKind,
+    EvaluationStatus,
+)
 from layerforge.storage.versions import read_data_version
 
 __all__ = [
+    "CAMPAIGN_FINISHED",
+    "CAMPAIGN_STATUSES",
+    "CANDIDATE_IN_FLIGHT",
+    "CANDIDATE_STATUSES",
+    "EVALUATION_ENDED",
+    "EVALUATION_IN_FLIGHT",
+    "EVALUATION_KINDS",
+    "EVALUATION_STATUSES",
+    "Campaign",
+    "CampaignStatus",
+    "Candidate",
+    "CandidateStatus",
+    "Evaluation",
+    "EvaluationKind",
+    "EvaluationStatus",
     "DATABASE_URL_VARIABLE",
     "DEFAULT_DATABASE_URL",
     "ConflictError",
+    "DatabaseFileChangedError",
+    "DatabaseNotWritableError",
+    "IdempotencyConflictError",
     "NotFoundError",
     "StorageError",
     "create_engine_for",
@@ -46,6 +88,7 @@ __all__ = [
     "encode_float",
     "get_engine",
     "head_revision",
+    "ping",
     "is_transient",
     "json_safe",
     "repository",
@@ -53,4 +96,5 @@ __all__ = [
     "session_scope",
     "upgrade_database",
     "validate_database_url",
+    "verify_database_file",
 ]

@@ -61,10 +61,3 @@ def json_safe(obj: Any) -> Any:
         if math.isinf(obj):
             return "inf" if obj > 0 else "-inf"
     return obj
-
-
-def json_float(value: Any) -> float:
-    """Read back a float stored through :func:`json_safe` (``"nan"``, ``"inf"`` included)."""
-    if isinstance(value, str):
-        return float(value)
-    return float(value)

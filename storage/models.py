@@ -3,7 +3,7 @@
 A campaign owns candidates; a candidate owns its evaluations, objective values and its
 rejection (if any). Deleting a campaign deletes everything under it (``ON DELETE CASCADE``
 in the database and ``cascade="all, delete-orphan"`` in the ORM). Status columns are plain
-strings checked against the tuples below so that adding a status needs no enum migration.
+strings checked against :mod:`storage.statuses` so that adding a status needs no enum migration.
 """
 
 from __future__ import annotations
@@ -28,13 +28,20 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from layerforge.storage.encoding import VALUE_KINDS
+from layerforge.storage.statuses import (
+    CAMPAIGN_STATUSES,
+    CANDIDATE_STATUSES,
+    EVALUATION_KINDS,
+    EVALUATION_STATUSES,
+    CampaignStatus,
+    CandidateStatus,
+    EvaluationKind,
+    EvaluationStatus,
+)
 
-CAMPAIGN_STATUSES = ("queued", "running", "paused", "completed", "cancelled", "failed")
-CAMPAIGN_ACTIVE = ("queued", "running")
-CAMPAIGN_FINISHED = ("completed", "cancelled", "failed")
-CANDIDATE_STATUSES = ("proposed", "running", "completed", "rejected", "failed", "duplicate")
-EVALUATION_STATUSES = ("queued", "running", "completed", "failed", "timeout")
-EVALUATION_KINDS = ("search", "transfer")
+# On SQLite an integer primary key is AUTOINCREMENT, so a deleted row's id is never handed
+# out again (migration 0003); PostgreSQL sequences never reuse ids anyway.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -60,11 +67,12 @@ class Campaign(Base):
     __table_args__ = (
         CheckConstraint(_in("status", CAMPAIGN_STATUSES), name="ck_campaign_status"),
         Index("ix_campaign_status_id", "status", "id"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.QUEUED.value)
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
     space_kind: Mapped[str] = mapped_column(String(16))
     strategy: Mapped[str] = mapped_column(String(32))
@@ -72,6 +80,10 @@ class Campaign(Base):
     objectives: Mapped[list[Any]] = mapped_column(JSONType, default=list)
     reference_point: Mapped[list[float] | None] = mapped_column(JSONType, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
+    # SHA-256 (hex) of the normalized spec submitted with ``idempotency_key``; deferred: only
+    # the idempotency check reads it, so campaign reads do not select it (and work on a
+    # database not yet at migration 0004)
+    idempotency_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, deferred=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     elapsed_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -101,6 +113,7 @@ class Candidate(Base):
         UniqueConstraint("campaign_id", "seq", name="uq_candidate_campaign_seq"),
         Index("ix_candidate_campaign_status", "campaign_id", "status", "id"),
         Index("ix_candidate_campaign_fingerprint", "campaign_id", "fingerprint"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -112,7 +125,7 @@ class Candidate(Base):
     canonical_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     origin: Mapped[str] = mapped_column(String(16))
     parent_ids: Mapped[list[int]] = mapped_column(JSONType, default=list)
-    status: Mapped[str] = mapped_column(String(16), default="proposed")
+    status: Mapped[str] = mapped_column(String(16), default=CandidateStatus.PROPOSED.value)
     duplicate_of: Mapped[int | None] = mapped_column(
         ForeignKey("candidate.id", ondelete="SET NULL"), nullable=True
     )
@@ -157,14 +170,15 @@ class Evaluation(Base):
         CheckConstraint(_in("kind", EVALUATION_KINDS), name="ck_evaluation_kind"),
         UniqueConstraint("candidate_id", "kind", "seed", name="uq_evaluation_candidate_kind_seed"),
         Index("ix_evaluation_campaign_status", "campaign_id", "status"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidate.id", ondelete="CASCADE"))
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(16), default="search")
+    kind: Mapped[str] = mapped_column(String(16), default=EvaluationKind.SEARCH.value)
     seed: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=EvaluationStatus.QUEUED.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(
@@ -202,7 +216,10 @@ class Rejection(Base):
     """Why and where the rejection protocol threw a candidate away, and what that cost."""
 
     __tablename__ = "rejection"
-    __table_args__ = (Index("ix_rejection_campaign_stage", "campaign_id", "stage"),)
+    __table_args__ = (
+        Index("ix_rejection_campaign_stage", "campaign_id", "stage"),
+        NEVER_REUSE_IDS,
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     candidate_id: Mapped[int] = mapped_column(
@@ -221,7 +238,10 @@ class HypervolumePoint(Base):
     """The campaign's hypervolume after a number of completed evaluations."""
 
     __tablename__ = "hypervolume_point"
-    __table_args__ = (Index("ix_hypervolume_campaign_evals", "campaign_id", "evaluations"),)
+    __table_args__ = (
+        Index("ix_hypervolume_campaign_evals", "campaign_id", "evaluations"),
+        NEVER_REUSE_IDS,
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
@@ -235,7 +255,10 @@ class Event(Base):
     """An append-only progress event; its id is the cursor of the server-sent event stream."""
 
     __tablename__ = "event"
-    __table_args__ = (Index("ix_event_campaign_id", "campaign_id", "id"),)
+    __table_args__ = (
+        Index("ix_event_campaign_id", "campaign_id", "id"),
+        NEVER_REUSE_IDS,
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))

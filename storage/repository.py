@@ -47,9 +47,6 @@ from sqlalchemy.orm import Session, defer, joinedload, selectinload
 from layerforge.storage.encoding import decode_float, encode_float, json_safe
 from layerforge.storage.errors import ConflictError, NotFoundError
 from layerforge.storage.models import (
-    CAMPAIGN_STATUSES,
-    CANDIDATE_STATUSES,
-    EVALUATION_KINDS,
     Campaign,
     Candidate,
     Evaluation,
@@ -58,6 +55,19 @@ from layerforge.storage.models import (
     ObjectiveValue,
     Rejection,
     utcnow,
+)
+from layerforge.storage.statuses import (
+    CAMPAIGN_FINISHED,
+    CAMPAIGN_STATUSES,
+    CANDIDATE_IN_FLIGHT,
+    CANDIDATE_STATUSES,
+    EVALUATION_ENDED,
+    EVALUATION_IN_FLIGHT,
+    EVALUATION_KINDS,
+    CampaignStatus,
+    CandidateStatus,
+    EvaluationKind,
+    EvaluationStatus,
 )
 
 # ---------------------------------------------------------------- campaigns
@@ -79,7 +89,7 @@ def create_campaign(
     seed: int = 0,
     reference_point: Sequence[float] | None = None,
     idempotency_key: str | None = None,
-    status: str = "queued",
+    status: str = CampaignStatus.QUEUED,
 ) -> Campaign:
     """Store a new campaign; a repeated ``idempotency_key`` raises :class:`ConflictError`."""
     _check_status(status, CAMPAIGN_STATUSES, "campaign")
@@ -153,9 +163,9 @@ def set_campaign_status(
     values: dict[str, Any] = {"status": status, "updated_at": utcnow()}
     if error is not None:
         values["error"] = error
-    if status == "running" and campaign.started_at is None:
+    if status == CampaignStatus.RUNNING and campaign.started_at is None:
         values["started_at"] = utcnow()
-    if status in ("completed", "cancelled", "failed"):
+    if status in CAMPAIGN_FINISHED:
         values["finished_at"] = utcnow()
     stmt = update(Campaign).where(Campaign.id == campaign_id)
     if expected is not None:
@@ -240,7 +250,7 @@ def add_candidate(
     parent_ids: Sequence[int] = (),
     num_nodes: int = 0,
     strategy_data: Mapping[str, Any] | None = None,
-    status: str = "proposed",
+    status: str = CandidateStatus.PROPOSED,
     duplicate_of: int | None = None,
 ) -> Candidate:
     """Store a candidate with the next sequence number of its campaign."""
@@ -332,7 +342,7 @@ def read_candidate(session: Session, *, candidate_id: int) -> CandidateRecord:
     The same data as :func:`get_candidate` with ``full=True``, read with four plain queries on
     the session's connection instead of ORM entities: the detail endpoint builds one of these
     for every candidate a reader opens, and the ORM's identity map and relationship loading
-    took most of that time (about 2.5 ms against 0.6 ms here).
+    took most of that time (figures: docs/measurements.md).
     """
     q = _candidate_record_queries()
     connection = session.connection()
@@ -416,7 +426,7 @@ def list_candidates(
     if sort is None:
         query = query.order_by(Candidate.id)
         if after is not None:
-            query = query.where(Candidate.id > int(after))  # type: ignore[arg-type]
+            query = query.where(Candidate.id > int(after))  # type: ignore[arg-type]  # unsorted pages: an id cursor
         return list(session.scalars(query))
     objective = (
         select(ObjectiveValue.candidate_id, ObjectiveValue.value, ObjectiveValue.value_kind)
@@ -436,7 +446,7 @@ def list_candidates(
     else:
         query = query.order_by(sort_value.asc(), Candidate.id)
     if after is not None:
-        value, last_id = after  # type: ignore[misc]
+        value, last_id = after  # type: ignore[misc]  # sorted pages: a (value, id) cursor
         if descending:
             query = query.where(
                 or_(sort_value < value, and_(sort_value == value, Candidate.id > last_id))
@@ -538,7 +548,7 @@ def lineage(session: Session, *, candidate_id: int, max_depth: int = 50) -> list
 
 
 def add_evaluation(
-    session: Session, *, candidate_id: int, kind: str = "search", seed: int = 0
+    session: Session, *, candidate_id: int, kind: str = EvaluationKind.SEARCH, seed: int = 0
 ) -> Evaluation:
     """Queue an evaluation; a second one for the same (candidate, kind, seed) is a conflict."""
     if kind not in EVALUATION_KINDS:
@@ -574,12 +584,14 @@ def lease_evaluation(
         .where(
             Evaluation.id == evaluation_id,
             or_(
-                Evaluation.status == "queued",
-                and_(Evaluation.status == "running", Evaluation.lease_expires_at < now),
+                Evaluation.status == EvaluationStatus.QUEUED,
+                and_(
+                    Evaluation.status == EvaluationStatus.RUNNING, Evaluation.lease_expires_at < now
+                ),
             ),
         )
         .values(
-            status="running",
+            status=EvaluationStatus.RUNNING,
             lease_owner=owner,
             lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
             started_at=now,
@@ -602,12 +614,12 @@ def renew_leases(session: Session, *, campaign_id: int, owner: str, lease_second
         update(Evaluation)
         .where(
             Evaluation.campaign_id == campaign_id,
-            Evaluation.status == "running",
+            Evaluation.status == EvaluationStatus.RUNNING,
             Evaluation.lease_owner == owner,
         )
         .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
     )
-    return int(_rowcount(result) or 0)
+    return _rowcount(result)
 
 
 def finish_evaluation(
@@ -623,11 +635,11 @@ def finish_evaluation(
     Raises :class:`ConflictError` when the evaluation has already finished, which is how a
     result delivered twice (a retried task, a resumed controller) is kept from counting twice.
     """
-    if status not in ("completed", "failed", "timeout"):
-        raise ValueError(f"an evaluation finishes as completed, failed or timeout, not {status!r}")
+    if status not in EVALUATION_ENDED:
+        raise ValueError(f"an evaluation finishes as {', '.join(EVALUATION_ENDED)}, not {status!r}")
     updated = session.execute(
         update(Evaluation)
-        .where(Evaluation.id == evaluation_id, Evaluation.status.in_(("queued", "running")))
+        .where(Evaluation.id == evaluation_id, Evaluation.status.in_(EVALUATION_IN_FLIGHT))
         .values(
             status=status,
             result=None if result is None else json_safe(dict(result)),
@@ -655,7 +667,7 @@ def unfinished_evaluations(
     """Queued and running evaluations of a campaign, oldest first (what resume re-dispatches)."""
     query = (
         select(Evaluation)
-        .where(Evaluation.campaign_id == campaign_id, Evaluation.status.in_(("queued", "running")))
+        .where(Evaluation.campaign_id == campaign_id, Evaluation.status.in_(EVALUATION_IN_FLIGHT))
         .order_by(Evaluation.id)
     )
     if kind is not None:
@@ -665,20 +677,22 @@ def unfinished_evaluations(
 
 def requeue_expired(session: Session, *, campaign_id: int | None = None) -> int:
     """Put running evaluations whose lease has expired back in the queue; returns the count."""
-    expired = and_(Evaluation.status == "running", Evaluation.lease_expires_at < utcnow())
+    expired = and_(
+        Evaluation.status == EvaluationStatus.RUNNING, Evaluation.lease_expires_at < utcnow()
+    )
     if campaign_id is not None:
         expired = and_(expired, Evaluation.campaign_id == campaign_id)
     _mark_data_changed(session, select(Evaluation.campaign_id).where(expired))
     result = session.execute(
         update(Evaluation)
         .where(expired)
-        .values(status="queued", lease_owner=None, lease_expires_at=None)
+        .values(status=EvaluationStatus.QUEUED, lease_owner=None, lease_expires_at=None)
     )
-    return int(_rowcount(result) or 0)
+    return _rowcount(result)
 
 
 def count_evaluations(
-    session: Session, *, campaign_id: int, kind: str = "search"
+    session: Session, *, campaign_id: int, kind: str = EvaluationKind.SEARCH
 ) -> dict[str, int]:
     """Number of evaluations of the campaign per status."""
     rows = session.execute(
@@ -771,7 +785,7 @@ def record_rejection(
         cost_seconds=float(cost_seconds),
     )
     session.add(rejection)
-    candidate.status = "rejected"
+    candidate.status = CandidateStatus.REJECTED
     session.flush()
     _mark_data_changed(session, candidate.campaign_id)
     return rejection
@@ -839,17 +853,40 @@ def add_event(
 
 
 def list_events(
-    session: Session, *, campaign_id: int, after: int = 0, limit: int = 200
+    session: Session,
+    *,
+    campaign_id: int,
+    after: int = 0,
+    limit: int = 200,
+    kind: str | None = None,
 ) -> list[Event]:
-    """Events of the campaign with an id above ``after``, oldest first."""
-    return list(
-        session.scalars(
-            select(Event)
-            .where(Event.campaign_id == campaign_id, Event.id > after)
-            .order_by(Event.id)
-            .limit(limit)
-        )
-    )
+    """Events of the campaign with an id above ``after`` (only those of ``kind`` when
+    given), oldest first."""
+    query = select(Event).where(Event.campaign_id == campaign_id, Event.id > after)
+    if kind is not None:
+        query = query.where(Event.kind == kind)
+    return list(session.scalars(query.order_by(Event.id).limit(limit)))
+
+
+def latest_event(session: Session, *, campaign_id: int, kind: str) -> Event | None:
+    """The campaign's newest event of ``kind`` (None when it has none)."""
+    return session.scalars(
+        select(Event)
+        .where(Event.campaign_id == campaign_id, Event.kind == kind)
+        .order_by(Event.id.desc())
+        .limit(1)
+    ).first()
+
+
+def find_event_by_key(session: Session, *, kind: str, key: str, scan: int = 200) -> Event | None:
+    """The newest event of ``kind`` in any campaign whose payload's ``key`` is ``key``,
+    looking through the newest ``scan`` such events (reports worth reusing are recent)."""
+    for event in session.scalars(
+        select(Event).where(Event.kind == kind).order_by(Event.id.desc()).limit(scan)
+    ):
+        if isinstance(event.payload, dict) and event.payload.get("key") == key:
+            return event
+    return None
 
 
 def _check_status(status: str, allowed: tuple[str, ...], what: str) -> None:
@@ -889,7 +926,7 @@ def add_candidates(
     now = utcnow()
     values = []
     for offset, row in enumerate(rows):
-        status = row.get("status", "proposed")
+        status = row.get("status", CandidateStatus.PROPOSED)
         _check_status(status, CANDIDATE_STATUSES, "candidate")
         values.append(
             {
@@ -923,7 +960,7 @@ def add_running_evaluations(
     candidate_ids: Sequence[int],
     owner: str,
     lease_seconds: float,
-    kind: str = "search",
+    kind: str = EvaluationKind.SEARCH,
     seeds: Sequence[int] | None = None,
 ) -> list[int]:
     """Insert evaluations already leased to ``owner`` (one per candidate); returns their ids.
@@ -942,7 +979,7 @@ def add_running_evaluations(
             "campaign_id": campaign_id,
             "kind": kind,
             "seed": seed,
-            "status": "running",
+            "status": EvaluationStatus.RUNNING,
             "attempts": 1,
             "lease_owner": owner,
             "lease_expires_at": expires,
@@ -969,7 +1006,7 @@ def lock_unfinished_evaluations(
     if not evaluation_ids:
         return {}
     query = select(Evaluation.id, Evaluation.candidate_id, Evaluation.kind).where(
-        Evaluation.id.in_(list(evaluation_ids)), Evaluation.status.in_(("queued", "running"))
+        Evaluation.id.in_(list(evaluation_ids)), Evaluation.status.in_(EVALUATION_IN_FLIGHT)
     )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
@@ -984,9 +1021,10 @@ def finish_evaluations(session: Session, *, rows: Sequence[Mapping[str, Any]]) -
     now = utcnow()
     values = []
     for row in rows:
-        if row["status"] not in ("completed", "failed", "timeout"):
+        if row["status"] not in EVALUATION_ENDED:
             raise ValueError(
-                f"an evaluation finishes as completed, failed or timeout, not {row['status']!r}"
+                "an evaluation finishes as completed, failed, timeout or stopped (at a "
+                f"rung), not {row['status']!r}"
             )
         values.append(
             {
@@ -1115,3 +1153,266 @@ def duplicates_of(session: Session, *, candidate_ids: Sequence[int]) -> dict[int
         for original, duplicate in rows:
             found.setdefault(int(original or 0), []).append(int(duplicate))
     return found
+
+
+# ---------------------------------------------------------------- closing in-flight work
+
+
+class Closed(NamedTuple):
+    """How many in-flight rows a close moved to its final status."""
+
+    evaluations: int
+    candidates: int
+
+
+def close_in_flight(
+    session: Session, *, campaign_id: int, status: str, reason: str | None = None
+) -> Closed:
+    """Close every queued or running evaluation and every proposed or running candidate of
+    the campaign as ``status`` (``cancelled`` or ``failed``), with ``reason`` on the
+    evaluations.
+
+    This is what ending a campaign does to the work it still had in flight, so that no row
+    of a finished campaign stays ``running`` (nothing would ever finish it). Candidates that
+    already have an outcome keep it, and so do their finished evaluations.
+    """
+    if status not in (EvaluationStatus.CANCELLED, EvaluationStatus.FAILED):
+        raise ValueError(f"in-flight work closes as cancelled or failed, not {status!r}")
+    now = utcnow()
+    evaluations = session.execute(
+        update(Evaluation)
+        .where(
+            Evaluation.campaign_id == campaign_id,
+            Evaluation.status.in_(EVALUATION_IN_FLIGHT),
+        )
+        .values(status=status, error=reason, finished_at=now, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    candidates = session.execute(
+        update(Candidate)
+        .where(Candidate.campaign_id == campaign_id, Candidate.status.in_(CANDIDATE_IN_FLIGHT))
+        .values(status=status, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    closed = Closed(_rowcount(evaluations), _rowcount(candidates))
+    if closed.evaluations or closed.candidates:
+        _mark_data_changed(session, campaign_id)
+    return closed
+
+
+def repair_finished_campaigns(session: Session) -> dict[int, Closed]:
+    """Close the in-flight work that finished campaigns still hold; returns what was closed
+    per campaign.
+
+    Older versions ended a campaign without closing all of its evaluations and candidates
+    (a cancel, a failure, a crash at the wrong moment), so some completed, cancelled or
+    failed campaigns hold rows that say ``running`` forever. Cancelled campaigns' rows close
+    as ``cancelled``, the others' as ``failed``. Each repaired campaign gets a ``repaired``
+    event. Safe to run at every start: a clean database is left as it is.
+    """
+    in_flight_evaluations = select(Evaluation.campaign_id).where(
+        Evaluation.status.in_(EVALUATION_IN_FLIGHT)
+    )
+    in_flight_candidates = select(Candidate.campaign_id).where(
+        Candidate.status.in_(CANDIDATE_IN_FLIGHT)
+    )
+    rows = session.execute(
+        select(Campaign.id, Campaign.status)
+        .where(
+            Campaign.status.in_(CAMPAIGN_FINISHED),
+            or_(Campaign.id.in_(in_flight_evaluations), Campaign.id.in_(in_flight_candidates)),
+        )
+        .order_by(Campaign.id)
+    ).all()
+    repaired: dict[int, Closed] = {}
+    for campaign_id, campaign_status in rows:
+        status = (
+            EvaluationStatus.CANCELLED
+            if campaign_status == CampaignStatus.CANCELLED
+            else EvaluationStatus.FAILED
+        )
+        closed = close_in_flight(
+            session,
+            campaign_id=campaign_id,
+            status=status,
+            reason=f"closed at start-up: the campaign was already {campaign_status}",
+        )
+        repaired[int(campaign_id)] = closed
+        add_event(
+            session,
+            campaign_id=campaign_id,
+            kind="repaired",
+            payload={"closed_as": status, **closed._asdict()},
+        )
+    return repaired
+
+
+# ---------------------------------------------------------------- reads and writes the
+# controller and the API used to make with their own queries (nothing outside storage/
+# builds a query: tests/test_layering.py checks it)
+
+
+def campaign_status(session: Session, *, campaign_id: int) -> str | None:
+    """The campaign's status, or None when it was deleted (a watcher's cheap read)."""
+    return session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
+
+
+def campaign_exists(session: Session, *, campaign_id: int) -> bool:
+    """Whether the campaign's row is still stored."""
+    return campaign_status(session, campaign_id=campaign_id) is not None
+
+
+def requeue_running(session: Session, *, campaign_id: int) -> int:
+    """Put the campaign's running evaluations back in the queue, leases cleared (a runner
+    taking a campaign over re-dispatches them); returns how many, and raises the campaign's
+    data version when there were any."""
+    result = session.execute(
+        update(Evaluation)
+        .where(Evaluation.campaign_id == campaign_id, Evaluation.status == EvaluationStatus.RUNNING)
+        .values(status=EvaluationStatus.QUEUED, lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    count = _rowcount(result)
+    if count:
+        _mark_data_changed(session, campaign_id)
+    return count
+
+
+def latest_evaluation(session: Session, *, candidate_id: int, kind: str) -> Evaluation | None:
+    """The candidate's newest evaluation of ``kind`` (None when it has none)."""
+    return session.scalars(
+        select(Evaluation)
+        .where(Evaluation.candidate_id == candidate_id, Evaluation.kind == kind)
+        .order_by(Evaluation.id.desc())
+        .limit(1)
+    ).first()
+
+
+def set_duplicates(session: Session, *, campaign_id: int, duplicates: Mapping[int, int]) -> None:
+    """Record ``duplicate candidate id -> original id`` for candidates of the campaign."""
+    if not duplicates:
+        return
+    session.execute(
+        update(Candidate),
+        [{"id": int(d), "duplicate_of": int(o)} for d, o in duplicates.items()],
+    )
+    _mark_data_changed(session, campaign_id)
+
+
+def evaluation_keys(session: Session, *, campaign_id: int, kind: str) -> set[tuple[int, int]]:
+    """``(candidate id, seed)`` of every evaluation of ``kind`` in the campaign."""
+    return {
+        (int(cid), int(seed))
+        for cid, seed in session.execute(
+            select(Evaluation.candidate_id, Evaluation.seed).where(
+                Evaluation.campaign_id == campaign_id, Evaluation.kind == kind
+            )
+        )
+    }
+
+
+def completed_evaluations(session: Session, *, campaign_id: int, kind: str) -> list[Evaluation]:
+    """The campaign's completed evaluations of ``kind``, with their candidates loaded."""
+    return list(
+        session.scalars(
+            select(Evaluation)
+            .options(joinedload(Evaluation.candidate))
+            .where(
+                Evaluation.campaign_id == campaign_id,
+                Evaluation.kind == kind,
+                Evaluation.status == EvaluationStatus.COMPLETED,
+            )
+            .order_by(Evaluation.id)
+        )
+    )
+
+
+def evaluation_results(
+    session: Session, *, campaign_id: int, kind: str, statuses: Sequence[str]
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """``(candidate id, status, result)`` of the campaign's evaluations of ``kind`` that
+    ended with one of ``statuses``, oldest first (what a rebuilt controller reads back of
+    its successive-halving rungs)."""
+    rows = session.execute(
+        select(Evaluation.candidate_id, Evaluation.status, Evaluation.result)
+        .where(
+            Evaluation.campaign_id == campaign_id,
+            Evaluation.kind == kind,
+            Evaluation.status.in_(list(statuses)),
+        )
+        .order_by(Evaluation.id)
+    )
+    return [(int(cid), str(status), dict(result or {})) for cid, status, result in rows]
+
+
+def all_candidates(session: Session, *, campaign_id: int) -> list[Candidate]:
+    """Every candidate of the campaign in sequence order (a runner's rebuild)."""
+    return list(
+        session.scalars(
+            select(Candidate).where(Candidate.campaign_id == campaign_id).order_by(Candidate.seq)
+        )
+    )
+
+
+def candidate_fields(
+    session: Session, *, candidate_ids: Sequence[int]
+) -> dict[int, tuple[str, str, str]]:
+    """``id -> (status, text, origin)`` of the given candidates."""
+    if not candidate_ids:
+        return {}
+    return {
+        int(cid): (status, text, origin)
+        for cid, status, text, origin in session.execute(
+            select(Candidate.id, Candidate.status, Candidate.text, Candidate.origin).where(
+                Candidate.id.in_(list(candidate_ids))
+            )
+        )
+    }
+
+
+def candidate_totals(session: Session, *, campaign_ids: Sequence[int]) -> dict[int, int]:
+    """``campaign id -> number of candidates`` for the given campaigns."""
+    if not campaign_ids:
+        return {}
+    rows = session.execute(
+        select(Candidate.campaign_id, func.count())
+        .where(Candidate.campaign_id.in_(list(campaign_ids)))
+        .group_by(Candidate.campaign_id)
+    )
+    return {int(cid): int(count) for cid, count in rows}
+
+
+def objective_extremes(
+    session: Session, *, campaign_id: int
+) -> dict[str, tuple[float | None, float | None]]:
+    """``objective name -> (max, min)`` over the campaign's finite values."""
+    rows = session.execute(
+        select(ObjectiveValue.name, func.max(ObjectiveValue.value), func.min(ObjectiveValue.value))
+        .where(ObjectiveValue.campaign_id == campaign_id, ObjectiveValue.value_kind == "finite")
+        .group_by(ObjectiveValue.name)
+    )
+    return {name: (high, low) for name, high, low in rows}
+
+
+def latest_hypervolume(session: Session, *, campaign_id: int) -> HypervolumePoint | None:
+    """The campaign's newest hypervolume point (None before the first)."""
+    return session.scalars(
+        select(HypervolumePoint)
+        .where(HypervolumePoint.campaign_id == campaign_id)
+        .order_by(HypervolumePoint.id.desc())
+        .limit(1)
+    ).first()
+
+
+def counts_by_status(session: Session, *, table: str) -> dict[str, int]:
+    """Rows per status of ``table`` (``campaign``, ``candidate`` or ``evaluation``) over
+    every campaign (the service's metrics)."""
+    column = {
+        "campaign": Campaign.status,
+        "candidate": Candidate.status,
+        "evaluation": Evaluation.status,
+    }[table]
+    return {
+        str(status): int(count)
+        for status, count in session.execute(select(column, func.count()).group_by(column))
+    }

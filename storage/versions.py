@@ -1,10 +1,10 @@
 """The hot-path read of a campaign's data version: one driver round trip, no ORM.
 
 Every cached API answer checks the version of the data under it before it is served, so this
-read runs once per request. Through a session it costs about 1.3 ms of CPU here (session,
-transaction events, ORM result machinery); straight through the pooled DBAPI connection it
-costs about 45 us on SQLite. It returns the values the ORM reads
-from the campaign row (``tests/storage`` checks both on every backend).
+read runs once per request. A session's transaction events and ORM result machinery would
+cost many times the query itself (docs/measurements.md), so it goes straight through the
+pooled DBAPI connection. It returns the values the ORM reads from the campaign row
+(``tests/storage`` checks both on every backend).
 
 On SQLite the connection is in autocommit mode (layerforge emits its own ``BEGIN``), so the
 ``SELECT`` is its own read transaction; on PostgreSQL the pool rolls the implicit

@@ -11,6 +11,8 @@
 - :mod:`workers.costs`: ``measure_layer_cost``.
 - :mod:`workers.candidates`: ``resolve_candidate``, ``Candidate`` (the accepted JSON forms).
 - :mod:`workers.rejection`: ``RejectionConfig``, ``evaluate_candidate`` (the staged protocol).
+- :mod:`workers.jobs`: ``EvaluationJob`` and ``EvaluationResult``, what every evaluator and
+  the controller exchange (rung results and checkpoints for successive halving included).
 - :mod:`workers.pool`: ``EvaluatorPool``, ``EvaluatorActor``, ``PoolResult``, ``ray_connect``.
 - :mod:`workers.errors`: ``UnknownNameError``, ``DatasetUnavailableError``,
   ``InvalidConfigError``.

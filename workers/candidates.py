@@ -54,13 +54,14 @@ class Candidate:
     graph: Any = None  # grammar.Graph when the candidate came from the grammar
     spec: Any = None  # the JSON form it came from
 
-    def fingerprint(self) -> str:
-        """The grammar's functional fingerprint of the graph, else one computed here."""
+    def fingerprint(self, gain: str = "fair") -> str:
+        """The grammar's functional fingerprint of the graph (under ``gain``, see
+        :func:`grammar.fingerprint`), else one computed here."""
         if self.graph is not None:
             try:
                 from layerforge.grammar import fingerprint
 
-                return str(fingerprint(self.graph))
+                return str(fingerprint(self.graph, gain))
             except ImportError:  # pragma: no cover - grammar always ships fingerprint
                 pass
         return functional_fingerprint(self.factory, self.kind)

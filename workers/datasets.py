@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import inspect
 import os
 import pickle
 import shutil
@@ -65,6 +66,9 @@ __all__ = [
     "vision_folder",
     "load_counts",
     "load_dataset",
+    "DATASET_OPTIONS",
+    "DatasetOption",
+    "validate_dataset_options",
 ]
 
 
@@ -776,6 +780,151 @@ DATASETS: dict[str, Callable[..., DeviceDataset]] = {
 }
 
 _NEEDS_ROOT = set(_VISION)
+
+
+# --------------------------------------------------------------------------- option checks
+
+
+@dataclass(frozen=True)
+class DatasetOption:
+    """One ``dataset_options`` key a dataset's loader takes: its type and bounds.
+
+    ``kind`` is ``"int"``, ``"float"``, ``"bool"``, ``"str"`` or ``"choice"`` (one of
+    ``choices``); numbers lie in ``[minimum, maximum]`` (open at the ends marked open);
+    ``why`` says what the upper bound protects. ``nullable`` lets the value be ``None``.
+    """
+
+    kind: str
+    minimum: float | None = None
+    maximum: float | None = None
+    open_min: bool = False
+    open_max: bool = False
+    choices: tuple[str, ...] = ()
+    nullable: bool = False
+    why: str = ""
+
+
+_FRACTION = DatasetOption("float", 0.0, 1.0, open_min=True, open_max=True)
+_VISION_OPTIONS = {
+    "root": DatasetOption("str", maximum=4096, nullable=True, why="a path"),
+    "download": DatasetOption("bool"),
+    "val_source": DatasetOption("choice", choices=("holdout", "test")),
+    "val_fraction": _FRACTION,
+    "max_train": DatasetOption("int", 1, 10_000_000, nullable=True, why="training images"),
+}
+
+#: The options each dataset's loader takes (the keyword arguments of ``DATASETS[name]`` but
+#: ``seed``, and for the file-backed datasets the ``root`` and ``download`` that
+#: :class:`DatasetCache` passes on), with bounds that refuse what one worker cannot hold.
+DATASET_OPTIONS: dict[str, dict[str, DatasetOption]] = {
+    "digits": {"val_fraction": _FRACTION},
+    "mnist1d": {
+        "num_samples": DatasetOption(
+            "int", 20, 1_000_000, why="each sample is generated in Python, one at a time"
+        ),
+        "as_sequence": DatasetOption("bool"),
+        "val_fraction": _FRACTION,
+    },
+    "synthetic": {
+        "modality": DatasetOption("choice", choices=("image", "sequence")),
+        "num_classes": DatasetOption("int", 2, 1_000, why="classes"),
+        "size": DatasetOption("int", 1, 512, why="an image is size x size pixels"),
+        "channels": DatasetOption("int", 1, 256, why="channels of each sample"),
+        "length": DatasetOption("int", 1, 65_536, why="values of each sequence"),
+        "num_train": DatasetOption("int", 1, 1_000_000, why="samples generated in memory"),
+        "num_val": DatasetOption("int", 1, 1_000_000, why="samples generated in memory"),
+        "noise": DatasetOption("float", 0.0, 1e3, why="a noise std"),
+        "distractor": DatasetOption("float", 0.0, 1e3, why="a distractor weight"),
+        "max_shift": DatasetOption("int", 0, 512, why="a shift in pixels"),
+        "data_seed": DatasetOption("int", 0, 2**32 - 1, why="a 32-bit seed"),
+    },
+    **{name: dict(_VISION_OPTIONS) for name in _VISION},
+}
+
+#: A synthetic dataset's samples and class prototypes together, in float32 values: 2**28
+#: values are 1 GiB, and generating them holds a few copies.
+MAX_SYNTHETIC_VALUES = 2**28
+
+
+def _option_error(option: DatasetOption, value: Any) -> str | None:
+    """What is wrong with ``value`` for ``option`` (a message), or None when it is valid."""
+    if value is None:
+        return None if option.nullable else "must not be null"
+    if option.kind == "bool":
+        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+    if option.kind == "str":
+        if not isinstance(value, str):
+            return f"must be a string, got {value!r}"
+        if option.maximum is not None and len(value) > option.maximum:
+            return f"must be at most {option.maximum:,.0f} characters ({option.why})"
+        return None
+    if option.kind == "choice":
+        if value not in option.choices:
+            return f"must be one of {', '.join(repr(c) for c in option.choices)}, got {value!r}"
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a number, got {value!r}"
+    if option.kind == "int" and not isinstance(value, int):
+        return f"must be an integer, got {value!r}"
+    if not np.isfinite(value):
+        return f"must be finite, got {value!r}"
+    low, high = option.minimum, option.maximum
+    if low is not None and (value <= low if option.open_min else value < low):
+        return f"must be {'>' if option.open_min else '>='} {low:g}, got {value!r}"
+    if high is not None and (value >= high if option.open_max else value > high):
+        why = f" ({option.why})" if option.why else ""
+        return f"must be {'<' if option.open_max else '<='} {high:,.10g}{why}, got {value!r}"
+    return None
+
+
+def validate_dataset_options(name: str, options: Any) -> None:
+    """Check a proxy's ``dataset_options`` for dataset ``name`` without loading anything.
+
+    Runs where a spec is submitted (in the API request), so that an unknown key or a size no
+    worker could hold is refused before a campaign is stored, instead of failing every
+    evaluation later. Raises :class:`UnknownNameError` for an unknown dataset and
+    :class:`InvalidConfigError` naming ``dataset_options.KEY`` and the valid keys or the limit.
+    Whether a file-backed dataset's files exist is not checked: they are read on the workers,
+    which may not share this machine's disk.
+    """
+    if name not in DATASETS:
+        raise UnknownNameError("dataset", name, DATASETS)
+    if not isinstance(options, dict):
+        raise InvalidConfigError("dataset_options", "must be an object")
+    allowed = DATASET_OPTIONS[name]
+    for key, value in options.items():
+        if key not in allowed:
+            raise InvalidConfigError(
+                f"dataset_options.{key}",
+                f"unknown option for dataset {name!r}; valid options: {', '.join(sorted(allowed))}",
+            )
+        problem = _option_error(allowed[key], value)
+        if problem is not None:
+            raise InvalidConfigError(f"dataset_options.{key}", problem)
+    if name == "synthetic":
+        _check_synthetic_size(options)
+
+
+def _check_synthetic_size(options: dict[str, Any]) -> None:
+    """A synthetic dataset's values (samples and prototypes) must fit ``MAX_SYNTHETIC_VALUES``."""
+    defaults = {
+        key: param.default
+        for key, param in inspect.signature(_load_synthetic).parameters.items()
+        if param.default is not inspect.Parameter.empty
+    }
+    given = {**defaults, **options}
+    per_sample = int(given["channels"]) * (
+        int(given["size"]) ** 2 if given["modality"] == "image" else int(given["length"])
+    )
+    rows = int(given["num_train"]) + int(given["num_val"]) + int(given["num_classes"])
+    values = rows * per_sample
+    if values > MAX_SYNTHETIC_VALUES:
+        raise InvalidConfigError(
+            "dataset_options",
+            f"a synthetic dataset of (num_train + num_val + num_classes) x channels x "
+            f"{'size^2' if given['modality'] == 'image' else 'length'} = {values:,} values is "
+            f"over the limit of {MAX_SYNTHETIC_VALUES:,} (1 GiB of float32)",
+        )
 
 
 # --------------------------------------------------------------------------- cache

@@ -6,18 +6,25 @@ reused by every task it runs. The pool gives each actor one task at a time (so a
 starts when it actually starts), keeps the rest queued, and streams results back as they
 finish (in the spirit of Ray Tune's driver loop):
 
-- ``submit(job_id, payload)``: queue one evaluation. ``payload`` is
-  ``{"candidate": <graph dict | {"builtin": ...} | {"text", "space"}>, "proxies": [...],
-  "config": {<RejectionConfig fields>}, "known": {fingerprint: earlier result}}``
-  (``known`` feeds the duplicate stage), or the diagnostic ``{"op": "sleep", "seconds": s}``.
+- ``submit(job_id, job)``: queue one :class:`~workers.jobs.EvaluationJob` (or its payload
+  dict, :meth:`~workers.jobs.EvaluationJob.from_payload`); ``EvaluationJob.sleep(s)`` is
+  the diagnostic job. A job with a ``rung`` comes back at that rung with its checkpoint;
+  its continuation may run on any actor (the checkpoint travels with the job).
 - ``poll(timeout_s)``: wait up to ``timeout_s`` for at least one result; return every
-  result that is ready (possibly none) as :class:`PoolResult`.
+  result that is ready (possibly none) as :class:`~workers.jobs.EvaluationResult`.
 - A task whose actor dies (``RayActorError``/``ActorDiedError``, e.g. ``ray.kill`` or a
   crashed process) is retried on a fresh actor, up to ``max_retries`` times; the dead actor is
-  replaced. A task running longer than ``task_timeout_s`` is stopped by killing its actor
-  (Ray cannot force-cancel an actor task), reported with status ``"timeout"``, and the actor
-  is replaced; the pool keeps working.
-- With ``soft_time_limit`` (default), an evaluation whose config has no ``time_limit_s`` gets
+  replaced. A task lost with its *node* (the raylet died: ``ActorUnavailableError``, a
+  preempted node, or a node the cluster reports dead) is not the candidate's fault: it is
+  re-queued without using up a retry (at most ``MAX_NODE_LOSSES`` times), and the other idle
+  actors of that node are replaced before they are given work. Replacements that no node can
+  host yet stay pending in Ray (no resubmit loop) and :meth:`EvaluatorPool.waiting` says so.
+- A task running longer than ``task_timeout_s`` is stopped by killing its actor (Ray cannot
+  force-cancel an actor task), reported with status ``"timeout"``, and the actor is
+  replaced; the pool keeps working.
+- Each result records where it ran: ``result["node"] = {"node_id", "node_ip", "hostname",
+  "actor_id", "pid"}`` from the actor's Ray runtime context.
+- With ``soft_time_limit`` (default), an evaluation whose rejection settings have no ``time_limit_s`` gets
   ``0.8 * task_timeout_s``, so a slow candidate usually ends as a recorded
   ``rejected: time limit`` verdict before the hard timeout has to kill anything.
 """
@@ -29,24 +36,43 @@ import logging
 import os
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 import ray
 
 from layerforge.workers.errors import InvalidConfigError
+from layerforge.workers.jobs import Delivery, EvaluationJob, EvaluationResult, JobOp
 
-__all__ = ["EvaluatorActor", "EvaluatorPool", "PoolResult", "ray_connect"]
+__all__ = ["MAX_NODE_LOSSES", "EvaluatorActor", "EvaluatorPool", "PoolResult", "ray_connect"]
+
+#: The pool's results are the workers' :class:`EvaluationResult` (the name tests and
+#: benchmarks have used).
+PoolResult = EvaluationResult
 
 log = logging.getLogger(__name__)
+
+#: Times one job may be re-queued because the node under its actor died (not counted as a
+#: retry: a lost node says nothing about the candidate), before it fails like a crash.
+MAX_NODE_LOSSES = 10
+#: Seconds every actor must have been unable to start, with work queued, before
+#: :meth:`EvaluatorPool.waiting` reports it (actors take a few seconds to start normally).
+WAITING_AFTER_S = 3.0
 
 
 def ray_connect(address: str | None = None, **init_kwargs: Any) -> None:
     """Connect this process to Ray through its one owner (:mod:`workers.ray_session`): join
-    ``address`` when given, else start a new local Ray (dashboard off, usage stats off)."""
-    from layerforge.workers.ray_session import RaySettings, connect
+    ``address`` when given, else start a new local Ray (dashboard off, usage stats off).
+    A cluster with token authentication is joined with the token of ``RAY_AUTH_TOKEN``."""
+    from layerforge.workers.ray_session import RaySettings, auth_token_from_env, connect
 
-    connect(RaySettings(address=address or None, init_kwargs=dict(init_kwargs)))
+    connect(
+        RaySettings(
+            address=address or None,
+            auth_token=auth_token_from_env(),
+            init_kwargs=dict(init_kwargs),
+        )
+    )
 
 
 @ray.remote(concurrency_groups={"control": 1})
@@ -66,41 +92,49 @@ class EvaluatorActor:
         self.cache = DatasetCache()
         self.tasks = 0
         self.host = socket.gethostname()
+        self.node_id = ray.get_runtime_context().get_node_id()
+        self.node_ip = ray.util.get_node_ip_address()
 
-    def evaluate(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def evaluate(self, job: EvaluationJob) -> dict[str, Any]:
+        """Run one job here; returns ``{"result": the verdict, "stats": this actor's}``."""
         from layerforge.workers.rejection import evaluate_candidate
 
         self.tasks += 1
-        op = payload.get("op", "evaluate")
-        if op == "sleep":
-            time.sleep(float(payload.get("seconds", 1.0)))
-            result: dict[str, Any] = {
-                "status": "completed",
-                "slept": float(payload.get("seconds", 1.0)),
-            }
-        elif op == "evaluate":
-            known = dict(payload.get("known") or {})
+        result: dict[str, Any]
+        if job.op is JobOp.SLEEP:
+            time.sleep(job.seconds)
+            result = {"status": "completed", "slept": job.seconds}
+        else:
             result = evaluate_candidate(
-                payload.get("candidate"),
-                payload.get("proxies") or [],
-                payload.get("config") or {},
-                seen=known.get,
+                job.graph,
+                job.worker_proxies(),
+                job.rejection,
+                seen=dict(job.known).get,
                 device=self.device,
                 datasets_cache=self.cache,
+                rung=job.rung,
+                checkpoint=job.checkpoint,
             )
-        else:
-            result = {
-                "status": "failed",
-                "stage": None,
-                "reason": f"unknown op {op!r}; valid ops: evaluate, sleep",
-            }
+        result["node"] = self._node()
         return {"result": result, "stats": self._stats()}
+
+    def _node(self) -> dict[str, Any]:
+        """Where this actor runs: the Ray node (id and IP), the host and the process."""
+        return {
+            "node_id": self.node_id,
+            "node_ip": self.node_ip,
+            "hostname": self.host,
+            "actor_id": self.actor_id,
+            "pid": os.getpid(),
+        }
 
     def _stats(self) -> dict[str, Any]:
         return {
             "actor_id": self.actor_id,
             "pid": os.getpid(),
             "host": self.host,
+            "node_id": self.node_id,
+            "node_ip": self.node_ip,
             "device": self.device,
             "tasks": self.tasks,
             "loads": self.cache.load_counts(),
@@ -112,24 +146,11 @@ class EvaluatorActor:
 
 
 @dataclass
-class PoolResult:
-    job_id: str
-    status: str  # "ok" | "timeout" | "failed"
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    attempts: int = 1
-    actor_id: str | None = None
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
 class _Job:
     job_id: str
-    payload: dict[str, Any]
+    job: EvaluationJob
     attempts: int = 0
+    lost: int = 0  # attempts that ended with their node's death (not counted as retries)
     submitted: float = field(default_factory=time.monotonic)
 
 
@@ -178,9 +199,11 @@ class EvaluatorPool:
         self._slots: list[_Slot] = [self._new_slot() for _ in range(num_actors)]
         self._retired: dict[str, dict[str, Any]] = {}
         self._pending: deque[_Job] = deque()
-        self._ready: deque[PoolResult] = deque()
+        self._ready: deque[EvaluationResult] = deque()
         self._job_ids: set[str] = set()
         self._closed = False
+        self._starved_since: float | None = None  # work queued and no actor able to run it
+        self._cluster_cpus: tuple[float, float, float] | None = None  # (when, free, total)
 
     # ------------------------------------------------------------------ actors
     def _new_slot(self) -> _Slot:
@@ -235,23 +258,19 @@ class EvaluatorPool:
         return [s.actor_id for s in self._slots]
 
     # ------------------------------------------------------------------ jobs
-    def submit(self, job_id: str, payload: dict[str, Any]) -> None:
+    def submit(self, job_id: str, job: EvaluationJob | dict[str, Any]) -> None:
+        """Queue ``job`` (an :class:`EvaluationJob` or its payload dict) under ``job_id``."""
         if self._closed:
             raise RuntimeError("the pool is shut down")
         if not isinstance(job_id, str) or not job_id:
             raise InvalidConfigError("job_id", "must be a non-empty string")
         if job_id in self._job_ids:
             raise InvalidConfigError("job_id", f"{job_id!r} is already in flight")
-        if not isinstance(payload, dict):
-            raise InvalidConfigError("payload", f"must be an object, got {type(payload).__name__}")
-        payload = dict(payload)
-        if self.soft_time_limit and payload.get("op", "evaluate") == "evaluate":
-            config = dict(payload.get("config") or {})
-            if config.get("time_limit_s") is None:
-                config["time_limit_s"] = 0.8 * self.task_timeout_s
-            payload["config"] = config
+        job = EvaluationJob.coerce(job)
+        if self.soft_time_limit:
+            job = job.with_time_limit(0.8 * self.task_timeout_s)
         self._job_ids.add(job_id)
-        self._pending.append(_Job(job_id, payload))
+        self._pending.append(_Job(job_id, job))
         self._dispatch()
 
     def in_flight(self) -> int:
@@ -267,22 +286,26 @@ class EvaluatorPool:
                 job.attempts += 1
                 slot.job = job
                 slot.started = time.monotonic()
-                slot.ref = slot.handle.evaluate.remote(job.payload)
+                slot.ref = slot.handle.evaluate.remote(job.job)
 
     def _finish(self, slot: _Slot, status: str, result=None, error=None) -> None:
         job = slot.job
         assert job is not None
-        self._ready.append(
-            PoolResult(
-                job_id=job.job_id,
-                status=status,
-                result=result,
+        seconds = time.monotonic() - slot.started
+        if result is not None:
+            done = EvaluationResult.from_worker(
+                job.job_id, result, attempts=job.attempts, worker=slot.actor_id, seconds=seconds
+            )
+        else:
+            done = EvaluationResult(
+                job.job_id,
+                status,
                 error=error,
                 attempts=job.attempts,
-                actor_id=slot.actor_id,
-                seconds=time.monotonic() - slot.started,
+                worker=slot.actor_id,
+                seconds=seconds,
             )
-        )
+        self._ready.append(done)
         slot.job, slot.ref = None, None
 
     def _collect(self, slot: _Slot) -> None:
@@ -296,29 +319,94 @@ class EvaluatorPool:
             ray.exceptions.ObjectLostError,
         ) as exc:
             died = slot.actor_id
+            node_id = slot.stats.get("node_id")
             slot.job, slot.ref = None, None
             self._replace(slot, kill=True)
-            if job.attempts <= self.max_retries:
+            if self._lost_with_node(exc, node_id) and job.lost < MAX_NODE_LOSSES:
+                job.lost += 1
+                log.warning(
+                    "actor %s was lost with its node %s running %s; re-queued",
+                    died,
+                    node_id,
+                    job.job_id,
+                )
+                self._pending.appendleft(job)
+                self._replace_idle_on(node_id)
+            elif job.attempts - job.lost <= self.max_retries:
                 log.warning("actor %s died running %s; retrying", died, job.job_id)
                 self._pending.appendleft(job)
             else:
                 self._ready.append(
-                    PoolResult(
+                    EvaluationResult(
                         job.job_id,
-                        "failed",
+                        str(Delivery.FAILED),
                         error=f"actor died {job.attempts} time(s): {type(exc).__name__}: {exc}"[
                             :2000
                         ],
                         attempts=job.attempts,
-                        actor_id=died,
+                        worker=died,
                     )
                 )
             return
         except ray.exceptions.RayTaskError as exc:  # the task raised; the actor lives on
-            self._finish(slot, "failed", error=f"{type(exc).__name__}: {exc}"[:4000])
+            self._finish(slot, str(Delivery.FAILED), error=f"{type(exc).__name__}: {exc}"[:4000])
             return
         slot.stats = dict(out.get("stats") or {})
-        self._finish(slot, "ok", result=out.get("result"))
+        self._finish(slot, str(Delivery.OK), result=out.get("result") or {})
+
+    def _lost_with_node(self, exc: BaseException, node_id: str | None) -> bool:
+        """True when the actor died because its node did (the raylet is gone), not because of
+        what it ran: Ray reports a vanished node's actors as unavailable (the connection
+        closed), a drained one as preempted; otherwise ask the cluster about the node."""
+        if isinstance(exc, ray.exceptions.ActorUnavailableError):
+            return True
+        if getattr(exc, "preempted", False):
+            return True
+        if not node_id:
+            return False
+        try:
+            alive = {n["NodeID"]: bool(n.get("Alive")) for n in ray.nodes()}
+        except Exception:  # noqa: BLE001 - the cluster cannot say: treat it as a crash
+            return False
+        return not alive.get(node_id, False)
+
+    def _replace_idle_on(self, node_id: str | None) -> None:
+        """Replace the idle actors on a node that died, before a job is sent to one of them."""
+        if not node_id:
+            return
+        for slot in list(self._slots):
+            if slot.job is None and slot.ready_ref is None and slot.stats.get("node_id") == node_id:
+                self._replace(slot, kill=True)
+
+    def waiting(self) -> str | None:
+        """Why queued work is not running, when no actor has been able to start for a while
+        (no node of the cluster has the CPUs/GPUs an actor needs); None while work runs.
+
+        The replacements stay pending in Ray, which starts them as soon as a node with room
+        joins: nothing is resubmitted in a loop meanwhile.
+        """
+        if not self._pending or any(s.job is not None or s.ready_ref is None for s in self._slots):
+            self._starved_since = self._cluster_cpus = None
+            return None
+        now = time.monotonic()
+        if self._starved_since is None:
+            self._starved_since = now
+        if now - self._starved_since < WAITING_AFTER_S:
+            return None
+        if self._cluster_cpus is None or now - self._cluster_cpus[0] > 5.0:
+            try:
+                free = float(ray.available_resources().get("CPU", 0.0))
+                total = float(ray.cluster_resources().get("CPU", 0.0))
+            except Exception:  # noqa: BLE001 - the GCS is unreachable: say what we know
+                free = total = float("nan")
+            self._cluster_cpus = (now, free, total)
+        _, free, total = self._cluster_cpus
+        need = f"{self.num_cpus:g} CPU" + (f" and {self.num_gpus:g} GPU" if self.num_gpus else "")
+        return (
+            f"waiting for Ray workers: {free:g} CPUs available (of {total:g} in the cluster); "
+            f"{len(self._slots)} evaluator actor(s) pending, each needs {need}; "
+            f"{len(self._pending)} evaluation(s) queued"
+        )
 
     def _check_timeouts(self) -> None:
         now = time.monotonic()
@@ -327,14 +415,14 @@ class EvaluatorPool:
                 job = slot.job
                 self._finish(
                     slot,
-                    "timeout",
+                    str(Delivery.TIMEOUT),
                     error=f"task exceeded its timeout of {self.task_timeout_s:g}s; "
                     f"actor {slot.actor_id} was killed and replaced",
                 )
                 self._ready[-1].attempts = job.attempts
                 self._replace(slot, kill=True)
 
-    def poll(self, timeout_s: float = 1.0) -> list[PoolResult]:
+    def poll(self, timeout_s: float = 1.0) -> list[EvaluationResult]:
         """Wait up to ``timeout_s`` for results; return all that are ready (maybe none)."""
         deadline = time.monotonic() + max(0.0, float(timeout_s))
         while True:
@@ -369,10 +457,10 @@ class EvaluatorPool:
             self._job_ids.discard(r.job_id)
         return out
 
-    def drain(self, timeout_s: float = 600.0) -> list[PoolResult]:
+    def drain(self, timeout_s: float = 600.0) -> list[EvaluationResult]:
         """Poll until nothing is in flight (or ``timeout_s`` passes); return every result."""
         deadline = time.monotonic() + timeout_s
-        results: list[PoolResult] = []
+        results: list[EvaluationResult] = []
         while self.in_flight() and time.monotonic() < deadline:
             results += self.poll(min(5.0, max(0.0, deadline - time.monotonic())))
         return results
@@ -398,6 +486,25 @@ class EvaluatorPool:
         return out
 
     # ------------------------------------------------------------------ lifecycle
+    def cancel_all(self) -> list[str]:
+        """Abandon every job in flight; returns their ids.
+
+        Queued jobs are dropped, results not yet polled are forgotten, and each actor that is
+        running a job is killed and replaced by a fresh one (Ray cannot force-cancel an actor
+        task), so nothing keeps computing for a cancelled campaign and the pool stays usable.
+        """
+        cancelled = [job.job_id for job in self._pending]
+        self._pending.clear()
+        for slot in list(self._slots):
+            if slot.job is not None:
+                cancelled.append(slot.job.job_id)
+                slot.job, slot.ref = None, None
+                self._replace(slot, kill=True)
+        cancelled += [result.job_id for result in self._ready]
+        self._ready.clear()
+        self._job_ids.clear()
+        return cancelled
+
     def shutdown(self) -> None:
         """Kill every actor; queued jobs are dropped."""
         if self._closed:

@@ -13,6 +13,11 @@ Where Ray runs is decided here and only here:
 * an explicit ``address`` (``RAY_ADDRESS`` or ``LAYERFORGE_RAY_ADDRESS``) joins that cluster;
 * otherwise a new local Ray starts (``address="local"``): never the cluster that an earlier
   ``ray start`` on this machine recorded in Ray's temp folder, which may be long dead.
+
+Ray 2.60 clusters started with ``ray start --head`` require a token (``RAY_AUTH_MODE=token``).
+Every node and client of one cluster shares that token through ``RAY_AUTH_TOKEN`` (or
+``LAYERFORGE_RAY_AUTH_TOKEN``); given one, the owner joins in token mode. An empty,
+whitespace or non-printable token is refused at start-up (:func:`auth_token_from_env`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,51 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RayOwner", "RaySettings", "connect", "is_connected", "shutdown"]
+__all__ = [
+    "AUTH_TOKEN_VARIABLES",
+    "RayOwner",
+    "RaySettings",
+    "auth_token_from_env",
+    "check_auth_token",
+    "connect",
+    "is_connected",
+    "shutdown",
+    "use_token_auth",
+]
+
+#: Where the cluster's token is read from, first found wins (``RAY_AUTH_TOKEN`` is Ray's own).
+AUTH_TOKEN_VARIABLES = ("LAYERFORGE_RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN")
+
+
+def check_auth_token(token: str, variable: str = "RAY_AUTH_TOKEN") -> str:
+    """Return ``token`` if Ray can use it; raise ValueError naming ``variable`` otherwise.
+
+    An empty or whitespace token would send clients to the cluster without credentials (they
+    would be refused after minutes of retries); Ray's tokens are printable ASCII (hex)."""
+    if not token.strip():
+        raise ValueError(f"{variable} is empty or only whitespace: set the cluster's token")
+    if token != token.strip():
+        raise ValueError(f"{variable} starts or ends with whitespace")
+    bad = next((c for c in token if not (c.isascii() and c.isprintable())), None)
+    if bad is not None:
+        raise ValueError(f"{variable} holds {bad!r}: a Ray token is printable ASCII")
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None and mode.lower() != "token":
+        raise ValueError(
+            f"{variable} is set but RAY_AUTH_MODE is {mode!r}: set RAY_AUTH_MODE=token "
+            "(or leave it unset) to join a cluster with token authentication"
+        )
+    return token
+
+
+def auth_token_from_env() -> str | None:
+    """The Ray cluster token from the environment (see :data:`AUTH_TOKEN_VARIABLES`), checked
+    by :func:`check_auth_token`; None when no variable is set."""
+    for variable in AUTH_TOKEN_VARIABLES:
+        value = os.environ.get(variable)
+        if value is not None:
+            return check_auth_token(value, variable)
+    return None
 
 
 @dataclass(frozen=True)
@@ -35,6 +84,7 @@ class RaySettings:
 
     address: str | None = None
     num_cpus: int | None = None
+    auth_token: str | None = field(default=None, repr=False)
     init_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,6 +135,8 @@ class RayOwner:
             kwargs: dict[str, Any] = {"log_to_driver": False}
             kwargs.update(self.settings.init_kwargs)
             if self.settings.address:
+                if self.settings.auth_token:
+                    use_token_auth(self.settings.auth_token)
                 ray.init(address=self.settings.address, **kwargs)
             else:
                 kwargs.setdefault("include_dashboard", False)
@@ -101,6 +153,25 @@ class RayOwner:
             ray.shutdown()
         except Exception:
             log.exception("ray.shutdown failed")
+
+
+def use_token_auth(token: str) -> None:
+    """Switch this process's Ray client to token authentication with ``token``.
+
+    Ray reads ``RAY_AUTH_MODE`` into its C++ config when ``ray`` is imported and caches the
+    token once loaded, so setting the variables later is not enough: both are reloaded, as
+    ``ray.init`` itself does when it turns token mode on for a new local cluster."""
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = token
+    try:
+        from ray._raylet import (  # type: ignore[attr-defined]  # compiled, no stubs
+            AuthenticationTokenLoader,
+            Config,
+        )
+    except ImportError:  # a Ray without token authentication: nothing more to tell it
+        return
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 _lock = threading.Lock()

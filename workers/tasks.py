@@ -1,7 +1,7 @@
 """``ProxyTask``: one architecture x one dataset x one training budget.
 
 A campaign's ``proxies`` list holds dicts of this shape; only ``arch`` and ``dataset`` are
-required. ``from_dict`` rejects unknown fields and bad values with an
+required, or a ``preset`` name (:mod:`workers.presets`) that supplies them. ``from_dict`` rejects unknown fields and bad values with an
 :class:`~workers.errors.InvalidConfigError` whose message names the field, and an unknown
 architecture or dataset with an :class:`~workers.errors.UnknownNameError` naming the valid ones.
 """
@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from layerforge.workers.errors import InvalidConfigError, UnknownNameError
+from layerforge.workers.presets import expand_preset
 
 # Upper bound of steps, batch sizes and check intervals: a bigger number is a typo, and one
 # past 2**63 cannot even be stored (PostgreSQL's JSON keeps it, torch's indexing does not).
 MAX_COUNT = 1_000_000_000
+GAIN_MODES = ("fair", "raw")
 
 __all__ = ["ProxyTask"]
 
@@ -51,6 +53,9 @@ class ProxyTask:
     divergence_check_every: int = 10
     time_limit_s: float | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    # "fair": the candidate activation trains as f / gamma_f in a network initialised to keep
+    # the signal's second moment (see workers.gain); "raw": f and PyTorch's default init
+    gain: str = "fair"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -94,16 +99,24 @@ class ProxyTask:
             raise InvalidConfigError("time_limit_s", f"must be > 0, got {self.time_limit_s!r}")
         if not isinstance(self.dataset_options, dict):
             raise InvalidConfigError("dataset_options", "must be an object")
+        if self.gain not in GAIN_MODES:
+            raise InvalidConfigError(
+                "gain", f"must be one of {', '.join(GAIN_MODES)}, got {self.gain!r}"
+            )
         from layerforge.workers.architectures.common import resolve_scale
 
         resolve_scale(self.scale)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProxyTask:
+        """The task a proxy dict describes (a ``preset`` name expands to the settings of
+        :data:`workers.presets.PROXY_PRESETS` first, the dict's own fields overriding them);
+        an unknown field or bad value raises an error naming it."""
         if isinstance(data, ProxyTask):
             return data
         if not isinstance(data, dict):
             raise InvalidConfigError("proxy", f"must be an object, got {type(data).__name__}")
+        data = expand_preset(data)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:

@@ -16,6 +16,11 @@
 :class:`Trainer` can be paused and resumed (``run_until(step)``); the rejection protocol's
 quality stage uses that to evaluate after 100 steps and then continue the same run to the full
 budget instead of training twice.
+
+A job can be stopped from outside: inside :func:`stop_flag` (a ``threading.Event``) every
+training step first checks the flag and, once it is set, raises :class:`TrainingStopped`.
+The local evaluator runs training in the campaign's own thread, so this is how a cancel
+reaches a run that would otherwise train on for minutes.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from __future__ import annotations
 import math
 import os
 import socket
+import threading
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,12 +41,53 @@ import torch.nn.functional as F
 from torch import nn
 
 from layerforge.workers.datasets import BatchSampler, DatasetCache, DeviceDataset, load_dataset
+from layerforge.workers.gain import scale_keeping_init
 from layerforge.workers.memory_format import convert_batch, convert_model, resolve_memory_format
 from layerforge.workers.tasks import ProxyTask
 
-__all__ = ["TrainResult", "Trainer", "make_trainer", "run_proxy", "train", "worker_id"]
+__all__ = [
+    "TrainResult",
+    "Trainer",
+    "TrainingStopped",
+    "make_trainer",
+    "run_proxy",
+    "stop_flag",
+    "train",
+    "worker_id",
+]
 
 CURVE_POINTS = 8
+
+
+class TrainingStopped(BaseException):
+    """The run's stop flag was set: the job was cancelled, there is no result.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``) so that the rejection protocol, which
+    records every ``Exception`` of a candidate as a verdict, lets it through to whoever set
+    the flag instead of turning a cancel into a "failed" candidate.
+    """
+
+
+_stop_flag: ContextVar[threading.Event | None] = ContextVar("layerforge_stop_flag", default=None)
+
+
+@contextmanager
+def stop_flag(event: threading.Event) -> Iterator[threading.Event]:
+    """Within this block, training (in this thread or context) stops with
+    :class:`TrainingStopped` at the first step after ``event`` is set."""
+    token = _stop_flag.set(event)
+    try:
+        yield event
+    finally:
+        _stop_flag.reset(token)
+
+
+def raise_if_stopped() -> None:
+    """Raise :class:`TrainingStopped` when the current stop flag is set (a cheap check,
+    made before every training step and before loading a dataset)."""
+    flag = _stop_flag.get()
+    if flag is not None and flag.is_set():
+        raise TrainingStopped("the job was cancelled")
 
 
 def worker_id() -> str:
@@ -94,6 +142,17 @@ class TrainResult:
                 d[k] = float("nan")
         d["curve"] = [(int(s), float("nan") if v is None else float(v)) for s, v in d["curve"]]
         return cls(**d)
+
+
+def _to_cpu(value: Any) -> Any:
+    """``value`` (nested dicts and lists of tensors) with every tensor moved to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    return value
 
 
 def _lr_at(step: int, task: ProxyTask) -> float:
@@ -236,9 +295,12 @@ class Trainer:
         # what ``opt.zero_grad(set_to_none=True)`` does, without its per-step profiler scope
         # and grouping (~40 us a step on CPU, a few % of a small MLP's step)
         params = [p for group in opt.param_groups for p in group["params"]]
+        stop = _stop_flag.get()
         self._started = time.perf_counter()
         try:
             while self.step < target:
+                if stop is not None and stop.is_set():
+                    raise TrainingStopped(f"the job was cancelled at step {self.step}")
                 lr = _lr_at(self.step, task)
                 for group in opt.param_groups:
                     group["lr"] = lr
@@ -269,6 +331,53 @@ class Trainer:
             self.train_seconds += time.perf_counter() - self._started
             self._started = None
         return not self.stopped
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the run needs to continue exactly where it is (weights, optimizer
+        momentum, the sampler's position and random state, the step, the curve, the clock),
+        with tensors on the CPU: a checkpoint another process or device can resume."""
+        sampler = self.sampler
+        return {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "sampler": {
+                "generator": sampler.generator.get_state(),
+                "perm": sampler._perm.cpu(),
+                "pos": sampler._pos,
+                "epoch": sampler.epoch,
+            },
+            "step": self.step,
+            "diverged": self.diverged,
+            "diverged_step": self.diverged_step,
+            "timed_out": self.timed_out,
+            "curve": [[int(s), float(v)] for s, v in self.curve],
+            "train_loss": float(self.train_loss),
+            "train_seconds": float(self.train_seconds),
+            "curve_targets": list(self._curve_targets),
+            "loss_sum": float(self._loss_sum.item()),
+            "loss_count": self._loss_count,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the run :meth:`state_dict` saved (on this trainer's device): the next
+        steps are the ones the saved run would have taken."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        sampler = state["sampler"]
+        self.sampler.generator.set_state(sampler["generator"])
+        self.sampler._perm = sampler["perm"].to(self.device)
+        self.sampler._pos = int(sampler["pos"])
+        self.sampler.epoch = int(sampler["epoch"])
+        self.step = int(state["step"])
+        self.diverged = bool(state["diverged"])
+        self.diverged_step = state["diverged_step"]
+        self.timed_out = bool(state["timed_out"])
+        self.curve = [(int(s), float(v)) for s, v in state["curve"]]
+        self.train_loss = float(state["train_loss"])
+        self.train_seconds = float(state["train_seconds"])
+        self._curve_targets = [int(t) for t in state["curve_targets"]]
+        self._loss_sum = torch.full((), float(state["loss_sum"]), device=self.device)
+        self._loss_count = int(state["loss_count"])
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
@@ -367,10 +476,15 @@ def make_trainer(
 ) -> Trainer:
     """Load the task's dataset (cached per process), build the model with a fixed seed.
 
+    With ``task.gain == "fair"`` the MLP's Linear layers are initialised N(0, 1/fan_in)
+    (:func:`workers.gain.scale_keeping_init`); dividing the candidate by its gain is the
+    caller's part (the rejection protocol passes a :class:`workers.gain.GainNormalizedFactory`).
+
     ``memory_format`` goes to :class:`Trainer` (``"auto"``: the policy of
     :mod:`workers.memory_format` for ``task.arch``, ``kind`` and ``device``)."""
     from layerforge.workers.architectures import build_model
 
+    raise_if_stopped()
     dataset = load_dataset(
         task.dataset, device, seed=task.seed, cache=cache, **task.dataset_options
     )
@@ -383,6 +497,8 @@ def make_trainer(
         layer_factory=layer_factory,
         scale=task.scale,
     )
+    if task.gain == "fair" and task.arch == "mlp" and kind == "activation":
+        scale_keeping_init(model)
     return Trainer(
         model,
         dataset,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from layerforge.api.cache import CACHED_RESPONSES
@@ -25,21 +26,23 @@ from layerforge.api.schemas import (
     CampaignDetail,
     CampaignPage,
     CampaignPublic,
-    CampaignStatus,
     EstimatePublic,
     HypervolumeHistory,
     HypervolumePointPublic,
+    OptunaStudyPublic,
     ParetoPublic,
 )
-from layerforge.storage import ConflictError, StorageError, get_engine, is_transient, session_scope
-from layerforge.storage import repository as repo
-from layerforge.storage.models import (
+from layerforge.storage import (
     CAMPAIGN_FINISHED,
+    CANDIDATE_IN_FLIGHT,
     Campaign,
-    Candidate,
-    HypervolumePoint,
-    ObjectiveValue,
+    CampaignStatus,
+    StorageError,
+    get_engine,
+    is_transient,
+    session_scope,
 )
+from layerforge.storage import repository as repo
 
 router = APIRouter(tags=["campaigns"])
 
@@ -48,9 +51,12 @@ CampaignId = Annotated[int, Path(ge=1, le=MAX_ID, description="campaign id")]
 
 # Which statuses each action may start from, and where it leads.
 ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "pause": (("queued", "running"), "paused"),
-    "resume": (("paused",), "running"),
-    "cancel": (("queued", "running", "paused"), "cancelled"),
+    "pause": ((CampaignStatus.QUEUED, CampaignStatus.RUNNING), CampaignStatus.PAUSED),
+    "resume": ((CampaignStatus.PAUSED,), CampaignStatus.RUNNING),
+    "cancel": (
+        (CampaignStatus.QUEUED, CampaignStatus.RUNNING, CampaignStatus.PAUSED),
+        CampaignStatus.CANCELLED,
+    ),
 }
 
 
@@ -68,14 +74,7 @@ def _max_seconds(campaign: Campaign) -> float | None:
 
 
 def _candidate_totals(session: Session, ids: list[int]) -> dict[int, int]:
-    if not ids:
-        return {}
-    rows = session.execute(
-        select(Candidate.campaign_id, func.count())
-        .where(Candidate.campaign_id.in_(ids))
-        .group_by(Candidate.campaign_id)
-    )
-    return {int(cid): int(count) for cid, count in rows}
+    return repo.candidate_totals(session, campaign_ids=ids)
 
 
 def campaign_public(campaign: Campaign, candidates: int) -> dict[str, Any]:
@@ -105,12 +104,7 @@ def campaign_public(campaign: Campaign, candidates: int) -> dict[str, Any]:
 
 
 def _best(session: Session, campaign: Campaign) -> dict[str, float | None]:
-    rows = session.execute(
-        select(ObjectiveValue.name, func.max(ObjectiveValue.value), func.min(ObjectiveValue.value))
-        .where(ObjectiveValue.campaign_id == campaign.id, ObjectiveValue.value_kind == "finite")
-        .group_by(ObjectiveValue.name)
-    )
-    extremes = {name: (high, low) for name, high, low in rows}
+    extremes = repo.objective_extremes(session, campaign_id=campaign.id)
     best: dict[str, float | None] = {}
     for objective in campaign.objectives or []:
         name = str(objective.get("name"))
@@ -121,7 +115,7 @@ def _best(session: Session, campaign: Campaign) -> dict[str, float | None]:
 
 def _estimate(campaign: Campaign, counts: dict[str, int], elapsed: float) -> dict[str, Any]:
     budget = _budget(campaign)
-    finished = sum(v for k, v in counts.items() if k not in ("proposed", "running"))
+    finished = sum(v for k, v in counts.items() if k not in CANDIDATE_IN_FLIGHT)
     remaining = max(budget - finished, 0)
     if campaign.status in CAMPAIGN_FINISHED:
         return {
@@ -153,14 +147,20 @@ def _estimate(campaign: Campaign, counts: dict[str, int], elapsed: float) -> dic
     }
 
 
+def _waiting(session: Session, campaign: Campaign) -> str | None:
+    """Why a running campaign's work is not running (its runner's latest progress event says,
+    e.g. no Ray worker has a free CPU); None for any other status."""
+    if campaign.status != CampaignStatus.RUNNING:
+        return None
+    event = repo.latest_event(session, campaign_id=campaign.id, kind="progress")
+    payload = (event.payload if event is not None else None) or {}
+    reason = payload.get("waiting")
+    return str(reason) if reason else None
+
+
 def campaign_detail(session: Session, campaign: Campaign) -> dict[str, Any]:
     counts = repo.count_candidates(session, campaign_id=campaign.id)
-    last_hv = session.scalars(
-        select(HypervolumePoint)
-        .where(HypervolumePoint.campaign_id == campaign.id)
-        .order_by(HypervolumePoint.id.desc())
-        .limit(1)
-    ).first()
+    last_hv = repo.latest_hypervolume(session, campaign_id=campaign.id)
     elapsed = max(
         float(campaign.elapsed_seconds or 0.0), float(last_hv.elapsed_seconds) if last_hv else 0.0
     )
@@ -172,6 +172,7 @@ def campaign_detail(session: Session, campaign: Campaign) -> dict[str, Any]:
         "hypervolume_normalized": normalized(hypervolume, box),
         "hypervolume_box": box,
         "spec": campaign.spec or {},
+        "waiting": _waiting(session, campaign),
         "counts": counts,
         "evaluations": repo.count_evaluations(session, campaign_id=campaign.id),
         "funnel": repo.rejection_funnel(session, campaign_id=campaign.id),
@@ -179,7 +180,14 @@ def campaign_detail(session: Session, campaign: Campaign) -> dict[str, Any]:
         "hypervolume": hypervolume,
         "elapsed_seconds": elapsed,
         "estimate": EstimatePublic(**_estimate(campaign, counts, elapsed)),
+        "fidelity": _fidelity(session, campaign.id),
     }
+
+
+def _fidelity(session: Session, campaign_id: int) -> dict[str, Any] | None:
+    """The campaign's proxy-fidelity report (its newest ``fidelity`` event), if any."""
+    event = repo.latest_event(session, campaign_id=campaign_id, kind="fidelity")
+    return dict(event.payload) if event is not None else None
 
 
 def _wake(request: Request) -> None:
@@ -217,31 +225,21 @@ def submit_campaign(
         ),
     ] = None,
 ) -> dict[str, Any]:
-    """Submit a campaign spec; it is queued and the controller starts it."""
-    from layerforge.search.campaign import create_campaign
+    """Submit a campaign spec; it is queued and the controller starts it.
+
+    With an ``Idempotency-Key``: the same key and the same spec (normalized) return the
+    campaign the first submission created (``Idempotent-Replayed: true``), concurrent ones
+    included; the same key with another spec is a 409 ``idempotency_conflict``."""
+    from layerforge.search.queries import create_or_find_campaign
 
     url = settings.database_url
-    engine = get_engine(url)
-    dumped = spec.model_dump(mode="json")
-    if idempotency_key is not None:
-        with session_scope(engine, readonly=True) as s:
-            existing = repo.find_campaign_by_idempotency_key(s, key=idempotency_key)
-            if existing is not None and existing.spec != dumped:
-                raise ApiError(
-                    409,
-                    f"Idempotency-Key {idempotency_key!r} was used for campaign "
-                    f"{existing.id} with a different spec",
-                    "idempotency_conflict",
-                )
-    try:
-        campaign_id = create_campaign(url, spec, idempotency_key=idempotency_key)
-    except ConflictError:
-        if idempotency_key is None:
-            raise
-        campaign_id = create_campaign(url, spec, idempotency_key=idempotency_key)  # lost a race
-    _wake(request)
+    campaign_id, created = create_or_find_campaign(url, spec, idempotency_key=idempotency_key)
+    if created:
+        _wake(request)
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/api/v1/campaigns/{campaign_id}"
-    with session_scope(engine, readonly=True) as s:
+    with session_scope(get_engine(url), readonly=True) as s:
         return campaign_detail(s, repo.get_campaign(s, campaign_id=campaign_id))
 
 
@@ -308,6 +306,11 @@ def _action_route(action: str):
         if action == "resume":
             session.commit()
             _wake(request)
+        if action == "cancel":
+            session.commit()
+            manager = getattr(request.app.state, "manager", None)
+            if manager is not None:
+                manager.cancel(campaign_id)  # its jobs stop now, not at the runner's next check
         return result
 
     endpoint.__name__ = f"{action}_campaign"
@@ -328,26 +331,61 @@ for _action in ACTIONS:
     _action_route(_action)
 
 
+# How long a delete waits for the campaign's runner (in this service) to stop.
+DELETE_RUNNER_STOP_S = 10.0
+
+
+def _refuse_unfinished(campaign: Campaign) -> None:
+    if campaign.status not in CAMPAIGN_FINISHED:
+        raise ApiError(
+            409,
+            f"cannot delete campaign {campaign.id}: it is {campaign.status!r}; only "
+            "completed, cancelled or failed campaigns can be deleted (cancel it first)",
+            "invalid_state",
+        )
+
+
 @router.delete("/campaigns/{campaign_id}", status_code=204, responses=responses(401, 404, 409, 422))
-def delete_campaign(campaign_id: CampaignId, settings: SettingsDep) -> Response:
-    """Delete a finished (completed, cancelled or failed) campaign and all it holds."""
+def delete_campaign(campaign_id: CampaignId, request: Request, settings: SettingsDep) -> Response:
+    """Delete a finished (completed, cancelled or failed) campaign and all it holds.
+
+    The campaign's runner in this service (still closing a cancelled campaign, say) is
+    stopped first, and the row goes only once it has left, so no runner ever writes for a
+    deleted campaign; a runner that does not stop within 10 s is a 409 and nothing is
+    deleted. A runner in another process notices the deletion and leaves by itself.
+    """
+    engine = get_engine(settings.database_url)
+    with session_scope(engine, readonly=True) as session:
+        _refuse_unfinished(repo.get_campaign(session, campaign_id=campaign_id))
+    manager = getattr(request.app.state, "manager", None)
+    try:
+        if manager is not None and not manager.stop_campaign(
+            campaign_id, timeout_s=DELETE_RUNNER_STOP_S
+        ):
+            raise ApiError(
+                409,
+                f"cannot delete campaign {campaign_id} yet: its runner did not stop within "
+                f"{DELETE_RUNNER_STOP_S:g} s; try again",
+                "runner_busy",
+            )
+        _delete(engine, campaign_id)
+    finally:
+        if manager is not None:
+            manager.forget(campaign_id)
+    return Response(status_code=204)
+
+
+def _delete(engine, campaign_id: int) -> None:
+    """Delete the campaign's row (and, by cascade, everything under it)."""
     # Right after a cancel, the campaign's runner may still be closing its evaluations; on
     # PostgreSQL the cascade and that write can deadlock and one of them is aborted. The
     # aborted delete is retried here (twice) rather than answered with a 503.
     for attempt in range(3):
         try:
-            with session_scope(get_engine(settings.database_url)) as session:
-                campaign = repo.get_campaign(session, campaign_id=campaign_id)
-                if campaign.status not in CAMPAIGN_FINISHED:
-                    raise ApiError(
-                        409,
-                        f"cannot delete campaign {campaign_id}: it is "
-                        f"{campaign.status!r}; only completed, cancelled or failed "
-                        "campaigns can be deleted (cancel it first)",
-                        "invalid_state",
-                    )
+            with session_scope(engine) as session:
+                _refuse_unfinished(repo.get_campaign(session, campaign_id=campaign_id))
                 repo.delete_campaign(session, campaign_id=campaign_id)
-            return Response(status_code=204)
+            return
         except StorageError as err:
             if attempt == 2 or not is_transient(err):
                 raise
@@ -357,7 +395,7 @@ def delete_campaign(campaign_id: CampaignId, settings: SettingsDep) -> Response:
 
 def pareto_answer(database_url: str, campaign_id: int) -> dict[str, Any]:
     """The fields of :class:`api.schemas.ParetoPublic` (non-finite numbers as None)."""
-    from layerforge.search.campaign import pareto_of_campaign
+    from layerforge.search.queries import pareto_of_campaign
 
     data = pareto_of_campaign(database_url, campaign_id)
 
@@ -394,6 +432,43 @@ def get_pareto(campaign_id: CampaignId, reads: CachedReadsDep) -> Response:
 
 
 @router.get(
+    "/campaigns/{campaign_id}/optuna",
+    response_model=OptunaStudyPublic,
+    responses={
+        **responses(404, 422),
+        200: {"content": {"application/vnd.sqlite3": {}}, "description": "the study"},
+    },
+)
+def get_optuna_study(
+    campaign_id: CampaignId,
+    session: SessionDep,
+    format: Annotated[
+        Literal["json", "sqlite"], Query(description="json (the trials) or sqlite (a study file)")
+    ] = "json",
+) -> Any:
+    """The campaign's evaluated candidates as a multi-objective Optuna study: one trial per
+    candidate (params: text and structure; values: the objectives; user attrs: LaTeX,
+    fingerprint, status). ``sqlite`` is a file ``optuna.load_study`` and optuna-dashboard
+    open (``sqlite:///FILE``); ``layerforge export-optuna`` writes the JSON into any
+    Optuna storage."""
+    from layerforge.search.optuna_export import study_document, write_study
+
+    document = study_document(session, campaign_id)
+    if format == "json":
+        return document
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "study.db")
+        write_study(document, f"sqlite:///{path}")
+        with open(path, "rb") as file:
+            content = file.read()
+    return Response(
+        content,
+        media_type="application/vnd.sqlite3",
+        headers={"Content-Disposition": f'attachment; filename="{document["study_name"]}.db"'},
+    )
+
+
+@router.get(
     "/campaigns/{campaign_id}/hypervolume",
     response_model=HypervolumeHistory,
     responses=responses(404, 422),
@@ -424,5 +499,28 @@ def get_hypervolume(
                 created_at=p.created_at,
             )
             for p in points
+        ],
+    }
+
+
+@router.get("/campaigns/{campaign_id}/transfer", responses=responses(404, 422))
+def get_transfer(
+    campaign_id: CampaignId, session: SessionDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """The transfer stage's confirmation: each re-evaluated candidate's held-out runs (mean,
+    SD and values over seeds per proxy and learning rate), whether it beats the baseline by
+    more than 2 pooled SDs on every one (``beats_baseline``), and the scale controls
+    (2·relu, 3·relu trained raw). Empty until the transfer stage has run."""
+    from layerforge.search.queries import transfer_ranking
+
+    repo.get_campaign(session, campaign_id=campaign_id)  # 404 for an unknown campaign
+    rows = transfer_ranking(settings.database_url, campaign_id)
+    return {
+        "campaign_id": campaign_id,
+        "rows": rows,
+        "confirmed": [
+            r["candidate_id"]
+            for r in rows
+            if r.get("beats_baseline") is True and not r.get("control")
         ],
     }

@@ -19,13 +19,11 @@ from layerforge.api.routes.common import cursor_id, decode_cursor, encode_cursor
 from layerforge.api.schemas import (
     CandidateDetail,
     CandidatePage,
-    CandidateStatus,
     CurvePublic,
     ExportFormat,
 )
-from layerforge.storage import decode_float
+from layerforge.storage import Candidate, CandidateStatus, decode_float
 from layerforge.storage import repository as repo
-from layerforge.storage.models import Candidate
 
 router = APIRouter(tags=["candidates"])
 
@@ -379,10 +377,10 @@ def export_provenance(session: Session, candidate_id: int, fmt: str) -> dict[str
     detail = None
     if rejection is not None:
         detail = f"at stage {rejection.stage!r}: {rejection.reason}"
-    elif candidate.status == "failed":
+    elif candidate.status == CandidateStatus.FAILED:
         errors = [e.error for e in record.evaluations if e.error]
         detail = errors[0] if errors else None
-    elif candidate.status == "duplicate" and candidate.duplicate_of is not None:
+    elif candidate.status == CandidateStatus.DUPLICATE and candidate.duplicate_of is not None:
         detail = f"of candidate {candidate.duplicate_of}"
     return {
         "layerforge": layerforge_version(),
@@ -434,8 +432,14 @@ def export_candidate(
     candidate = repo.get_candidate(session, candidate_id=candidate_id)
     campaign = repo.get_campaign(session, campaign_id=candidate.campaign_id)
     provenance = export_provenance(session, candidate_id, format)
+    graph = _graph(candidate)
+    if provenance["gain"] is not None and graph.space == "activation":
+        from layerforge.grammar.gain import gain_normalized_graph
+
+        # the layer exactly as it was evaluated: f(x) times the constant 1 / gamma_f
+        graph = gain_normalized_graph(graph, provenance["gain"])
     try:
-        text = with_provenance(export(_graph(candidate), format), format, provenance)
+        text = with_provenance(export(graph, format), format, provenance)
     except GrammarError as err:
         raise ApiError(
             409, f"candidate {candidate_id} cannot be exported as {format}: {err}", "not_exportable"

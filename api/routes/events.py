@@ -20,9 +20,14 @@ from fastapi.responses import StreamingResponse
 from layerforge.api.deps import SettingsDep
 from layerforge.api.errors import responses
 from layerforge.api.routes.campaigns import CampaignId
-from layerforge.storage import NotFoundError, StorageError, get_engine, session_scope
+from layerforge.storage import (
+    CAMPAIGN_FINISHED,
+    NotFoundError,
+    StorageError,
+    get_engine,
+    session_scope,
+)
 from layerforge.storage import repository as repo
-from layerforge.storage.models import CAMPAIGN_FINISHED
 
 router = APIRouter(tags=["campaigns"])
 
@@ -54,7 +59,22 @@ def _read(url: str, campaign_id: int, after: int) -> tuple[str | None, list[tupl
         **responses(404, 422),
         200: {
             "description": "text/event-stream of the campaign's events",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            # one server-sent event (the stream is a sequence of them): its kind, its id
+            # (the Last-Event-ID to resume after) and its JSON payload as text
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "event": {"type": "string"},
+                            "id": {"type": "string"},
+                            "data": {"type": "string"},
+                            "retry": {"type": "integer"},
+                        },
+                        "required": ["data"],
+                    }
+                }
+            },
         },
     },
 )

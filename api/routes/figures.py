@@ -22,6 +22,7 @@ from layerforge.api.deps import SessionDep, SettingsDep
 from layerforge.api.errors import ApiError, responses
 from layerforge.api.routes.campaigns import CampaignId, pareto_answer
 from layerforge.api.routes.common import describe_box, finite, hypervolume_box, normalized
+from layerforge.storage import CandidateStatus
 from layerforge.storage import repository as repo
 
 router = APIRouter(tags=["campaigns"])
@@ -40,7 +41,7 @@ def _pareto_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 def _require_completed(session: Session, campaign_id: int) -> Any:
     campaign = repo.get_campaign(session, campaign_id=campaign_id)
     counts = repo.count_candidates(session, campaign_id=campaign_id)
-    if not counts.get("completed"):
+    if not counts.get(CandidateStatus.COMPLETED):
         raise ApiError(
             409,
             f"campaign {campaign_id} has no completed candidate yet (it is "

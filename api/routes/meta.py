@@ -6,24 +6,28 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from layerforge.api.deps import SessionDep, SettingsDep
-from layerforge.api.errors import responses
+from layerforge.api.errors import DATABASE_FILE_CHANGED, responses
 from layerforge.api.schemas import HealthPublic, OpPublic
-from layerforge.storage import current_revision, get_engine, head_revision
-from layerforge.storage.models import (
+from layerforge.storage import (
     CAMPAIGN_STATUSES,
     CANDIDATE_STATUSES,
     EVALUATION_STATUSES,
-    Campaign,
-    Candidate,
-    Evaluation,
+    CampaignStatus,
+    DatabaseFileChangedError,
+    EvaluationStatus,
+    current_revision,
+    get_engine,
+    head_revision,
+    ping,
+    verify_database_file,
 )
+from layerforge.storage import repository as repo
 
 router = APIRouter(tags=["service"])
 service_router = APIRouter(tags=["service"])
@@ -50,16 +54,34 @@ def list_builtins(kind: Annotated[SpaceKind | None, Query()] = None) -> list[str
     return list(grammar_builtins(kind))
 
 
-@service_router.get("/healthz", response_model=HealthPublic)
-def healthz(settings: SettingsDep) -> dict[str, Any]:
-    """Liveness and database reachability, with the schema revision and version."""
+@service_router.get(
+    "/healthz",
+    response_model=HealthPublic,
+    responses={
+        503: {
+            "model": HealthPublic,
+            "description": "The SQLite database file was deleted or replaced under the "
+            "service (`database.code` is database_file_changed); restart it on a good file",
+        }
+    },
+)
+def healthz(settings: SettingsDep) -> Any:
+    """Liveness and database reachability, with the schema revision and version.
+
+    503 when the SQLite file the service opened is no longer at its path (deleted or
+    replaced): the service cannot write any more, and an orchestrator should restart it."""
     from layerforge.api import layerforge_version
 
     engine = get_engine(settings.database_url)
     database: dict[str, Any] = {"backend": engine.dialect.name}
     try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        verify_database_file(engine)
+    except DatabaseFileChangedError as err:
+        database.update(ok=False, code=DATABASE_FILE_CHANGED, error=str(err), path=err.path)
+        body = {"status": "degraded", "version": layerforge_version(), "database": database}
+        return JSONResponse(body, status_code=503)
+    try:
+        ping(engine)
         database["ok"] = True
         database["revision"] = current_revision(settings.database_url)
         database["head"] = head_revision()
@@ -83,19 +105,17 @@ class _ServiceCollector:
         self.session = session
         self.request = request
 
-    def _by_status(self, model: Any, statuses: tuple[str, ...]) -> dict[str, int]:
-        counts = dict.fromkeys(statuses, 0)
-        for status, count in self.session.execute(
-            select(model.status, func.count()).group_by(model.status)
-        ):
-            counts[status] = int(count)
-        return counts
+    def _by_status(self, table: str, statuses: tuple[str, ...]) -> dict[str, int]:
+        return {
+            **dict.fromkeys(statuses, 0),
+            **repo.counts_by_status(self.session, table=table),
+        }
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """The families of one scrape (prometheus_client's collector protocol)."""
-        campaigns = self._by_status(Campaign, CAMPAIGN_STATUSES)
-        candidates = self._by_status(Candidate, CANDIDATE_STATUSES)
-        evaluations = self._by_status(Evaluation, EVALUATION_STATUSES)
+        campaigns = self._by_status("campaign", CAMPAIGN_STATUSES)
+        candidates = self._by_status("candidate", CANDIDATE_STATUSES)
+        evaluations = self._by_status("evaluation", EVALUATION_STATUSES)
         for name, help_text, counts in (
             ("layerforge_campaigns", "Campaigns by status.", campaigns),
             ("layerforge_candidates", "Candidates by status.", candidates),
@@ -108,18 +128,18 @@ class _ServiceCollector:
         yield GaugeMetricFamily(
             "layerforge_evaluations_in_flight",
             "Evaluations dispatched to a worker and not finished (leased, status running).",
-            value=evaluations["running"],
+            value=evaluations[EvaluationStatus.RUNNING],
         )
         yield GaugeMetricFamily(
             "layerforge_evaluation_queue_depth",
             "Evaluations stored and waiting to be dispatched (status queued: after a "
             "restart or a lost worker).",
-            value=evaluations["queued"],
+            value=evaluations[EvaluationStatus.QUEUED],
         )
         yield GaugeMetricFamily(
             "layerforge_campaign_queue_depth",
             "Campaigns submitted and waiting for a controller slot (status queued).",
-            value=campaigns["queued"],
+            value=campaigns[CampaignStatus.QUEUED],
         )
         manager = getattr(self.request.app.state, "manager", None)
         yield GaugeMetricFamily(

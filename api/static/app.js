@@ -84,6 +84,15 @@ function fidelityWarnings(detail, id) {
     el("ul", {}, warnings.map((w) => el("li", { text: String(w) }))));
 }
 
+// Why a campaign failed (campaign detail `error`), above everything else on its page.
+function failureNotice(target, detail) {
+  const failed = detail.status === "failed" || Boolean(detail.error);
+  target.hidden = !failed;
+  if (!failed) { target.replaceChildren(); return; }
+  target.replaceChildren(el("b", { text: "This campaign " + (detail.status === "failed" ? "failed" : "reported an error") + ": " }),
+    el("span", { "data-testid": "campaign-error-reason", text: detail.error || "no reason was recorded" }));
+}
+
 // LaTeX typeset by the locally served KaTeX (raw source when KaTeX is missing or fails).
 function renderLatex(target, latex) {
   if (!latex) { target.textContent = "(no LaTeX form)"; return; }
@@ -113,7 +122,8 @@ async function campaignList() {
       el("td", { text: c.id }),
       el("td", {}, el("a", { href: "#/campaigns/" + c.id, text: c.name })),
       el("td", { text: c.space_kind }), el("td", { text: c.strategy }),
-      el("td", {}, badge(c.status)),
+      el("td", { title: c.error || null }, badge(c.status),
+        c.error ? el("div", { class: "failure-reason", "data-testid": "campaign-row-error", text: c.error }) : null),
       el("td", {}, el("progress", { max: c.progress.budget || 1, value: c.progress.candidates }),
         " " + c.progress.candidates + " / " + c.progress.budget),
       el("td", { text: new Date(c.created_at).toLocaleString() })));
@@ -133,12 +143,14 @@ async function campaignPage(id) {
   view.replaceChildren(
     el("p", {}, el("a", { href: "#/", text: "← campaigns" })),
     el("h1", { id: "campaign-title" }),
+    el("div", { class: "failure", id: "campaign-error", "data-testid": "campaign-error", role: "alert", hidden: "" }),
     el("div", { class: "controls" },
       el("button", { id: "pause-button", "data-testid": "pause", onclick: () => act("pause") }, "Pause"),
       el("button", { id: "resume-button", "data-testid": "resume", onclick: () => act("resume") }, "Resume"),
       el("button", { id: "cancel-button", "data-testid": "cancel", onclick: () => act("cancel") }, "Cancel"),
       el("span", { id: "live-indicator", class: "muted" })),
     el("div", { class: "stats", id: "campaign-stats", "data-testid": "campaign-stats" }),
+    el("p", { class: "warning", id: "campaign-waiting", "data-testid": "campaign-waiting", hidden: "" }),
     el("p", { class: "muted", id: "hv-reference", "data-testid": "hv-reference" }),
     el("div", { id: "campaign-fidelity" }),
     el("div", { class: "grid" },
@@ -160,7 +172,7 @@ async function campaignPage(id) {
       el("h2", { text: "Candidates" }),
       el("div", { class: "controls" },
         el("label", {}, "status ", el("select", { id: "candidate-status", onchange: (e) => { state.status = e.target.value; state.cursors = [null]; state.pageIndex = 0; loadCandidates(); } },
-          ["", "completed", "rejected", "running", "proposed", "failed", "duplicate"].map((s) => el("option", { value: s, text: s || "any" })))),
+          ["", "completed", "rejected", "running", "proposed", "failed", "duplicate", "cancelled"].map((s) => el("option", { value: s, text: s || "any" })))),
         el("button", { id: "candidates-prev", onclick: () => { state.pageIndex -= 1; loadCandidates(); } }, "‹ previous"),
         el("button", { id: "candidates-next", onclick: () => { state.pageIndex += 1; loadCandidates(); } }, "next ›"),
         el("span", { id: "candidates-page", class: "muted" })),
@@ -198,6 +210,7 @@ async function campaignPage(id) {
   function drawStats() {
     const d = state.detail;
     document.getElementById("campaign-title").replaceChildren(d.name + " ", badge(d.status));
+    failureNotice(document.getElementById("campaign-error"), d);
     const stats = [["candidates", d.progress.candidates + " / " + d.progress.budget],
       ["completed", d.counts.completed], ["rejected", d.counts.rejected],
       ["hypervolume", d.hypervolume_normalized === null || d.hypervolume_normalized === undefined ? fmt(d.hypervolume) : fmt(d.hypervolume_normalized, 3) + " of the box"],
@@ -209,6 +222,9 @@ async function campaignPage(id) {
     document.getElementById("hv-reference").textContent = box
       ? "Hypervolume as a fraction of the box from the reference point (" + fmtBox(box.reference) + ") to the ideal point (" + fmtBox(box.ideal) + "); raw value " + fmt(d.hypervolume, 4) + "."
       : "No reference point recorded for this campaign.";
+    const waiting = document.getElementById("campaign-waiting");
+    waiting.hidden = !d.waiting;  // the campaign waits for evaluators (no Ray node can take work)
+    waiting.textContent = d.waiting ? "Waiting: " + d.waiting : "";
     document.getElementById("campaign-fidelity").replaceChildren(...[fidelityWarnings(d, "campaign-fidelity-warnings")].filter(Boolean));
     document.getElementById("pause-button").disabled = !["queued", "running"].includes(d.status);
     document.getElementById("resume-button").disabled = d.status !== "paused";

@@ -45,9 +45,10 @@ def formula_latex(graph: Graph | dict) -> str | None:
     """The LaTeX formula of a graph (or of its ``to_dict`` form), or None when the graph
     cannot be read or has no LaTeX form. Never raises.
 
-    What the detail view of a candidate shows. For activation graphs it goes through SymPy
-    (2-4 ms of CPU), so the evaluation workers compute it beside each result and the service
-    reads it from there; the service computes it itself only for candidates no worker saw.
+    What the detail view of a candidate shows. For activation graphs it goes through SymPy,
+    which is slow (docs/measurements.md), so the evaluation workers compute it beside each
+    result and the service reads it from there; the service computes it itself only for
+    candidates no worker saw.
     """
     try:
         return latex.export_latex(graph if isinstance(graph, Graph) else Graph.from_dict(graph))

@@ -25,7 +25,7 @@ def _template_latex(graph: Graph) -> str:
                 9,
             )
         elif n.op == "const":
-            v = float(n.value)  # type: ignore[arg-type]
+            v = float(n.value)  # type: ignore[arg-type]  # a const node always has a value (validated)
             s = repr(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
             memo[i] = (s, 3 if v < 0 else 9)
         else:

@@ -102,7 +102,8 @@ def provenance_lines(provenance: Mapping[str, Any]) -> list[str]:
             lines.append("gain constant: none recorded (the evaluation ran the raw function)")
         else:
             lines.append(
-                f"gain constant: gamma_f = {_number(gain)} (the evaluated layer is f(x) / gamma_f)"
+                f"gain constant: gamma_f = {_number(gain)} (the evaluated layer is f(x) / gamma_f;"
+                " the code below includes the factor 1 / gamma_f)"
             )
     if provenance.get("warning"):
         lines.append(f"WARNING: {provenance['warning']}")

@@ -8,6 +8,7 @@ One module per command group, each with a ``register(app)`` that adds its comman
 * :mod:`layerforge.cli.remote` — ``submit``, ``list``, ``status``, ``watch``, ``pareto``,
   ``candidates``, ``pause``, ``resume``, ``cancel``, ``delete``, ``download pareto`` and
   ``download hypervolume`` (on :class:`layerforge.Client`)
+* :mod:`layerforge.cli.optuna` — ``export-optuna`` (a campaign into an Optuna storage)
 
 A new command group is a module with ``register(app)``, added to :data:`COMMAND_GROUPS`.
 Options left unset fall back to their ``LAYERFORGE_*`` settings; usage errors exit 2.
@@ -20,10 +21,10 @@ from typing import Any
 
 import typer
 
-from layerforge.cli import layers, local, remote, service
+from layerforge.cli import layers, local, optuna, remote, service
 from layerforge.cli.common import FAILED, USAGE
 
-COMMAND_GROUPS = (service, local, layers, remote)
+COMMAND_GROUPS = (service, local, layers, remote, optuna)
 
 
 class LayerforgeTyper(typer.Typer):

@@ -120,7 +120,7 @@ def export_offline(
         else:
             if space is None:
                 fail("--space is required with --expr (activation or normact)")
-            g = grammar.parse(expr, _check_space(space))  # type: ignore[arg-type]
+            g = grammar.parse(expr, _check_space(space))  # type: ignore[arg-type]  # expr is set: exactly one of --expr and --builtin is, checked above
         text = grammar.export(g, fmt, name)
     except GrammarError as exc:
         fail(str(exc))

@@ -58,7 +58,8 @@ def run(
 
         ray_session.shutdown()
     stderr.print(f"campaign {result.campaign_id}: {result.status}")
-    from layerforge.search.campaign import pareto_of_campaign
+    from layerforge.search.queries import pareto_of_campaign
+    from layerforge.storage import CampaignStatus
 
     Console(width=200).print(
         pareto_table(
@@ -67,7 +68,8 @@ def run(
     )
     if result.status == "stopped":
         raise typer.Exit(INTERRUPTED)
-    if result.status not in ("completed", "paused", "cancelled"):
+    exits_cleanly = (CampaignStatus.COMPLETED, CampaignStatus.PAUSED, CampaignStatus.CANCELLED)
+    if result.status not in exits_cleanly:
         raise typer.Exit(FAILED)
 
 

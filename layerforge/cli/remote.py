@@ -123,7 +123,7 @@ def list_command(
         ("candidates", "right"),
         ("created", "left"),
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]  # the justify values above are rich's JustifyMethod literals
     for item in items:
         progress = item["progress"]
         table.add_row(

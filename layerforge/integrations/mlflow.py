@@ -31,13 +31,17 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from layerforge.storage import get_engine, session_scope
+from layerforge.storage import CampaignStatus, CandidateStatus, get_engine, session_scope
 from layerforge.storage import repository as repo
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "layerforge"
-FINISHED_STATUS = {"completed": "FINISHED", "cancelled": "KILLED", "failed": "FAILED"}
+FINISHED_STATUS: dict[str, str] = {
+    CampaignStatus.COMPLETED: "FINISHED",
+    CampaignStatus.CANCELLED: "KILLED",
+    CampaignStatus.FAILED: "FAILED",
+}
 _PAGE = 1000
 _MAX_PARAM = 6000  # MLflow's limit on a param value
 _MAX_TAG = 5000  # and on a tag value in every backend
@@ -294,7 +298,11 @@ class MlflowLogger:
         rows, after = [], None
         while True:
             page = repo.list_candidates(
-                session, campaign_id=campaign_id, status="completed", after=after, limit=_PAGE
+                session,
+                campaign_id=campaign_id,
+                status=CandidateStatus.COMPLETED,
+                after=after,
+                limit=_PAGE,
             )
             rows += page
             if len(page) < _PAGE:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from layerforge.search.names import StrategyName
 from layerforge.search.strategies.base import Member, Proposal, Strategy
 from layerforge.search.strategies.evolution import Evolution
 from layerforge.search.strategies.nsga2 import NSGA2
 from layerforge.search.strategies.random_search import RandomSearch
+from layerforge.search.strategies.surrogate import Surrogate
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    "evolution": Evolution,
-    "nsga2": NSGA2,
-    "random": RandomSearch,
+    StrategyName.EVOLUTION: Evolution,
+    StrategyName.NSGA2: NSGA2,
+    StrategyName.RANDOM: RandomSearch,
+    StrategyName.SURROGATE: Surrogate,
 }
 
 
@@ -19,7 +22,7 @@ def _register_optuna() -> None:
         from layerforge.search.strategies.optuna_search import OptunaSearch
     except ImportError:  # pragma: no cover - optuna is a dependency
         return
-    STRATEGIES["optuna"] = OptunaSearch
+    STRATEGIES[StrategyName.OPTUNA] = OptunaSearch
 
 
 _register_optuna()

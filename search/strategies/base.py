@@ -13,19 +13,31 @@ has observed, and every random choice is drawn from a generator seeded by the ca
 and the number of members observed so far. Rebuilding a strategy is therefore just
 ``observe``-ing the stored candidates in order, and a rebuilt strategy asks exactly what the
 original would have asked.
+
+``interrupt`` (a ``threading.Event``, set by the campaign runner on a cancel or a stop) ends
+an ask early: the proposals found so far are returned, so no ask outlives a cancel by more
+than one mutation or random graph.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from layerforge.grammar import Graph, Space, fingerprint, passes_static, random_graph
+from layerforge.storage import CandidateStatus
 
-FINISHED = ("completed", "rejected", "failed", "duplicate")
+FINISHED = (
+    CandidateStatus.COMPLETED,
+    CandidateStatus.REJECTED,
+    CandidateStatus.FAILED,
+    CandidateStatus.DUPLICATE,
+    CandidateStatus.STOPPED,
+)
 
 
 @dataclass(frozen=True)
@@ -38,9 +50,12 @@ class Proposal:
     data: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
 
-    def with_fingerprint(self) -> Proposal:
-        """This proposal with its functional fingerprint filled in."""
-        return self if self.fingerprint else replace(self, fingerprint=fingerprint(self.graph))
+    def with_fingerprint(self, gain: str = "fair") -> Proposal:
+        """This proposal with its functional fingerprint (under the campaign's ``gain``
+        mode, see :func:`grammar.fingerprint`) filled in."""
+        if self.fingerprint:
+            return self
+        return replace(self, fingerprint=fingerprint(self.graph, gain))
 
 
 @dataclass
@@ -56,7 +71,7 @@ class Member:
     graph: Graph
     fingerprint: str
     origin: str
-    status: str = "proposed"
+    status: str = CandidateStatus.PROPOSED
     values: tuple[float, ...] | None = None
     parent_ids: tuple[int, ...] = ()
     data: dict[str, Any] = field(default_factory=dict)
@@ -77,11 +92,27 @@ class Strategy(ABC):
         self.settings = settings
         self.num_objectives = num_objectives
         self.seed = int(seed)
+        # what counts as the same function (see grammar.fingerprint); the campaign sets it
+        # from its spec's ``gain`` before the first ask
+        self.gain = "fair"
         self.members: dict[int, Member] = {}
         self.order: list[int] = []
         self.seen: set[str] = set()
         self._known_keys: set[str] = set()
         self._valid_keys: set[str] = set()
+        self.interrupt: threading.Event | None = None
+        # (kind, payload) campaign events a strategy wants recorded (the surrogate's fits);
+        # the campaign runner stores and clears them with the next proposals it stores
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def drain_events(self) -> list[tuple[str, dict[str, Any]]]:
+        """The events recorded since the last call, oldest first (the list is emptied)."""
+        events, self.events = self.events, []
+        return events
+
+    def interrupted(self) -> bool:
+        """True once :attr:`interrupt` is set: an ask in progress returns what it has."""
+        return self.interrupt is not None and self.interrupt.is_set()
 
     # ---------------------------------------------------------------- protocol
     @abstractmethod
@@ -113,10 +144,10 @@ class Strategy(ABC):
                     f"expected {self.num_objectives} objective values, got {len(values)}"
                 )
             member.values = tuple(float(v) for v in values)
-            member.status = status or "completed"
+            member.status = status or CandidateStatus.COMPLETED
         else:
             member.values = None
-            member.status = status or "failed"
+            member.status = status or CandidateStatus.FAILED
 
     def rebuild(self, members: Iterable[Member]) -> Strategy:
         """Observe stored members in order; returns self for chaining."""
@@ -146,7 +177,7 @@ class Strategy(ABC):
         if not passes_static(graph, self.space, self._valid_keys):
             self._known_keys.add(key)
             return False, ""
-        fp = fingerprint(graph)
+        fp = fingerprint(graph, self.gain)
         if fp in self.seen or fp in taken:
             self._known_keys.add(key)
             return False, fp
@@ -161,6 +192,8 @@ class Strategy(ABC):
     ) -> Proposal | None:
         """A random graph whose function is new, or None when none was found in the budget."""
         for _ in range(int(getattr(self.settings, "max_attempts", 200))):
+            if self.interrupted():
+                return None
             graph = random_graph(self.space, rng)
             ok, fp = self.is_new(graph, taken)
             if ok:

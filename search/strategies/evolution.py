@@ -11,6 +11,7 @@ are random graphs, so the search starts without waiting when the seeds are few.
 from __future__ import annotations
 
 from layerforge.grammar import mutate
+from layerforge.search.names import StrategyName
 from layerforge.search.pareto import pareto_front
 from layerforge.search.strategies.base import Proposal, Strategy
 
@@ -18,7 +19,7 @@ from layerforge.search.strategies.base import Proposal, Strategy
 class Evolution(Strategy):
     """Asynchronous Pareto tournament selection + EvoNorm mutation + aging."""
 
-    name = "evolution"
+    name = StrategyName.EVOLUTION
 
     def population(self) -> list:
         """The living population: the most recent ``population`` evaluated members."""
@@ -32,6 +33,8 @@ class Evolution(Strategy):
         population = self.population()
         tournament = min(int(self.settings.tournament), len(population))
         for _ in range(n):
+            if self.interrupted():
+                break
             if len(population) < max(2, int(self.settings.tournament)):
                 proposal = self.random_proposal(rng, taken)
             else:
@@ -47,6 +50,8 @@ class Evolution(Strategy):
     def _child(self, parent, rng, taken) -> Proposal | None:
         graph = parent.graph
         for attempt in range(int(self.settings.max_attempts)):
+            if self.interrupted():
+                return None
             # keep mutating the last child: a chain of mutations escapes a parent whose
             # every single mutation is a known function; restart from the parent now and then
             graph = mutate(

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from layerforge.grammar import mutate
+from layerforge.search.names import StrategyName
 from layerforge.search.pareto import crowding_distance, non_dominated_sort
 from layerforge.search.strategies.base import Member, Proposal, Strategy
 
@@ -22,7 +23,7 @@ from layerforge.search.strategies.base import Member, Proposal, Strategy
 class NSGA2(Strategy):
     """Generational NSGA-II over the grammar's mutation operator."""
 
-    name = "nsga2"
+    name = StrategyName.NSGA2
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -88,6 +89,8 @@ class NSGA2(Strategy):
         proposals: list[Proposal] = []
         if current == 0:
             for _ in range(want):
+                if self.interrupted():
+                    break
                 proposal = self.random_proposal(rng, taken, data={"generation": 0})
                 if proposal is None:
                     break
@@ -96,6 +99,8 @@ class NSGA2(Strategy):
         parents = self.survivors(current - 1)
         rank, crowd = self.rank_and_crowding(parents)
         for _ in range(want):
+            if self.interrupted():
+                break
             proposal = self._offspring(parents, rank, crowd, rng, taken, current)
             if proposal is None:
                 break
@@ -107,6 +112,8 @@ class NSGA2(Strategy):
         parent = min((a, b), key=lambda m: (rank[m.id], -crowd[m.id], m.seq))
         graph = parent.graph
         for attempt in range(int(self.settings.max_attempts)):
+            if self.interrupted():
+                return None
             graph = mutate(
                 parent.graph if attempt % 16 == 0 else graph,
                 self.space,

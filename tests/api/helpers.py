@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from layerforge.api.app import create_app
 from layerforge.api.settings import load_settings
@@ -66,3 +71,34 @@ def live_server(tmp_path: Path, env: dict[str, str] | None = None, args=()):
         yield server.base
     finally:
         server.stop()
+
+
+DASHBOARD_HARNESS = Path(__file__).with_name("dashboard_harness.js")
+
+
+def render_dashboard(client, tmp_path: Path, hash_route: str, paths: list[str]) -> dict:
+    """What the dashboard's own ``app.js`` renders for ``hash_route`` (run by Node on a
+    minimal DOM, ``tests/api/dashboard_harness.js``), from the answers the real API gives to
+    ``paths`` (``client``: anything with ``get(path)``, a TestClient or an httpx.Client)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no node binary to run the dashboard's script (apt-get install nodejs)")
+    recorded = {}
+    for path in paths:
+        response = client.get(API + path)
+        assert response.status_code == 200, (path, response.text[:200])
+        recorded[path.split("?")[0]] = response.json()
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps(recorded))
+    script = client.get("/static/app.js")
+    assert script.status_code == 200
+    served = tmp_path / "app.js"
+    served.write_text(script.text)  # the script as the server serves it
+    done = subprocess.run(
+        [node, str(DASHBOARD_HARNESS), str(served), str(answers), hash_route],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(done.stdout)

@@ -94,6 +94,8 @@ def test_detail_of_a_finished_campaign(live_client):
         "rejected",
         "failed",
         "duplicate",
+        "cancelled",
+        "stopped",
     }
     rejected = body["counts"]["rejected"]
     assert sum(stage["rejected"] for stage in body["funnel"].values()) == rejected

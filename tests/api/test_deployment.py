@@ -76,6 +76,47 @@ def test_api_and_controller_environment():
     assert SERVICES["controller"]["command"] == ["layerforge", "controller"]
 
 
+def test_every_ray_container_shares_one_token_from_the_operator():
+    """Ray 2.60's head requires a token: the head, the workers and the controller (a Ray
+    client) all take the one RAY_AUTH_TOKEN of the compose environment, in token mode, and
+    compose refuses to start without it; the image carries none."""
+    raw = (ROOT / "docker-compose.yml").read_text()
+    references = set(re.findall(r"\$\{RAY_AUTH_TOKEN(:[?-][^}]*)?\}", raw))
+    assert len(references) == 1 and next(iter(references)).startswith(":?"), references
+    for name in ("ray-head", "ray-worker", "controller"):
+        env = SERVICES[name]["environment"]
+        assert env["RAY_AUTH_MODE"] == "token", name
+        assert env["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN:?"), name
+    # the api runs no campaigns, so it never connects to Ray and holds no Ray token
+    assert "RAY_AUTH_TOKEN" not in SERVICES["api"]["environment"]
+    api_env, api = _settings_of("api")
+    assert api.run_controller is False
+    controller_env, controller = _settings_of("controller")
+    assert controller.ray_auth_token == controller_env["RAY_AUTH_TOKEN"] == "set-by-operator"
+    assert "RAY_AUTH" not in (ROOT / "Dockerfile").read_text()
+
+
+def test_a_blank_ray_token_stops_the_controller_naming_the_variable(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "LAYERFORGE_"))}
+    env.update(
+        RAY_AUTH_TOKEN="   ",
+        RAY_ADDRESS="127.0.0.1:1",
+        LAYERFORGE_DATABASE_URL=f"sqlite:///{tmp_path / 'c.db'}",
+    )
+    done = subprocess.run(
+        [str(BIN / "layerforge"), "controller"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert "RAY_AUTH_TOKEN is empty or only whitespace" in done.stderr
+    assert not (tmp_path / "c.db").exists()  # it stopped before touching anything
+
+
 def script_exists(name: str) -> bool:
     if name == "layerforge":
         return PYPROJECT["project"]["scripts"].get("layerforge") == "layerforge.cli:app"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import tempfile
 import time
 
@@ -96,3 +97,89 @@ def test_api_conforms_to_its_schema(case):
             negative_data_rejection,
         ]
     )
+
+
+# ------------------------------------------------------------------ stateful phase
+# schemathesis chains calls along the schema's OpenAPI links (api/openapi_links.py): a created
+# or listed campaign's id feeds every /campaigns/{campaign_id} operation, a candidates page's
+# first id every /candidates/{candidate_id} one. Half the generated submissions are replaced
+# by a valid spec, so the chains start from real campaigns instead of 422s.
+STATEFUL_STEPS = int(os.environ.get("LAYERFORGE_SCHEMATHESIS_STATEFUL", "40"))
+STATEFUL_CALLS: list[tuple[str, str, int]] = []
+
+
+PRISTINE = f"{_FOLDER}/pristine.db"
+
+
+def _copy_database(source: str, target: str) -> None:
+    """Copy one SQLite database over another through SQLite's backup API: the target file
+    keeps its inode (the app's open engine sees a write, not a replaced file)."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+
+
+class CampaignFlows(schema.as_state_machine()):  # type: ignore[misc]  # schemathesis builds the base at run time
+    """The API's state machine with valid submissions mixed in and every call recorded.
+
+    Every scenario starts from the same database (:func:`_copy_database` from the snapshot
+    the test takes), so the same draws meet the same answers: hypothesis refuses a state
+    machine whose available rules depend on what earlier scenarios left behind."""
+
+    def setup(self):
+        _copy_database(PRISTINE, _URL.removeprefix("sqlite:///"))
+        self.submissions = 0
+
+    def before_call(self, case):
+        if case.method == "POST" and case.path == f"{API}/campaigns":
+            self.submissions += 1
+            if self.submissions % 2 == 1:  # every other submission of a scenario: a valid spec
+                case.body = small_spec(name=f"stateful-{self.submissions}")
+                case.headers = {
+                    k: v for k, v in (case.headers or {}).items() if k.lower() != "idempotency-key"
+                }
+
+    def after_call(self, response, case):
+        STATEFUL_CALLS.append((case.method, case.path, response.status_code))
+
+    def validate_response(self, response, case, **kwargs):
+        case.validate_response(
+            response,
+            checks=[
+                _not_a_server_error,
+                _error_shape,
+                status_code_conformance,
+                content_type_conformance,
+                response_schema_conformance,
+            ],
+        )
+
+
+def test_stateful_chains_follow_the_links():
+    """Sequences of calls along the links: no 5xx, every answer in its schema, and the chains
+    reach real rows (2xx on the id-taking operations), not only 404s."""
+    STATEFUL_CALLS.clear()
+    _copy_database(_URL.removeprefix("sqlite:///"), PRISTINE)
+    CampaignFlows.run(
+        settings=settings(
+            max_examples=STATEFUL_STEPS,
+            stateful_step_count=6,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+        )
+    )
+    linked = [c for c in STATEFUL_CALLS if "{campaign_id}" in c[1] or "{candidate_id}" in c[1]]
+    reached = {(m, p) for m, p, code in linked if 200 <= code < 300}
+    created = sum(
+        1
+        for m, p, code in STATEFUL_CALLS
+        if m == "POST" and p.endswith("/campaigns") and code == 202
+    )
+    print(
+        f"\n[stateful] calls={len(STATEFUL_CALLS)} linked={len(linked)} "
+        f"linked 2xx={sum(1 for *_, code in linked if 200 <= code < 300)} "
+        f"created={created} operations reached={len(reached)}"
+    )
+    assert created >= 1, "no valid campaign was created"
+    assert len(reached) >= 6, sorted(reached)
+    assert ("GET", f"{API}/campaigns/{{campaign_id}}") in reached

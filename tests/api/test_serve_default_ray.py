@@ -13,59 +13,26 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.api.helpers import small_spec
-from tests.reliability.helpers import API, LAYERFORGE, free_port, submit, wait_status
+from tests.reliability.helpers import (
+    API,
+    LAYERFORGE,
+    alive,
+    descendants_named,
+    free_port,
+    submit,
+    wait_healthy,
+    wait_status,
+)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.starts_first]
 
 RAY_DAEMONS = ("raylet", "gcs_server")
 KEPT_UP_S = 100.0
-
-
-def _process_table() -> dict[int, tuple[int, str, str]]:
-    """pid -> (parent pid, command name, state) for every process, read from /proc."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
-        table[int(entry.name)] = (int(ppid), name, state)
-    return table
-
-
-def _ray_daemons_under(root: int) -> dict[int, str]:
-    """Live (not zombie) raylet / gcs_server processes descending from ``root``."""
-    table = _process_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _name, _state) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    found, stack = {}, [root]
-    while stack:
-        pid = stack.pop()
-        for child in children.get(pid, []):
-            _ppid, name, state = table[child]
-            if any(name.startswith(d) for d in RAY_DAEMONS) and state != "Z":
-                found[child] = name
-            stack.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 @pytest.mark.timeout(1500)
@@ -88,17 +55,11 @@ def test_serve_demo_with_default_ray_evaluator_outlives_its_campaigns(tmp_path):
         return log_path.read_text(errors="replace")[-4000:]
 
     daemons: dict[int, str] = {}
+    phases: dict[str, float] = {}
+    t_start = time.monotonic()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, f"serve exited with {proc.returncode}:\n{log_tail()}"
-            assert time.monotonic() < deadline, "serve did not answer /healthz in 120 s"
-            time.sleep(0.2)
+        wait_healthy(base, proc, timeout=120, log_tail=log_tail)
+        phases["healthy"] = time.monotonic() - t_start
         assert f"http://127.0.0.1:{port}" in log_tail()  # the log says where to open it
 
         items = httpx.get(f"{base}{API}/campaigns", timeout=10).json()["items"]
@@ -107,7 +68,8 @@ def test_serve_demo_with_default_ray_evaluator_outlives_its_campaigns(tmp_path):
         demo = wait_status(base, demo_id, timeout=900)
         assert demo["status"] == "completed", (demo, log_tail())
         assert demo["progress"]["candidates"] > 0
-        daemons = _ray_daemons_under(proc.pid)
+        phases["demo done"] = time.monotonic() - t_start
+        daemons = descendants_named(proc.pid, RAY_DAEMONS)
         assert sorted(set(daemons.values())) == sorted(RAY_DAEMONS), (daemons, log_tail())
 
         # the failure mode of 0.1: the service died 60-140 s after its first campaign
@@ -115,7 +77,7 @@ def test_serve_demo_with_default_ray_evaluator_outlives_its_campaigns(tmp_path):
         while time.monotonic() < kept_until:
             assert proc.poll() is None, f"serve exited with {proc.returncode}:\n{log_tail()}"
             assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
-            dead = [f"{name} {pid}" for pid, name in daemons.items() if not _alive(pid)]
+            dead = [f"{name} {pid}" for pid, name in daemons.items() if not alive(pid)]
             assert not dead, f"Ray daemons died after the first campaign: {dead}"
             time.sleep(2)
 
@@ -123,6 +85,7 @@ def test_serve_demo_with_default_ray_evaluator_outlives_its_campaigns(tmp_path):
         body = wait_status(base, second, timeout=300)
         assert body["status"] == "completed", (body, log_tail())
         assert body["progress"]["candidates"] == 12
+        phases["second done"] = time.monotonic() - t_start
         assert "Failed to connect to GCS" not in log_tail()
     finally:
         if proc.poll() is None:
@@ -143,7 +106,9 @@ def test_serve_demo_with_default_ray_evaluator_outlives_its_campaigns(tmp_path):
     assert "Finished server process" in log_tail()
     assert stop_seconds < 30, f"SIGTERM took {stop_seconds:.1f} s"
     deadline = time.monotonic() + 15
-    while any(_alive(pid) for pid in daemons) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in daemons) and time.monotonic() < deadline:
         time.sleep(0.5)
-    left = [f"{name} {pid}" for pid, name in daemons.items() if _alive(pid)]
+    left = [f"{name} {pid}" for pid, name in daemons.items() if alive(pid)]
     assert not left, f"Ray processes left behind after a clean stop: {left}"
+    phases["stopped"] = stop_seconds
+    print("\n[serve default ray] " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))

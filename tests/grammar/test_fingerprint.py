@@ -114,26 +114,69 @@ def test_canonical_key():
 
 
 def test_canonical_key_falls_back_to_key_on_timeout():
+    import signal
+
     big = parse(" + ".join(f"sin({i} * x)^3 * cosh(x + {i})" for i in range(1, 12)), A)
-    assert canonical_key(big, timeout_s=0.05) == big.key
+    # the budget is a SIGALRM timer, used only while nobody else holds SIGALRM: an earlier
+    # test's timer library (pytest-timeout, Ray) may have left its handler installed
+    previous = signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    try:
+        assert canonical_key(big, timeout_s=0.05) == big.key
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _normalized(graph, xs):
+    import numpy as np
+
+    from layerforge.grammar import evaluate_numpy
+    from layerforge.grammar.gain import activation_gain
+
+    with np.errstate(all="ignore"):
+        return np.broadcast_to(evaluate_numpy(graph, xs), xs.shape) / activation_gain(graph)
 
 
 def test_pairwise_distinct_random_functions_mostly_distinct():
+    import numpy as np
+
+    from layerforge.grammar import evaluate_numpy
+    from layerforge.grammar.gain import GainError
+
     space = make_space("activation", "swish")
     rng = random.Random(5)
     graphs = [random_graph(space, rng) for _ in range(200)]
+    xs = np.linspace(-3.3, 3.1, 41)
     for a, b in itertools.islice(itertools.combinations(graphs, 2), 2000):
-        if fingerprint(a) == fingerprint(b):
-            # same fingerprint must mean same outputs on fresh points too
-            import numpy as np
-
-            from layerforge.grammar import evaluate_numpy
-
-            xs = np.linspace(-3.3, 3.1, 41)
+        if fingerprint(a, "raw") == fingerprint(b, "raw"):
+            # same raw fingerprint must mean same outputs on fresh points too
             with np.errstate(all="ignore"):
                 np.testing.assert_allclose(
                     evaluate_numpy(a, xs), evaluate_numpy(b, xs), rtol=1e-4, atol=1e-6
                 )
+        if fingerprint(a) == fingerprint(b):
+            # same gain-fair fingerprint: f_a / gamma_a is one of the four sign variants of
+            # f_b / gamma_b on fresh points
+            try:
+                na = _normalized(a, xs)
+                variants = [_normalized(b, xs), _normalized(b, -xs)]
+            except GainError:
+                continue
+            variants += [-v for v in variants]
+            assert any(np.allclose(na, v, rtol=1e-4, atol=1e-6) for v in variants), (a, b)
+
+
+def test_gain_fair_fingerprint_merges_rescalings_and_sign_variants_only():
+    same = ["max(x, 0)", "2 * max(x, 0)", "x + abs(x)", "x - abs(x)", "3 * max(-x, 0)"]
+    assert len({fingerprint(parse(t, A)) for t in same}) == 1
+    # raw, only the two spellings of 2 * relu coincide
+    assert len({fingerprint(parse(t, A), "raw") for t in same}) == len(same) - 1
+    swish = {fingerprint(parse(t, A)) for t in ["x * sigmoid(x)", "2 * x * sigmoid(x)"]}
+    assert len(swish) == 1
+    # input scale is not merged: the Swish beta family stays distinct
+    assert fingerprint(parse("x * sigmoid(1.5 * x)", A)) not in swish
+    assert fingerprint(parse("x * tanh(x)", A)) not in swish
+    with pytest.raises(ValueError, match="gain must be one of"):
+        fingerprint(parse("x", A), "loud")
 
 
 def test_canonical_key_off_main_thread_and_with_foreign_alarm():

@@ -125,6 +125,41 @@ CASES: list[tuple[str, object, str]] = [
     ("proxy-steps-huge", {"proxies.0.steps": 10**20}, "proxies[0]"),
     ("too-many-proxies", {"proxies": [{"arch": "mlp", "dataset": "digits"}] * 33}, "body.proxies"),
     ("too-many-seeds", {"seeds": ["relu"] * 1001}, "body.seeds"),
+    # ---- over what a campaign can run (tests/api/test_spec_limits.py has each limit)
+    ("population-over-limit", {"strategy.population": 100_000}, "less than or equal to 10000"),
+    ("parallelism-over-limit", {"parallelism": 20_000}, "less than or equal to 16384"),
+    ("max-seconds-a-year", {"budget.max_seconds": 365 * 86400}, "body.budget.max_seconds"),
+    ("proxy-steps-1e9", {"proxies.0.steps": 10**9}, "proxies[0].steps: must be <= 1,000,000"),
+    ("proxy-batch-1e7", {"proxies.0.batch_size": 10**7}, "proxies[0].batch_size: must be <="),
+    ("proxy-width-huge", {"proxies.0.scale": 1e6}, "proxies[0].scale"),
+    (
+        "too-many-transfer-proxies",
+        {"transfer.proxies": [{"arch": "mlp", "dataset": "digits"}] * 33},
+        "body.transfer.proxies",
+    ),
+    ("transfer-seeds-huge", {"transfer.seeds": 1000}, "body.transfer.seeds"),
+    ("probe-huge", {"rejection.probe_size": 10**6}, "body.rejection.probe_size"),
+    (
+        "dataset-option-unknown",
+        {"proxies.0.dataset_options": {"num_samples": 5}},
+        "proxies[0].dataset_options.num_samples: unknown option for dataset 'digits'",
+    ),
+    (
+        "synthetic-1e9-samples",
+        {
+            "proxies.0": {
+                "arch": "mlp",
+                "dataset": "synthetic",
+                "dataset_options": {"num_train": 10**9},
+            }
+        },
+        "proxies[0].dataset_options.num_train",
+    ),
+    (
+        "synthetic-image-1e5",
+        {"proxies.0": {"arch": "mlp", "dataset": "synthetic", "dataset_options": {"size": 10**5}}},
+        "proxies[0].dataset_options.size",
+    ),
     (
         "budget-1e400",
         raw_spec_with('"budget": {"max_candidates": 1e400}', '"budget": {"max_candidates": 12}'),

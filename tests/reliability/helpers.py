@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -86,6 +87,67 @@ def listening_addresses(pid: int) -> list[str]:
     return found
 
 
+def wait_healthy(
+    base: str, proc: subprocess.Popen, *, timeout: float, log_tail: Callable[[], str]
+) -> None:
+    """Wait until ``{base}/healthz`` answers 200; fail with the server's log if the process
+    exits first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}:\n" + log_tail())
+        assert time.monotonic() < deadline, f"server did not start in {timeout} s"
+        time.sleep(0.1)
+
+
+def process_table() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, command name, state) for every process, read from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+        table[int(entry.name)] = (int(ppid), name, state)
+    return table
+
+
+def descendants_named(root: int, prefixes: tuple[str, ...]) -> dict[int, str]:
+    """Live (not zombie) processes under ``root`` whose command name starts with one of
+    ``prefixes`` (for example Ray's ``raylet`` and ``gcs_server``)."""
+    table = process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _name, _state) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, stack = {}, [root]
+    while stack:
+        pid = stack.pop()
+        for child in children.get(pid, []):
+            _ppid, name, state = table[child]
+            if name.startswith(prefixes) and state != "Z":
+                found[child] = name
+            stack.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
 class Server:
     """``layerforge serve`` in a subprocess that can be SIGKILLed and restarted on the same
     database and port."""
@@ -138,19 +200,7 @@ class Server:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        deadline = t0 + timeout
-        while True:
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"server exited with {self.proc.returncode}:\n" + self.log_tail()
-                )
-            assert time.monotonic() < deadline, f"server did not start in {timeout} s"
-            time.sleep(0.1)
+        wait_healthy(self.base, self.proc, timeout=timeout, log_tail=self.log_tail)
         self.start_seconds.append(time.monotonic() - t0)
 
     def sigkill(self) -> None:

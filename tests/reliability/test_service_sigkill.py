@@ -7,7 +7,7 @@ SIGKILLed at a random moment (after 0-1 more evaluations finished since it
 started, then 0-1.2 s later) (mid-evaluation,
 mid-commit, mid-claim: wherever it happens to be), and restarted on the same database and
 port. The restarted controller takes the campaign over because its owner is a dead process
-on this host (``search.campaign.owner_is_dead``), re-queues what was in flight and goes on.
+on this host (``search.ownership.owner_is_dead``), re-queues what was in flight and goes on.
 
 After the fifth kill the server runs to the end. The campaign must then have exactly its
 budget of candidates, every non-duplicate candidate exactly one search evaluation, none

@@ -15,9 +15,10 @@ import pytest
 from sqlalchemy import exc
 
 import layerforge.search.manager as manager_module
-from layerforge.search.campaign import CampaignRunner, create_campaign
+from layerforge.search.campaign import CampaignRunner
 from layerforge.search.evaluators import SimulatedEvaluator
 from layerforge.search.manager import ControllerManager
+from layerforge.search.queries import create_campaign
 from layerforge.search.spec import validate_spec
 from layerforge.storage import (
     ConflictError,

@@ -7,8 +7,9 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from layerforge.search.campaign import CampaignRunner, create_campaign, pareto_of_campaign
+from layerforge.search.campaign import CampaignRunner
 from layerforge.search.evaluators import Outcome, SimulatedEvaluator
+from layerforge.search.queries import create_campaign, pareto_of_campaign
 from layerforge.search.spec import SpecError, validate_spec
 from layerforge.storage import get_engine, session_scope, upgrade_database
 from layerforge.storage import repository as repo
@@ -210,7 +211,7 @@ def test_bad_specs_name_the_field_and_store_nothing(db, change, field):
 
 
 def test_transfer_stage_reevaluates_the_top_k_with_several_seeds(db):
-    from layerforge.search.campaign import transfer_ranking
+    from layerforge.search.queries import transfer_ranking
 
     spec = validate_spec(
         dict(
@@ -231,13 +232,35 @@ def test_transfer_stage_reevaluates_the_top_k_with_several_seeds(db):
                 Evaluation.campaign_id == campaign_id, Evaluation.kind == "transfer"
             )
         ).all()
-        assert len(transfer) == 12 and all(e.status == "completed" for e in transfer)
+        rerun = {e.candidate_id for e in transfer}
+        baseline_id = s.scalars(
+            select(Candidate.id).where(
+                Candidate.campaign_id == campaign_id, Candidate.origin == "baseline"
+            )
+        ).one()
+        # the top 3, and the baseline beside them (winners are judged against it)
+        assert baseline_id in rerun and len(rerun) in (3, 4)
+        assert len(transfer) == 4 * len(rerun) and all(e.status == "completed" for e in transfer)
         assert sorted({e.seed for e in transfer}) == [0, 1, 2, 3]
-        assert len({e.candidate_id for e in transfer}) == 3
+        # each run trains the held-out proxy at its learning rate and at half of it
+        assert all(len(e.result["proxies"]) == 2 for e in transfer)
     ranking = transfer_ranking(db, campaign_id)
-    assert len(ranking) == 3 and all(r["runs"] == 4 for r in ranking)
-    assert [r["mean"] for r in ranking] == sorted((r["mean"] for r in ranking), reverse=True)
-    assert any(r["std"] > 0 for r in ranking)  # seeds really differ
+    rows = [r for r in ranking if not r.get("control")]
+    assert {r["candidate_id"] for r in rows} == rerun and all(r["runs"] == 4 for r in rows)
+    assert [r["mean"] for r in rows] == sorted((r["mean"] for r in rows), reverse=True)
+    assert any(r["std"] > 0 for r in rows)  # seeds really differ
+    assert [p["name"] for p in rows[0]["proxies"]] == [
+        "mlp/synthetic@lr=0.1",
+        "mlp/synthetic@lr=0.05",
+    ]
+    for r in rows:
+        if r["candidate_id"] == baseline_id:
+            assert r["origin"] == "baseline" and r["beats_baseline"] is None
+        else:
+            assert r["beats_baseline"] in (True, False) and len(r["margins"]) == 2
+    controls = [r for r in ranking if r.get("control")]
+    assert [c["text"] for c in controls] == ["2 * max(x, 0)", "3 * max(x, 0)"]
+    assert all(c["runs"] == 4 for c in controls)
 
 
 def test_optuna_with_its_nsga2_sampler_runs_a_campaign(db):
@@ -340,8 +363,13 @@ def test_outcomes_that_trickle_in_are_stored_in_batches(db):
         db, campaign_id, OneAtATime(), poll_s=0.0, control_s=0.0, batch_window_s=1.0
     )
     store = runner._store
-    runner._store = lambda outcomes: (sizes.append(len(outcomes)), store(outcomes))[1]
+    # the search's results only: the proxy-fidelity panel's twelve arrive beside them
+    runner._store = lambda outcomes: (
+        sizes.append(len([o for o in outcomes if not o.job_id.startswith("fidelity:")])),
+        store(outcomes),
+    )[1]
     assert runner.run() == "completed"
+    sizes = [n for n in sizes if n]
     assert max(sizes) == 8 and len(sizes) <= 6  # a whole parallelism's worth at once
     with session_scope(get_engine(db), readonly=True) as s:
         assert (

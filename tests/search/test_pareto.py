@@ -75,3 +75,34 @@ def test_hypervolume_matches_a_grid_count(points):
     # on integer points with reference (6, 6), count unit cells dominated by some point
     cells = sum(any(px <= x and py <= y for px, py in points) for x in range(6) for y in range(6))
     assert hypervolume(points, [6, 6]) == pytest.approx(cells)
+
+
+def _fronts_by_peeling(points) -> list[list[int]]:
+    """Reference non-dominated sort: peel off the undominated points one front at a time."""
+    valid = [i for i, p in enumerate(points) if not any(math.isnan(v) for v in p)]
+    fronts, left = [], valid
+    while left:
+        front = [i for i in left if not any(dominates(points[j], points[i]) for j in left)]
+        fronts.append(front)
+        left = [i for i in left if i not in front]
+    invalid = [i for i in range(len(points)) if i not in valid]
+    return fronts + ([invalid] if invalid else [])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(1, 3).flatmap(
+        lambda m: st.lists(
+            st.lists(
+                st.sampled_from([0.0, 1.0, 2.0, 3.0, math.inf, math.nan]), min_size=m, max_size=m
+            ),
+            min_size=1,
+            max_size=30,
+        )
+    )
+)
+def test_fronts_match_peeling_with_ties_infinities_and_nans(points):
+    expected = _fronts_by_peeling(points)
+    assert non_dominated_sort(points) == expected
+    has_valid = any(not any(math.isnan(v) for v in p) for p in points)
+    assert pareto_front(points) == (expected[0] if has_valid else [])

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from layerforge.search.campaign import CampaignRunner, create_campaign, pareto_of_campaign
+from layerforge.search.campaign import CampaignRunner
 from layerforge.search.evaluators import LocalEvaluator
+from layerforge.search.queries import create_campaign, pareto_of_campaign
 from layerforge.search.spec import validate_spec
 from layerforge.storage import StorageError, get_engine, session_scope, upgrade_database
 from layerforge.storage import repository as repo

@@ -358,3 +358,42 @@ def test_campaigns_list_newest_first_with_status_filter(engine):
         queued = repo.list_campaigns(s, status="queued")
     assert [c.id for c in first + second] == ids[::-1][:4]
     assert ids[1] not in [c.id for c in queued] and len(queued) == 4
+
+
+def test_requeue_and_duplicates_raise_the_data_version_and_reads_answer_exactly(engine):
+    """The reads and writes the controller and the API used to build themselves."""
+    with session_scope(engine) as s:
+        campaign_id = make_campaign(s).id
+        first = make_candidate(s, campaign_id, "f1").id
+        copy = make_candidate(s, campaign_id, "f2").id
+        running = repo.add_evaluation(s, candidate_id=first, seed=0).id
+        repo.lease_evaluation(s, evaluation_id=running, owner="a", lease_seconds=600)
+        transfer = repo.add_evaluation(s, candidate_id=first, kind="transfer", seed=2).id
+        repo.lease_evaluation(s, evaluation_id=transfer, owner="a", lease_seconds=600)
+        repo.finish_evaluation(s, evaluation_id=transfer, status="completed", result={"a": 1})
+    version = read_data_version(engine, "campaign", campaign_id).counter
+    with session_scope(engine) as s:
+        assert repo.requeue_running(s, campaign_id=campaign_id) == 1
+        assert repo.requeue_running(s, campaign_id=campaign_id) == 0
+    assert read_data_version(engine, "campaign", campaign_id).counter == version + 1
+    with session_scope(engine) as s:
+        repo.set_duplicates(s, campaign_id=campaign_id, duplicates={copy: first})
+    assert read_data_version(engine, "campaign", campaign_id).counter == version + 2
+    with session_scope(engine, readonly=True) as s:
+        evaluation = repo.get_candidate(s, candidate_id=copy)
+        assert evaluation.duplicate_of == first
+        assert repo.campaign_status(s, campaign_id=campaign_id) == "queued"
+        assert repo.campaign_status(s, campaign_id=10**9) is None
+        assert repo.campaign_exists(s, campaign_id=campaign_id)
+        assert repo.latest_evaluation(s, candidate_id=first, kind="search").id == running
+        assert repo.latest_evaluation(s, candidate_id=copy, kind="search") is None
+        assert repo.evaluation_keys(s, campaign_id=campaign_id, kind="transfer") == {(first, 2)}
+        done = repo.completed_evaluations(s, campaign_id=campaign_id, kind="transfer")
+        assert [e.id for e in done] == [transfer] and done[0].candidate.id == first
+        assert [c.id for c in repo.all_candidates(s, campaign_id=campaign_id)] == [first, copy]
+        fields = repo.candidate_fields(s, candidate_ids=[first, copy])
+        assert set(fields) == {first, copy} and repo.candidate_fields(s, candidate_ids=[]) == {}
+        assert repo.candidate_totals(s, campaign_ids=[campaign_id, 10**9]) == {campaign_id: 2}
+        assert repo.counts_by_status(s, table="evaluation") == {"queued": 1, "completed": 1}
+        assert repo.latest_hypervolume(s, campaign_id=campaign_id) is None
+        assert repo.objective_extremes(s, campaign_id=campaign_id) == {}

@@ -19,6 +19,7 @@ from tests.workers.helpers import (
 
 CACHE = DatasetCache()
 PROXY = [{"arch": "resnet", "dataset": "digits", "steps": 120}]
+RAW_PROXIES = [{**PROXY[0], "gain": "raw"}]  # the function as it is (no gain normalization)
 FAST = {"measure_costs": False}
 
 
@@ -70,14 +71,24 @@ def test_good_layers_pass_every_stage(cand):
 def test_constant_functions_are_rejected_at_probe(text):
     out = evaluate(act(text))
     assert (out["status"], out["stage"]) == ("rejected", "probe")
-    assert "constant" in out["reason"]
+    # a zero function has no gain to normalize by (gain-fair evaluation), a constant one is
+    # caught by the probe's own check
+    assert "constant" in out["reason"] or "zero on z ~ N(0, 1)" in out["reason"]
     assert out["stages"][-1] == {**out["stages"][-1], "name": "probe", "passed": False}
 
 
 def test_exp_exp_is_rejected_at_probe():
-    out = evaluate(act("exp(exp(x))"))
+    # raw: divided by its gain (gain-fair), exp(exp(x)) is small on unit-scale probes and
+    # is rejected later, by training (see the gain-fair test below)
+    out = evaluate(act("exp(exp(x))"), proxies=RAW_PROXIES)
     assert (out["status"], out["stage"]) == ("rejected", "probe")
     assert "magnitude" in out["reason"] or "finite" in out["reason"]
+
+
+def test_exp_exp_is_rejected_before_the_full_run_under_gain_fair_evaluation():
+    out = evaluate(act("exp(exp(x))"))
+    assert out["status"] == "rejected" and out["stage"] in ("trainability", "quality"), out
+    assert out["gain"]["gamma"] > 1e3
 
 
 @pytest.mark.parametrize(
@@ -103,7 +114,10 @@ def test_stability_stage_on_a_torch_layer():
 @pytest.mark.slow
 def test_useless_but_finite_function_is_rejected_at_quality():
     stages = ["static", "probe", "duplicate", "quality"]  # no trainability stage before it
-    out = evaluate(act("sin(100 * x) * 0.0001"), config={**FAST, "stages": stages})
+    # raw: divided by its gain this is sin(100 x), whose gradient makes training diverge
+    out = evaluate(
+        act("sin(100 * x) * 0.0001"), config={**FAST, "stages": stages}, proxies=RAW_PROXIES
+    )
     assert (out["status"], out["stage"]) == ("rejected", "quality"), out
     assert "validation accuracy" in out["reason"] and "< 0.2" in out["reason"]
     assert out["proxies"] and out["proxies"][0]["steps"] == 100

@@ -11,6 +11,7 @@ import torch
 
 from layerforge.workers.datasets import DatasetCache
 from layerforge.workers.errors import WorkersError
+from layerforge.workers.jobs import RUNG
 from layerforge.workers.rejection.config import STAGES, RejectionConfig, Stage
 from layerforge.workers.rejection.proxies import proxy_results
 from layerforge.workers.rejection.registry import StageFn, get_stage
@@ -24,6 +25,7 @@ from layerforge.workers.rejection.run import (
     is_oom,
     release_memory,
 )
+from layerforge.workers.rejection.rungs import Paused, restore_run, save_run
 from layerforge.workers.tasks import ProxyTask
 
 __all__ = ["evaluate_candidate"]
@@ -40,6 +42,8 @@ def evaluate_candidate(
     device: str | torch.device = "cpu",
     datasets_cache: DatasetCache | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    rung: int | None = None,
+    checkpoint: bytes | None = None,
 ) -> dict[str, Any]:
     """Run the rejection protocol and, for survivors, the full evaluation. Never raises.
 
@@ -52,6 +56,13 @@ def evaluate_candidate(
     service never has to). A reused duplicate also carries ``duplicate_of`` (the earlier
     result's fingerprint) and ``reused: true``, with the earlier result's status, proxies and
     costs. ``seen(fingerprint)`` returns an earlier result or None.
+
+    Successive halving (:mod:`.rungs`): with ``rung``, the full evaluation stops at that
+    step and the result has ``status="rung"``, ``rung`` (the step), ``proxies`` (each
+    proxy's result there) and ``checkpoint`` (bytes: the run's state); with ``checkpoint``,
+    the run an earlier rung saved continues from there (to ``rung`` again, or to the end)
+    instead of starting over. Every result of such a run lists the rungs it reached
+    (``rungs``: ``[{"step", "accuracy"}]``).
     """
     from layerforge.grammar import formula_latex
     from layerforge.workers.candidates import resolve_candidate
@@ -64,6 +75,8 @@ def evaluate_candidate(
         device=torch.device(device),
         datasets_cache=datasets_cache,
         progress=progress,
+        rung=rung,
+        checkpoint=checkpoint,
     )
     try:
         graph = resolve_candidate(graph_dict).graph
@@ -85,6 +98,7 @@ def _result(
         "proxies": [],
         "costs": dict(_NO_COSTS),
         "fingerprint": None if run is None else run.fingerprint,
+        "gain": None if run is None else run.gain,
     }
     out.update(extra)
     return out
@@ -120,11 +134,37 @@ def _take_fingerprint(run: EvaluationRun) -> None:
     """The candidate's functional fingerprint; a failure to compute one is the probe
     stage's to judge (it rejects such a candidate), else a rejection here."""
     try:
-        run.fingerprint = run.cand.fingerprint()
+        gain = "fair" if any(t.gain == "fair" for t in run.tasks) else "raw"
+        run.fingerprint = run.cand.fingerprint(gain)
     except Exception as exc:
         if Stage.PROBE not in run.config.stages:
             raise Reject(f"fingerprint raised {describe(exc)}") from exc
         run.fingerprint = None
+
+
+def _normalize_gain(run: EvaluationRun) -> None:
+    """Gain-fair evaluation (see :mod:`workers.gain`): an activation candidate of a job with a
+    ``gain="fair"`` proxy gets its gain gamma_f, and the probe stage and the proxies run
+    ``f / gamma_f``. An unusable gain rejects the candidate at the probe stage."""
+    from layerforge.grammar.gain import GainError
+    from layerforge.workers.gain import GainNormalizedFactory, candidate_gain
+
+    if run.cand.kind != "activation" or not any(t.gain == "fair" for t in run.tasks):
+        return
+    t0 = time.perf_counter()
+    try:
+        gamma = candidate_gain(run.cand)
+    except GainError as exc:
+        run.verdicts.append(
+            StageVerdict(str(Stage.PROBE), False, str(exc), time.perf_counter() - t0)
+        )
+        raise Reject(str(exc)) from exc
+    except Exception as exc:  # the candidate's own code raised on the quadrature nodes
+        reason = f"computing the gain raised {describe(exc)}"
+        run.verdicts.append(StageVerdict(str(Stage.PROBE), False, reason, time.perf_counter() - t0))
+        raise Reject(reason) from exc
+    run.gain = {"gamma": gamma, "mode": "fair"}
+    run.layer_factory = GainNormalizedFactory(run.cand.factory, gamma)
 
 
 def _measure_costs(run: EvaluationRun) -> None:
@@ -132,8 +172,10 @@ def _measure_costs(run: EvaluationRun) -> None:
     from layerforge.workers.costs import measure_layer_cost
 
     try:
+        # the raw layer: the gain constant folds into the function's own arithmetic (the
+        # export carries it as one multiply), it is not a cost of the candidate
         c = measure_layer_cost(
-            run.factory,
+            run.cand.factory,
             run.cand.kind,
             shape=tuple(run.config.cost_shape),
             repeats=run.config.cost_repeats,
@@ -164,6 +206,8 @@ def _evaluate(
     device: torch.device,
     datasets_cache: DatasetCache | None,
     progress: Callable[[dict[str, Any]], None] | None,
+    rung: int | None = None,
+    checkpoint: bytes | None = None,
 ) -> dict[str, Any]:
     try:
         cfg = RejectionConfig.from_dict(config)
@@ -180,14 +224,25 @@ def _evaluate(
         deadline=Deadline(cfg.time_limit_s),
         seen=seen,
         datasets_cache=datasets_cache,
+        pause_at=rung,
     )
     current = "static"
     try:
-        _run_stage(run, Stage.STATIC, get_stage(Stage.STATIC), progress)
-        _take_fingerprint(run)
-        for name in _stages_to_run(run):
-            current = str(name)
-            _run_stage(run, name, get_stage(name), progress)
+        if checkpoint is not None:
+            current = str(Stage.FULL)
+            try:
+                restore_run(run, checkpoint)
+            except ValueError as exc:
+                raise Fail(f"cannot continue from the checkpoint: {exc}") from exc
+            _run_stage(run, Stage.FULL, get_stage(Stage.FULL), progress)
+        else:
+            _run_stage(run, Stage.STATIC, get_stage(Stage.STATIC), progress)
+            _take_fingerprint(run)
+            current = str(Stage.PROBE)
+            _normalize_gain(run)
+            for name in _stages_to_run(run):
+                current = str(name)
+                _run_stage(run, name, get_stage(name), progress)
         if cfg.measure_costs:
             current = "costs"
             _measure_costs(run)
@@ -199,6 +254,19 @@ def _evaluate(
             run,
             proxies=proxy_results(run),
             costs=run.costs,
+            **_rung_history(run),
+        )
+    except Paused as paused:
+        return _result(
+            RUNG,
+            str(Stage.FULL),
+            f"reached rung {paused.step}: mean validation accuracy "
+            f"{sum(paused.accuracy) / max(1, len(paused.accuracy)):.3f}",
+            run,
+            proxies=proxy_results(run),
+            rung=paused.step,
+            checkpoint=save_run(run),
+            **_rung_history(run),
         )
     except Reject as exc:
         if run.earlier is not None:
@@ -209,6 +277,7 @@ def _evaluate(
             str(exc),
             run,
             proxies=proxy_results(run),
+            **_rung_history(run),
         )
     except Fail as exc:
         return _result("failed", current, str(exc), run)
@@ -223,6 +292,12 @@ def _evaluate(
     finally:
         run.trainers.clear()
         release_memory(device)
+
+
+def _rung_history(run: EvaluationRun) -> dict[str, Any]:
+    """``{"rungs": [...]}`` for a run that reached rungs (successive halving), else nothing:
+    results of jobs without rungs keep their shape."""
+    return {"rungs": list(run.rungs)} if run.rungs else {}
 
 
 def _reused(run: EvaluationRun, reason: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def build_trainers(run: EvaluationRun, *, reject_errors: bool) -> None:
             run.trainers.append(
                 make_trainer(
                     task,
-                    run.factory,
+                    run.factory if task.gain == "fair" else run.cand.factory,
                     run.cand.kind,
                     device=run.device,
                     cache=run.datasets_cache,
@@ -164,9 +164,13 @@ def quality(run: EvaluationRun) -> str:
 
 @register_stage(Stage.FULL)
 def full(run: EvaluationRun) -> str:
-    """Continue every proxy run to its full ``steps``; a diverged run rejects."""
+    """Continue every proxy run to its full ``steps``; a diverged run rejects. A job with a
+    rung stops there instead and reports (:func:`.rungs.pause_at_rung`)."""
+    from layerforge.workers.rejection.rungs import pause_at_rung
+
     if not run.trainers:  # quality stage skipped
         build_trainers(run, reject_errors=False)
+    pause_at_rung(run, train_to)
     notes = []
     for index, trainer in enumerate(run.trainers):
         train_to(run, trainer, trainer.task.steps, Stage.FULL)

@@ -84,6 +84,9 @@ class EvaluationRun:
     gain-normalized form (see :mod:`workers.gain`) from the probe stage on. ``trainers`` are
     the proxy runs the trainability stage starts and the quality and full stages continue;
     ``quality_results`` / ``full_results`` hold their results by trainer index.
+    ``pause_at``: the rung (a step of the full evaluation) at which the full stage stops and
+    reports (successive halving, :mod:`.rungs`); ``rungs`` lists the rungs this run reached,
+    ``{"step", "accuracy": [one per proxy]}``, carried from checkpoint to checkpoint.
     """
 
     candidate_spec: Any
@@ -105,6 +108,8 @@ class EvaluationRun:
     quality_results: dict[int, TrainResult] = field(default_factory=dict)
     full_results: dict[int, TrainResult] = field(default_factory=dict)
     verdicts: list[StageVerdict] = field(default_factory=list)
+    pause_at: int | None = None
+    rungs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def cand(self) -> Candidate:

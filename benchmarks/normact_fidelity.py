@@ -1,0 +1,339 @@
+"""Benchmark 10a: which proxy tells norm-act layers apart (issue 15, the norm-act question).
+
+``resnet`` on ``digits`` at batch 128 saturates at 97-98% for every norm-act built-in, and
+EvoNorm's own claim is about small batches. This benchmark trains the fidelity panel of
+norm-act built-ins (:data:`search.fidelity.PANELS` ``["normact"]``: BN/GN/IN/LN-ReLU,
+EvoNorm-B0, EvoNorm-S0) through the workers' own protocol (static and full stages) on the
+CPU-scale ResNet at batch sizes 2 and 8 on ``digits`` and at 4 on a harder generated image
+task (``synthetic`` with more noise and a stronger distractor), several seeds each.
+
+Figures per setting: mean and SD per built-in, the discrimination ratio (SD of the panel's
+means / median seed SD, :func:`search.fidelity.discrimination`, the figure every campaign's
+report gives) and BN-ReLU's rank. At the setting of the named proxy preset
+(:data:`workers.presets.PROXY_PRESETS`, the one campaigns use) it also trains BN-ReLU
+multiplied by 2 and 3, the question "does any norm-act built-in win by scale alone": every
+built-in ends in a learnt per-channel affine, so a constant factor is only the initial
+value of that affine.
+
+Goal: the preset's setting has discrimination >= 3 (the panel's spread is at least three
+seed SDs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+GOAL = (
+    "the norm-act proxy preset tells the built-ins apart: discrimination ratio (spread of the "
+    "panel's means / median seed SD) >= 3"
+)
+BN_RELU_TEXT = "max((x - mean(x, batch)) / std(x, batch) * weight + bias, 0)"
+CONFIG: dict[str, Any] = {
+    "datasets": {
+        "digits": {},
+        "synthetic-hard": {
+            "dataset": "synthetic",
+            "dataset_options": {
+                "num_train": 2000,
+                "num_val": 1000,
+                "size": 16,
+                "noise": 1.5,
+                "distractor": 0.8,
+            },
+        },
+    },
+    # (dataset, batch) pairs: digits at both ends of the small-batch range, the harder task at
+    # the preset's batch (a full 2 x 3 grid is 108 runs, more CPU than this machine lends)
+    "settings": [["digits", 2], ["digits", 8], ["synthetic-hard", 4]],
+    "steps": 300,
+    "seeds": [0, 1, 2],
+    "scale_controls": {"2 * bn_relu": f"2 * {BN_RELU_TEXT}", "3 * bn_relu": f"3 * {BN_RELU_TEXT}"},
+    "preset": "normact-small-batch",
+    "min_discrimination": 3.0,
+    "quick_settings": {"steps": 20, "seeds": [0, 1], "settings": [["digits", 4]]},
+    "threads": 1,
+}
+
+
+def _proxy(dataset_key: str, batch: int, steps: int) -> dict[str, Any]:
+    entry = CONFIG["datasets"][dataset_key]
+    return {
+        "arch": "resnet",
+        "dataset": entry.get("dataset", dataset_key),
+        "steps": steps,
+        "batch_size": batch,
+        "dataset_options": dict(entry.get("dataset_options", {})),
+    }
+
+
+class RunCache:
+    """Accuracies of earlier runs by (layer, proxy, seed), kept in a JSON file when
+    ``LAYERFORGE_BENCH_RUN_CACHE`` names one (a rerun after changing the preset then trains
+    only what is new); in memory only otherwise."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self.runs: dict[str, float] = {}
+        self.hits = 0
+        self.trained = 0
+        if path and os.path.exists(path):
+            with open(path) as f:
+                self.runs = json.load(f)
+
+    @staticmethod
+    def key(layer: dict[str, Any], proxy: dict[str, Any], seed: int) -> str:
+        """The JSON text of what determines one run."""
+        return json.dumps([layer, proxy, seed], sort_keys=True)
+
+    def store(self, key: str, value: float) -> None:
+        """Remember one run (and save the file, when there is one)."""
+        self.runs[key] = value
+        if self.path:
+            with open(self.path, "w") as f:
+                json.dump(self.runs, f)
+
+
+def _accuracy(
+    label: str,
+    layer: dict[str, Any],
+    proxy: dict[str, Any],
+    seed: int,
+    cache: Any,
+    runs: RunCache,
+) -> float:
+    """One training run's validation accuracy; a diverged or rejected run scores 0."""
+    from layerforge.workers.rejection import evaluate_candidate
+
+    key = runs.key(layer, proxy, seed)
+    if key in runs.runs:
+        runs.hits += 1
+        return runs.runs[key]
+    runs.trained += 1
+
+    result = evaluate_candidate(
+        layer,
+        [{**proxy, "seed": seed}],
+        {"stages": ["static", "full"], "measure_costs": False},
+        datasets_cache=cache,
+    )
+    proxies = result.get("proxies") or []
+    ok = result["status"] == "completed" and proxies
+    accuracy = float(proxies[0]["val_accuracy"]) if ok else 0.0
+    runs.store(key, accuracy)
+    print(
+        f"normact_fidelity: {label} on "
+        f"{proxy['dataset']} batch {proxy['batch_size']} seed {seed}: {accuracy:.3f}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return accuracy
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "values": values,
+    }
+
+
+def _beats(a: dict[str, float], b: dict[str, float]) -> dict[str, Any]:
+    """``a``'s mean minus ``b``'s, in points and in pooled seed SDs."""
+    pooled = ((a["sd"] ** 2 + b["sd"] ** 2) / 2) ** 0.5
+    gap = a["mean"] - b["mean"]
+    return {
+        "gap": gap,
+        "pooled_sd": pooled,
+        "margin_sds": gap / pooled if pooled > 0 else None,
+        "beats": gap > 2 * pooled,
+    }
+
+
+def preset_setting() -> tuple[str, int]:
+    """``(dataset key of CONFIG, batch size)`` of the proxy preset campaigns use."""
+    from layerforge.workers.presets import PROXY_PRESETS
+
+    preset = PROXY_PRESETS[CONFIG["preset"]]
+    for key, entry in CONFIG["datasets"].items():
+        same_data = entry.get("dataset", key) == preset["dataset"] and entry.get(
+            "dataset_options", {}
+        ) == preset.get("dataset_options", {})
+        if same_data:
+            return key, int(preset["batch_size"])
+    raise ValueError(f"preset {CONFIG['preset']!r} trains on data this benchmark does not measure")
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Train the panel at every setting; return discrimination, ranks and the scale check."""
+    import torch
+
+    from layerforge.grammar import get_builtin
+    from layerforge.search.fidelity import PANELS, discrimination
+    from layerforge.workers.datasets import DatasetCache
+
+    torch.set_num_threads(CONFIG["threads"])
+    panel = list(PANELS["normact"])
+    steps, seeds, grid = CONFIG["steps"], list(CONFIG["seeds"]), CONFIG["settings"]
+    if quick:
+        q = CONFIG["quick_settings"]
+        steps, seeds, grid = q["steps"], q["seeds"], q["settings"]
+    chosen = preset_setting()
+    cache = DatasetCache()
+    runs = RunCache(os.environ.get("LAYERFORGE_BENCH_RUN_CACHE"))
+    t0 = time.perf_counter()
+    tables = {
+        (key, batch): {
+            name: [
+                _accuracy(
+                    name, get_builtin(name).to_dict(), _proxy(key, batch, steps), s, cache, runs
+                )
+                for s in seeds
+            ]
+            for name in panel
+        }
+        for key, batch in grid
+    }
+    settings = []
+    for (key, batch), table in tables.items():
+        proxy = _proxy(key, batch, steps)
+        per = {name: _stats(v) for name, v in table.items()}
+        controls = {}
+        if (key, batch) == chosen:
+            controls = {
+                label: _stats(
+                    [
+                        _accuracy(label, {"text": text, "space": "normact"}, proxy, s, cache, runs)
+                        for s in seeds
+                    ]
+                )
+                for label, text in CONFIG["scale_controls"].items()
+            }
+        ranking = sorted(panel, key=lambda n: -per[n]["mean"])
+        setting = {
+            "dataset": key,
+            "batch": batch,
+            "preset": (key, batch) == chosen,
+            "per_function": per,
+            **discrimination(table),
+            "bn_relu_rank": ranking.index("bn_relu") + 1,
+            "ranking": ranking,
+            "vs_bn_relu": {
+                name: _beats(per[name], per["bn_relu"]) for name in panel if name != "bn_relu"
+            },
+            "scale_controls": {
+                label: {**st, **_beats(st, per["bn_relu"])} for label, st in controls.items()
+            },
+        }
+        settings.append(setting)
+        print(
+            f"normact_fidelity: {key} batch {batch}: discrimination "
+            f"{setting['discrimination_ratio']:.2f}, ranking {ranking}",
+            file=sys.stderr,
+            flush=True,
+        )
+    result = summarize(settings, panel, seeds, steps, quick, time.perf_counter() - t0)
+    result["figures"]["training runs (trained here / reused from the run cache)"] = (
+        f"{runs.trained} / {runs.hits}"
+    )
+    if runs.hits:
+        result["note"] += (
+            f"; {runs.hits} of the {runs.hits + runs.trained} runs were trained by an earlier "
+            "process of this benchmark (LAYERFORGE_BENCH_RUN_CACHE), so its 'took' is not the "
+            "grid's training time"
+        )
+    return result
+
+
+def summarize(
+    settings: list[dict[str, Any]],
+    panel: list[str],
+    seeds: list[int],
+    steps: int,
+    quick: bool,
+    seconds: float,
+) -> dict[str, Any]:
+    """The result: one row per setting, per-built-in cells, the scale check at the preset."""
+    rows = [
+        {
+            "dataset": s["dataset"],
+            "batch": s["batch"],
+            "preset": s["preset"],
+            "discrimination": s["discrimination_ratio"],
+            "panel spread (points)": 100 * s["panel_spread_sd"],
+            "median seed SD (points)": 100 * s["median_seed_sd"],
+            "BN-ReLU rank": s["bn_relu_rank"],
+            "beat BN-ReLU by > 2 SD": [n for n, c in s["vs_bn_relu"].items() if c["beats"]],
+        }
+        for s in settings
+    ]
+    cells = [
+        {
+            "setting": f"{s['dataset']} batch {s['batch']}",
+            **{
+                n: f"{100 * s['per_function'][n]['mean']:.1f} ± {100 * s['per_function'][n]['sd']:.1f}"
+                for n in panel
+            },
+        }
+        for s in settings
+    ]
+    preset = next((s for s in settings if s["preset"]), None)
+    scale_rows = [
+        {
+            "control": label,
+            "accuracy (%)": f"{100 * c['mean']:.1f} ± {100 * c['sd']:.1f}",
+            "gap vs BN-ReLU (points)": 100 * c["gap"],
+            "margin (pooled SDs)": c["margin_sds"],
+            "> 2 pooled SD": c["beats"],
+        }
+        for label, c in (preset["scale_controls"].items() if preset else [])
+    ]
+    met = (
+        (not quick)
+        and preset is not None
+        and preset["discrimination_ratio"] >= CONFIG["min_discrimination"]
+    )
+    headline: dict[str, Any] = {
+        "settings meeting discrimination >= 3": sum(
+            s["discrimination_ratio"] >= CONFIG["min_discrimination"] for s in settings
+        ),
+        "settings": len(settings),
+    }
+    if preset is not None:
+        headline["preset"] = (
+            f"{CONFIG['preset']}: {preset['dataset']} batch {preset['batch']}, discrimination "
+            f"{preset['discrimination_ratio']:.2f}"
+        )
+        headline["scale alone beats BN-ReLU"] = any(
+            c["beats"] for c in preset["scale_controls"].values()
+        )
+    return {
+        "name": "normact_fidelity",
+        "goal": GOAL,
+        "met": met,
+        "quick": quick,
+        "config": {**CONFIG, "panel": panel, "seeds_run": seeds, "steps_run": steps},
+        "figures": {
+            "headline": headline,
+            "settings": rows,
+            "accuracy per built-in (%, mean ± SD over seeds)": cells,
+            "scale controls at the preset": scale_rows,
+            "seconds": seconds,
+        },
+        "settings": settings,
+        "note": (
+            "accuracy 0 is a run that diverged or was rejected; the preset is "
+            f"{CONFIG['preset']} of workers/presets.py, chosen from this table"
+        ),
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import json
+
+    result = run(quick="--quick" in sys.argv)
+    print(json.dumps(result["figures"], indent=1, default=str))

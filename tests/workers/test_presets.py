@@ -1,0 +1,63 @@
+"""Named proxy presets: a spec's ``{"preset": NAME}`` expands to the preset's settings (its
+own fields overriding them), the stored spec holds the expanded proxy, and an unknown name is
+an error naming the ``preset`` field (422 through the API)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from layerforge.search.spec import SpecError, validate_spec
+from layerforge.workers.errors import InvalidConfigError
+from layerforge.workers.presets import PROXY_PRESETS, expand_preset
+from layerforge.workers.tasks import ProxyTask
+from tests.api.helpers import API, make_app
+
+
+def _spec(proxy: dict) -> dict:
+    return {"name": "presets", "space": {"kind": "normact", "ops": "evonorm"}, "proxies": [proxy]}
+
+
+def test_a_preset_expands_to_its_settings_and_the_proxy_overrides_them():
+    preset = PROXY_PRESETS["normact-small-batch"]
+    task = ProxyTask.from_dict({"preset": "normact-small-batch", "steps": 50})
+    assert (task.arch, task.dataset, task.batch_size) == (
+        preset["arch"],
+        preset["dataset"],
+        preset["batch_size"],
+    )
+    assert task.steps == 50 and preset["steps"] != 50
+    assert task.dataset_options == preset["dataset_options"]
+    # expanding copies: changing the result leaves the preset as it was
+    expanded = expand_preset({"preset": "normact-small-batch"})
+    expanded["dataset_options"]["noise"] = 99.0
+    assert PROXY_PRESETS["normact-small-batch"]["dataset_options"]["noise"] != 99.0
+    assert expand_preset({"arch": "mlp", "dataset": "digits"}) == {
+        "arch": "mlp",
+        "dataset": "digits",
+    }
+
+
+def test_the_stored_spec_holds_the_expanded_proxy_not_the_name():
+    spec = validate_spec(_spec({"preset": "normact-small-batch", "batch_size": 2}))
+    (proxy,) = spec.proxies
+    assert "preset" not in proxy
+    assert proxy["batch_size"] == 2 and proxy["dataset"] == "synthetic"
+
+
+@pytest.mark.parametrize("name", ["nope", 3, None])
+def test_an_unknown_preset_is_an_error_naming_the_field(name):
+    with pytest.raises(InvalidConfigError, match="preset"):
+        ProxyTask.from_dict({"preset": name})
+    with pytest.raises(SpecError) as err:
+        validate_spec(_spec({"preset": name}))
+    assert "proxies[0].preset: unknown proxy preset" in str(err.value)
+    assert "normact-small-batch" in str(err.value)
+
+
+def test_the_api_answers_422_naming_the_preset_field(tmp_path):
+    app = make_app(tmp_path)
+    with TestClient(app) as client:
+        response = client.post(f"{API}/campaigns", json=_spec({"preset": "nope"}))
+        assert response.status_code == 422
+        assert "proxies[0].preset" in response.text
