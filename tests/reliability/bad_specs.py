@@ -119,6 +119,16 @@ CASES: list[tuple[str, object, str]] = [
         {"rejection.stability_max_grad_norm": -1},
         "body.rejection.stability_max_grad_norm",
     ),
+    (
+        "slope-ranges-reversed",
+        {"rejection.stability_slope_near": 64.0, "rejection.stability_slope_far": 4.0},
+        "stability_slope_far (4) must exceed stability_slope_near (64)",
+    ),
+    (
+        "slope-growth-under-one",
+        {"rejection.stability_max_slope_growth": 0.5},
+        "body.rejection.stability_max_slope_growth",
+    ),
     ("transfer-top-k-negative", {"transfer.top_k": -1}, "body.transfer.top_k"),
     ("transfer-seeds-zero", {"transfer.seeds": 0}, "body.transfer.seeds"),
     ("proxy-steps-negative", {"proxies.0.steps": -5}, "proxies[0]"),

@@ -10,7 +10,8 @@ Stages (a campaign picks which run through ``RejectionConfig.stages``; their ord
    inputs output and gradient magnitudes under ``probe_max_output`` / ``probe_max_grad``.
 3. ``duplicate``: the candidate's functional fingerprint was seen before (``seen(fp)``
    returns the earlier result): the earlier result is reused, no training happens.
-4. ``stability`` (norm-act only): EvoNorm's adversarial gradient-norm test
+4. ``stability``: can weight changes blow the gradients up? Norm-act layers: EvoNorm's
+   adversarial gradient-norm test; activations: their slope must not grow with ``|x|``
    (:mod:`.stability`).
 5. ``trainability``: cheap checks on the proxy networks themselves before real training:
    logits at initialisation finite, not exploding, not ignoring the input; the first

@@ -12,7 +12,14 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from layerforge.workers.errors import InvalidConfigError, UnknownNameError
 
@@ -87,6 +94,24 @@ class RejectionSettings(BaseModel):
         1e3, gt=0, description="reject when the weights' gradient norm can be driven above this"
     )
     stability_batch: Count = Field(16, description="batch of the stability network")
+    stability_slope_near: float = Field(
+        4.0,
+        gt=0,
+        le=1e4,
+        description="activations: the range |x| <= this where unit-variance pre-activations live",
+    )
+    stability_slope_far: float = Field(
+        64.0,
+        gt=0,
+        le=1e4,
+        description="activations: the wider range |x| <= this that growing weights reach",
+    )
+    stability_max_slope_growth: float = Field(
+        1.5,
+        ge=1.0,
+        description="activations: reject when the largest slope over the far range exceeds the "
+        "largest over the near range by more than this factor",
+    )
     # trainability
     trainability_steps: Count = Field(
         10,
@@ -118,6 +143,15 @@ class RejectionSettings(BaseModel):
                 f"list only rejection stages ({', '.join(REJECTION_STAGES)})"
             )
         return [s for s in STAGES if s in stages]  # fixed order, no repeats
+
+    @model_validator(mode="after")
+    def _slope_ranges_nested(self) -> RejectionSettings:
+        if self.stability_slope_far <= self.stability_slope_near:
+            raise ValueError(
+                f"stability_slope_far ({self.stability_slope_far:g}) must exceed "
+                f"stability_slope_near ({self.stability_slope_near:g})"
+            )
+        return self
 
     @field_validator(
         "probe_batch",

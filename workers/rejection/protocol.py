@@ -189,12 +189,8 @@ def _measure_costs(run: EvaluationRun) -> None:
 
 
 def _stages_to_run(run: EvaluationRun) -> list[Stage]:
-    """The configured stages after ``static``; ``stability`` only for norm-act layers."""
-    return [
-        s
-        for s in STAGES[1:]
-        if s in run.config.stages and (s is not Stage.STABILITY or run.cand.kind == "normact")
-    ]
+    """The configured stages after ``static``."""
+    return [s for s in STAGES[1:] if s in run.config.stages]
 
 
 def _evaluate(

@@ -1,10 +1,24 @@
-"""The ``stability`` stage (norm-act only): EvoNorm's adversarial gradient-norm test.
+"""The ``stability`` stage: can changes of the network's weights blow up its gradients?
 
-In a small convnet built with the candidate, take ``stability_steps`` steps of gradient
-*ascent* on the network weights (each tensor moved by ``stability_step_size`` times its own
-norm) to maximise the norm of the loss gradient w.r.t. the weights; reject when that norm
-exceeds ``stability_max_grad_norm`` or stops being finite. Layers whose ops have no double
-backward fall back to a random search over weight perturbations.
+Norm-act layers get EvoNorm's adversarial gradient-norm test: in a small convnet built with
+the candidate, take ``stability_steps`` steps of gradient *ascent* on the network weights
+(each tensor moved by ``stability_step_size`` times its own norm) to maximise the norm of the
+loss gradient w.r.t. the weights; reject when that norm exceeds ``stability_max_grad_norm`` or
+stops being finite. Layers whose ops have no double backward fall back to a random search
+over weight perturbations.
+
+Activation functions get the same question asked of a scalar function (:func:`slope_growth`).
+Without a normalisation in front of it, an activation sees its pre-activation scaled by the
+weights feeding it: weights grown by ``s`` move its inputs from ``x`` to ``s * x``, and the
+backward pass multiplies by ``f'(s * x)``. A function whose slope is bounded (ReLU, the Swish
+family, tanh) keeps that factor bounded whatever the weights do; one whose slope keeps growing
+with ``|x|`` (``x^2``, ``x * asinh(x)``, ``exp``) lets weight growth raise the gradient without
+bound, and such functions diverge in deeper or longer runs even where a short shallow proxy
+rates them highly (benchmarks/RESULTS.md, B9: ``x - x^2`` scored 84.8% against ReLU's 78.4% on
+the 2x128 search MLP and diverged within 50 steps on the 3-layer held-out MLP). The stage
+rejects an activation whose largest slope over ``|x| <= stability_slope_far`` exceeds its
+largest slope over ``|x| <= stability_slope_near`` (where unit-variance pre-activations live)
+by more than ``stability_max_slope_growth`` times.
 """
 
 from __future__ import annotations
@@ -20,7 +34,7 @@ from layerforge.workers.rejection.config import RejectionConfig, Stage
 from layerforge.workers.rejection.registry import register_stage
 from layerforge.workers.rejection.run import EvaluationRun, Reject, describe, is_oom
 
-__all__ = ["StabilityNet", "stability"]
+__all__ = ["StabilityNet", "slope_growth", "stability"]
 
 
 class StabilityNet(nn.Module):
@@ -48,9 +62,56 @@ def _grad_norm_sq(net: nn.Module, x: torch.Tensor, y: torch.Tensor, create_graph
     return params, loss, torch.as_tensor(sq)
 
 
+def slope_growth(
+    factory: Callable[[int], nn.Module], near: float, far: float, points: int = 8193
+) -> tuple[float, float]:
+    """The largest ``|f'(x)|`` of an elementwise layer over ``|x| <= near`` and over
+    ``|x| <= far`` (autograd on a dense grid; a non-finite slope gives ``inf``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        layer = factory(points)
+    layer.train()
+    x = torch.linspace(-far, far, points).reshape(1, -1).requires_grad_(True)
+    y = layer(x)
+    (g,) = torch.autograd.grad(y.sum(), x, allow_unused=True)
+    slope = torch.zeros_like(x) if g is None else g.detach().abs().reshape(-1).double()
+    slope = torch.where(torch.isfinite(slope), slope, torch.full_like(slope, math.inf))
+    inside = x.detach().reshape(-1).abs() <= near
+    return float(slope[inside].max()), float(slope.max())
+
+
+def _activation_stability(run: EvaluationRun) -> str:
+    """Reject an activation whose slope grows with its input's magnitude (module docstring)."""
+    cfg = run.config
+    near, far = cfg.stability_slope_near, cfg.stability_slope_far
+    try:
+        g_near, g_far = slope_growth(run.factory, near, far)
+    except Exception as exc:
+        if is_oom(exc):
+            raise
+        raise Reject(f"forward/backward raised {describe(exc)} on |x| <= {far:g}") from exc
+    if not math.isfinite(g_far):
+        raise Reject(f"the slope is not finite for some |x| <= {far:g}")
+    growth = g_far / g_near if g_near > 0 else math.inf
+    if growth > cfg.stability_max_slope_growth:
+        raise Reject(
+            f"the slope grows with the input: max |f'| is {g_far:.3g} over |x| <= {far:g} "
+            f"against {g_near:.3g} over |x| <= {near:g} ({growth:.3g}x > "
+            f"{cfg.stability_max_slope_growth:g}x), so growing weights can drive the gradient "
+            "norm without bound"
+        )
+    return (
+        f"slope bounded: max |f'| {g_far:.3g} over |x| <= {far:g}, {g_near:.3g} over "
+        f"|x| <= {near:g} ({growth:.3g}x <= {cfg.stability_max_slope_growth:g}x)"
+    )
+
+
 @register_stage(Stage.STABILITY)
 def stability(run: EvaluationRun) -> str:
-    """Reject a norm-act layer whose gradient norm adversarial weight changes can blow up."""
+    """Reject a layer whose gradient norm changes of the network's weights can blow up: the
+    adversarial test for norm-act layers, the slope-growth test for activations."""
+    if run.cand.kind == "activation":
+        return _activation_stability(run)
     cfg, device = run.config, run.device
     gen = torch.Generator().manual_seed(11)
     torch.manual_seed(0)
