@@ -19,16 +19,21 @@ PACKAGES = ("api", "search", "workers", "grammar", "layerforge")
 # what builds or runs a query; ``Session`` (a type for dependency injection) is allowed
 QUERY_BUILDERS = {"select", "update", "delete", "insert", "func", "text", "and_", "or_"}
 SESSION_CALLS = {"query", "execute", "scalars", "scalar"}
+MODELS = "layerforge.storage.models"
 
 
 def _violations(path: Path) -> list[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.module or "") == "layerforge.storage.models":
-            found.append(
-                f"{path}:{node.lineno}: imports layerforge.storage.models (use layerforge.storage)"
+        if isinstance(node, ast.ImportFrom) and (
+            (node.module or "") == MODELS
+            or (
+                node.module == "layerforge.storage"
+                and any(alias.name == "models" for alias in node.names)
             )
+        ):
+            found.append(f"{path}:{node.lineno}: imports {MODELS} (use layerforge.storage)")
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlalchemy"):
             for alias in node.names:
                 if alias.name in QUERY_BUILDERS:
@@ -37,6 +42,8 @@ def _violations(path: Path) -> list[str]:
             for alias in node.names:
                 if alias.name == "sqlalchemy":
                     found.append(f"{path}:{node.lineno}: imports sqlalchemy")
+                elif alias.name == MODELS:
+                    found.append(f"{path}:{node.lineno}: imports {MODELS} (use layerforge.storage)")
         elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
@@ -74,11 +81,15 @@ def test_the_check_finds_a_query(tmp_path):
         "    return session.scalars(select(1))\n"
         "def g(self):\n"
         "    return self.session.execute('x')\n"
+        "from layerforge.storage import models\n"
+        "import layerforge.storage.models as m\n"
     )
     found = _violations(bad)
-    assert [v.split(": ", 1)[1] for v in found] == [
-        "imports sqlalchemy's select",
-        "imports layerforge.storage.models (use layerforge.storage)",
-        "calls session.scalars()",
+    assert sorted(v.split(": ", 1)[1] for v in found) == [
         "calls .session.execute()",
+        "calls session.scalars()",
+        "imports layerforge.storage.models (use layerforge.storage)",
+        "imports layerforge.storage.models (use layerforge.storage)",
+        "imports layerforge.storage.models (use layerforge.storage)",
+        "imports sqlalchemy's select",
     ]

@@ -102,7 +102,10 @@ def test_submit_watch_status_list_pareto_candidates_export_delete(server, folder
     assert refused.returncode == 2, refused.stderr
     assert "401" in refused.stderr and "Bearer" in refused.stderr
 
-    submitted = cli("submit", "spec.yaml", env=env, cwd=folder)
+    # the same with --server (no scheme) and --token given as options
+    submitted = cli(
+        "submit", "spec.yaml", "--server", f"127.0.0.1:{server.port}", "--token", TOKEN, cwd=folder
+    )
     assert submitted.returncode == 0, submitted.stderr
     cid = int(submitted.stdout.strip())
     assert f"campaign {cid} (cli-yaml) is" in submitted.stderr
@@ -204,7 +207,15 @@ def test_pause_resume_cancel_delete_and_nothing_to_export(idle, folder):
     assert act("pause").stdout.strip() == f"campaign {cid} is paused"
     again = act("pause")
     assert again.returncode == 2 and "409" in again.stderr and "cannot pause" in again.stderr
-    assert act("resume").stdout.strip() == f"campaign {cid} is running"
+    # --server without a scheme, as an option (the environment's server is another one)
+    resumed = cli(
+        "resume",
+        str(cid),
+        "--server",
+        idle.base.removeprefix("http://"),
+        env={"LAYERFORGE_SERVER": "127.0.0.1:9"},
+    )
+    assert resumed.stdout.strip() == f"campaign {cid} is running", resumed.stderr
     busy = act("delete")
     assert busy.returncode == 2 and "cancel it first" in busy.stderr
     nothing = act("export", "--campaign")

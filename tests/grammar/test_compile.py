@@ -223,7 +223,7 @@ def test_compile_errors():
     with pytest.raises(GrammarError, match="num_features"):
         compile_graph(BUILTINS["evonorm_b0"])
     with pytest.raises(GrammarError, match="expected a Graph"):
-        compile_graph("x")  # type: ignore[arg-type]
+        compile_graph("x")  # type: ignore[arg-type] - the wrong type on purpose
 
 
 def test_group_count_adjusts_like_timm():

@@ -350,7 +350,7 @@ def test_export_errors():
         with pytest.raises(GrammarError, match="not a valid Python identifier"):
             export(g, "pytorch", bad)
     with pytest.raises(GrammarError, match="expected a Graph"):
-        export("relu", "json")  # type: ignore[arg-type]
+        export("relu", "json")  # type: ignore[arg-type] - the wrong type on purpose
 
 
 def test_op_missing_in_target_says_how_to_fix(monkeypatch):

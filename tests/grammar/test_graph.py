@@ -23,7 +23,7 @@ def test_json_round_trip(name):
 def test_graph_is_immutable_and_hashable():
     g = parse("x * sigmoid(x)", "activation")
     with pytest.raises(dataclasses.FrozenInstanceError):
-        g.space = "normact"  # type: ignore[misc]
+        g.space = "normact"  # type: ignore[misc] - assigning a frozen field on purpose
     assert isinstance(g.nodes, tuple)
     assert {g: 1}[parse("x * sigmoid(x)", "activation")] == 1
 

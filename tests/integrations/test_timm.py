@@ -30,7 +30,7 @@ from layerforge.integrations.timm import act_layer, norm_act_layer
 
 def _torchvision_works() -> bool:
     try:
-        import torchvision.ops  # noqa: F401
+        import torchvision.ops  # noqa: F401 - imported only to see whether it loads
     except Exception:  # noqa: BLE001 - missing, or a build that does not match this torch
         return False
     return True

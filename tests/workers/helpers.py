@@ -84,7 +84,7 @@ def grammar_ready() -> bool:
         return all(
             hasattr(grammar, n) for n in ("get_builtin", "list_builtins", "layer_factory", "parse")
         )
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - any import failure means the grammar is not usable
         return False
 
 
