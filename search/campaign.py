@@ -71,7 +71,7 @@ from layerforge.storage import (
     session_scope,
 )
 from layerforge.storage import repository as repo
-from layerforge.workers.jobs import EvaluationJob
+from layerforge.workers.jobs import Delivery, EvaluationJob, Verdict
 from layerforge.workers.rejection import Stage
 
 log = logging.getLogger(__name__)
@@ -368,7 +368,7 @@ class CampaignRunner:
                 s, candidate_id=candidate_id, kind=EvaluationKind.SEARCH
             )
             result = (evaluation.result if evaluation is not None else None) or {}
-        if result.get("status") != "failed":
+        if result.get("status") != Verdict.FAILED:
             return None
         return _baseline_reason(spec, str(result.get("reason") or "failed"))
 
@@ -540,7 +540,7 @@ class CampaignRunner:
                 continue  # a duplicate delivery, or a job of an earlier runner
             self.state.fidelity_pending.discard(outcome.job_id)
             result = outcome.result or {}
-            completed = outcome.status == "ok" and result.get("status") == "completed"
+            completed = outcome.status == Delivery.OK and result.get("status") == Verdict.COMPLETED
             plan = self.state.fidelity_plan
             count = len(plan["search"]) + len(plan["transfer"])
             proxies = list(result.get("proxies") or []) if completed else []
@@ -567,7 +567,7 @@ class CampaignRunner:
         self.state.controls_pending.discard(outcome.job_id)
         index, seed = outcome.job_id.removeprefix(confirm.CONTROL_PREFIX).split(":")
         result = outcome.result or {}
-        completed = outcome.status == "ok" and result.get("status") == "completed"
+        completed = outcome.status == Delivery.OK and result.get("status") == Verdict.COMPLETED
         proxies = list(result.get("proxies") or []) if completed else []
         with session_scope(self.engine) as s:
             repo.add_event(
@@ -975,9 +975,10 @@ class CampaignRunner:
         """Turn one outcome into the rows to write; returns what to tell the strategy."""
         result = outcome.result or {}
         if kind == EvaluationKind.TRANSFER:
-            status = {"ok": EvaluationStatus.COMPLETED, "timeout": EvaluationStatus.TIMEOUT}.get(
-                outcome.status, EvaluationStatus.FAILED
-            )
+            status = {
+                Delivery.OK: EvaluationStatus.COMPLETED,
+                Delivery.TIMEOUT: EvaluationStatus.TIMEOUT,
+            }.get(outcome.status, EvaluationStatus.FAILED)
             batch.evaluations.append(
                 {
                     "id": evaluation_id,
@@ -989,9 +990,11 @@ class CampaignRunner:
             return None
         member = self.state.strategy.members.get(candidate_id)
         text = to_text(member.graph) if member else ""
-        if outcome.status != "ok":
+        if outcome.status != Delivery.OK:
             status = (
-                EvaluationStatus.TIMEOUT if outcome.status == "timeout" else EvaluationStatus.FAILED
+                EvaluationStatus.TIMEOUT
+                if outcome.status == Delivery.TIMEOUT
+                else EvaluationStatus.FAILED
             )
             error = outcome.error or status
             batch.evaluations.append({"id": evaluation_id, "status": status, "error": error})
@@ -1001,7 +1004,7 @@ class CampaignRunner:
             {"id": evaluation_id, "status": EvaluationStatus.COMPLETED, "result": result}
         )
         verdict = result.get("status")
-        if verdict == "completed":
+        if verdict == Verdict.COMPLETED:
             num_nodes = member.graph.num_nodes if member else 0
             values = values_from_result(self.state.objectives, result, num_nodes)
             batch.objectives[candidate_id] = values
@@ -1010,7 +1013,7 @@ class CampaignRunner:
             self.state.front.add(list(point))
             self._finished(batch, candidate_id, CandidateStatus.COMPLETED, text, values=values)
             return candidate_id, point, None, CandidateStatus.COMPLETED
-        if verdict == "rejected":
+        if verdict == Verdict.REJECTED:
             stage = str(result.get("stage"))
             reason = str(result.get("reason") or "")
             cost = sum(float(st.get("seconds") or 0.0) for st in result.get("stages") or [])

@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from layerforge.workers.jobs import RUNG, Delivery, EvaluationJob, EvaluationResult
+from layerforge.workers.jobs import RUNG, Delivery, EvaluationJob, EvaluationResult, Verdict
 
 #: What came back for one job (the name the controller and its tests have used).
 Outcome = EvaluationResult
@@ -206,7 +206,7 @@ class SimulatedEvaluator:
         stages = (job.rejection or {}).get("stages", ["quality"])
         if score < self.reject_fraction and "quality" in stages and job.checkpoint is None:
             return {
-                "status": "rejected",
+                "status": Verdict.REJECTED,
                 "stage": "quality",
                 "reason": "simulated",
                 "stages": [{"name": "quality", "seconds": 0.0, "passed": False}],
@@ -239,7 +239,7 @@ class SimulatedEvaluator:
                 "checkpoint": _simulated_checkpoint(rungs),
             }
         result: dict[str, Any] = {
-            "status": "completed",
+            "status": Verdict.COMPLETED,
             "stage": None,
             "reason": None,
             "stages": [],

@@ -34,10 +34,23 @@ __all__ = [
     "EvaluationJob",
     "EvaluationResult",
     "JobOp",
+    "Verdict",
 ]
 
+
+class Verdict(StrEnum):
+    """What the workers concluded about a candidate (a result's ``status``): it passed every
+    stage, a stage rejected it, the job could not run, or it stopped at its ``rung`` and
+    waits for the controller's decision (successive halving)."""
+
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    RUNG = "rung"
+
+
 #: The verdict of a job that stopped at its ``rung`` and waits for the controller's decision.
-RUNG = "rung"
+RUNG = Verdict.RUNG
 
 
 class JobOp(StrEnum):

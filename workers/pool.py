@@ -42,7 +42,7 @@ from typing import Any, Self
 import ray
 
 from layerforge.workers.errors import InvalidConfigError
-from layerforge.workers.jobs import Delivery, EvaluationJob, EvaluationResult, JobOp
+from layerforge.workers.jobs import Delivery, EvaluationJob, EvaluationResult, JobOp, Verdict
 
 __all__ = ["MAX_NODE_LOSSES", "EvaluatorActor", "EvaluatorPool", "PoolResult", "ray_connect"]
 
@@ -103,7 +103,7 @@ class EvaluatorActor:
         result: dict[str, Any]
         if job.op is JobOp.SLEEP:
             time.sleep(job.seconds)
-            result = {"status": "completed", "slept": job.seconds}
+            result = {"status": Verdict.COMPLETED, "slept": job.seconds}
         else:
             result = evaluate_candidate(
                 job.graph,

@@ -8,6 +8,7 @@ file or value, a request the server refused as wrong: the command as given canno
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -22,6 +23,27 @@ FAILED = 1
 INTERRUPTED = 130
 
 stderr = Console(stderr=True)
+
+
+def on_stop_signals(callback: Callable[[], None]) -> None:
+    """Call ``callback`` on SIGINT or SIGTERM (from the main thread), after cancelling any
+    pending ``alarm``.
+
+    Ray installs Abseil's failure-signal handler in the driver, and SIGTERM is one of its
+    "failure" signals: it prints ``*** SIGTERM received ***``, arms ``alarm(3)`` with a
+    handler that aborts the process, then passes the signal on to ours. A clean stop that
+    took longer than 3 s (a campaign finishing its in-flight work, Ray shutting down) ended
+    in SIGABRT (exit 134 to docker and systemd) at whatever it was doing by then. Cancelling
+    the alarm here lets the stop finish.
+    """
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.alarm(0)
+        callback()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
 
 
 def fail(message: str, code: int = USAGE) -> NoReturn:

@@ -13,7 +13,14 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from layerforge.cli.common import FAILED, INTERRUPTED, fail, settings_or_exit, stderr
+from layerforge.cli.common import (
+    FAILED,
+    INTERRUPTED,
+    fail,
+    on_stop_signals,
+    settings_or_exit,
+    stderr,
+)
 from layerforge.cli.service import DB_HELP, EVALUATOR_HELP, Evaluator
 
 
@@ -25,7 +32,6 @@ def run(
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Run a campaign here (resuming it if it was interrupted) and print its Pareto front."""
-    import signal
     import threading
 
     from layerforge.cli.remote import pareto_table
@@ -40,8 +46,7 @@ def run(
     except SpecError as err:
         fail(str(err) if str(err).startswith(str(spec_file)) else f"{spec_file}: {err}")
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    on_stop_signals(stop.set)
     try:
         result = run_campaign(
             spec_file,

@@ -6,10 +6,11 @@ Each option left unset falls back to its ``LAYERFORGE_*`` setting (see api/setti
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 import typer
 
-from layerforge.cli.common import fail, settings_or_exit
+from layerforge.cli.common import fail, on_stop_signals, settings_or_exit
 
 EVALUATOR_HELP = (
     "ray (local Ray or RAY_ADDRESS), local or simulated (default LAYERFORGE_EVALUATOR)."
@@ -49,7 +50,7 @@ def serve(
     # only every 5 ms (the default switch interval), several times per request; 1 ms serves
     # more requests with a lower p99 on every endpoint.
     sys.setswitchinterval(0.001)
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=settings.host,
         port=settings.port,
@@ -57,6 +58,26 @@ def serve(
         http="httptools",
         loop="asyncio",
     )
+    _stoppable_server_class()(config).run()
+
+
+def _stoppable_server_class() -> type[Any]:
+    """uvicorn's ``Server`` with the alarm cancelled on a stop signal (uvicorn is imported
+    only by ``serve``: the command line starts fast)."""
+    import signal
+
+    import uvicorn
+
+    class StoppableServer(uvicorn.Server):
+        """uvicorn's server, cancelling Ray's pending abort alarm on SIGINT / SIGTERM (see
+        :func:`layerforge.cli.common.on_stop_signals`) so a graceful shutdown longer than
+        3 s is not cut short by SIGABRT."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            signal.alarm(0)
+            super().handle_exit(sig, frame)
+
+    return StoppableServer
 
 
 def controller(
@@ -70,7 +91,6 @@ def controller(
     claimed through the database (owner and heartbeat), so several controllers and services
     can share one; a new submission is picked up within a second.
     """
-    import signal
     import threading
 
     from layerforge.api.app import (
@@ -88,8 +108,7 @@ def controller(
     except StorageError as err:
         fail(str(err))
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    on_stop_signals(stop.set)
     connect_evaluator_backend(settings)
     observer = mlflow_observer(settings)
     manager = ControllerManager(

@@ -11,7 +11,7 @@ import torch
 
 from layerforge.workers.datasets import DatasetCache
 from layerforge.workers.errors import WorkersError
-from layerforge.workers.jobs import RUNG
+from layerforge.workers.jobs import RUNG, Verdict
 from layerforge.workers.rejection.config import STAGES, RejectionConfig, Stage
 from layerforge.workers.rejection.proxies import proxy_results
 from layerforge.workers.rejection.registry import StageFn, get_stage
@@ -209,9 +209,9 @@ def _evaluate(
         cfg = RejectionConfig.from_dict(config)
         tasks = [ProxyTask.from_dict(p) for p in (proxies or [])]
     except (WorkersError, ValueError, TypeError) as exc:
-        return _result("failed", None, f"bad input: {exc}", None)
+        return _result(Verdict.FAILED, None, f"bad input: {exc}", None)
     if not tasks and (Stage.QUALITY in cfg.stages or Stage.FULL in cfg.stages):
-        return _result("failed", None, "bad input: no proxies to train on", None)
+        return _result(Verdict.FAILED, None, "bad input: no proxies to train on", None)
     run = EvaluationRun(
         candidate_spec=graph_dict,
         tasks=tasks,
@@ -244,7 +244,7 @@ def _evaluate(
             _measure_costs(run)
         last = run.verdicts[-1].name if run.verdicts else None
         return _result(
-            "completed",
+            Verdict.COMPLETED,
             last,
             "passed every stage",
             run,
@@ -268,7 +268,7 @@ def _evaluate(
         if run.earlier is not None:
             return _reused(run, str(exc))
         return _result(
-            "rejected",
+            Verdict.REJECTED,
             run.verdicts[-1].name if run.verdicts else current,
             str(exc),
             run,
@@ -276,14 +276,18 @@ def _evaluate(
             **_rung_history(run),
         )
     except Fail as exc:
-        return _result("failed", current, str(exc), run)
+        return _result(Verdict.FAILED, current, str(exc), run)
     except Exception as exc:  # noqa: BLE001 - a bug or an unexpected error: recorded, not raised
         if is_oom(exc):
             release_memory(device)
-            return _result("rejected", current, f"out of memory: {describe(exc)}", run)
+            return _result(Verdict.REJECTED, current, f"out of memory: {describe(exc)}", run)
         tb = traceback.format_exc(limit=4)
         return _result(
-            "failed", current, f"unexpected error: {describe(exc)}", run, traceback=tb[-2000:]
+            Verdict.FAILED,
+            current,
+            f"unexpected error: {describe(exc)}",
+            run,
+            traceback=tb[-2000:],
         )
     finally:
         run.trainers.clear()
@@ -300,7 +304,7 @@ def _reused(run: EvaluationRun, reason: str) -> dict[str, Any]:
     """A duplicate's result: the earlier candidate's status, proxies and costs."""
     earlier = run.earlier or {}
     return _result(
-        earlier.get("status", "completed"),
+        earlier.get("status", Verdict.COMPLETED),
         str(Stage.DUPLICATE),
         reason,
         run,
