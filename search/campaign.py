@@ -975,10 +975,11 @@ class CampaignRunner:
         """Turn one outcome into the rows to write; returns what to tell the strategy."""
         result = outcome.result or {}
         if kind == EvaluationKind.TRANSFER:
-            status = {
+            delivered: dict[str, EvaluationStatus] = {
                 Delivery.OK: EvaluationStatus.COMPLETED,
                 Delivery.TIMEOUT: EvaluationStatus.TIMEOUT,
-            }.get(outcome.status, EvaluationStatus.FAILED)
+            }
+            status = delivered.get(outcome.status, EvaluationStatus.FAILED)
             batch.evaluations.append(
                 {
                     "id": evaluation_id,
