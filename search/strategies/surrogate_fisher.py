@@ -12,11 +12,11 @@ probe batch of 32, random Swish-space functions (max 4 nodes) trained 300 steps,
 on a machine loaded about 5x): 0.075 CPU-s per candidate against 0.48 s for that proxy's
 training. Leave-one-out Spearman over the functions that completed (GP / k-NN ensemble, as
 in the strategy): on 54 of them, probe features alone 0.67 / 0.52, with these appended
-0.80 / 0.53; on 108, 0.81 / 0.66 alone and 0.81 / 0.67 with them (0.83 with their first two
-principal components). It helps while the training set is small and adds about nothing at
-a hundred members, and it costs hundreds of times a probe feature (too dear to screen
-hundreds of candidates per ask), so it is not wired into the strategy: off, as the issue
-asks when it does not help. The intended use, if a larger study finds a gain, is a second
+0.80 / 0.53; on 108, 0.81 / 0.66 and 0.81 / 0.67; on 160, 0.82 / 0.71 and 0.86 / 0.73
+(these features alone: 0.81 / 0.78). A small, unsteady gain at campaign sizes, for hundreds
+of times a probe feature's cost (too dear to screen hundreds of candidates per ask, and in
+the controller it would cost 0.15 CPU-s per member on two proxies), so it is not wired into
+the strategy. The intended use, if a larger study finds a gain, is a second
 screening stage on the pool's short-list and on the members, cached by fingerprint.
 """
 
