@@ -40,7 +40,7 @@ BENCHMARKS: list[tuple[str, str, int, int]] = [
     ("normact_fidelity", "10a. Norm-act proxy fidelity", 3600, 300),
     ("normact_rediscovery", "10. Rediscovery (norm-act)", 5400, 900),
     ("search_internals", "11. Optuna ask and Pareto sorting", 900, 300),
-    ("halving", "12. Successive halving", 900, 300),
+    ("halving", "12. Successive halving", 2400, 300),
     ("peers", "13. Peers side by side (Optuna, Ray Tune)", 1800, 900),
 ]
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
