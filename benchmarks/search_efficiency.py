@@ -27,9 +27,11 @@ digits 60 steps, batches of 64) could not separate the better half: digits satur
 and the top functions lay within about one seed SD on both. The proxies now are two MNIST-1D
 MLPs on 20,000 samples (a 3x128 MLP at 300 steps and a 2x128 MLP at 600 steps, batches of
 128, gain-fair as the product's default): a larger validation split and longer runs halve
-the seed SD. Only the cheap rejection stages run (static, probe, duplicate); the winners are
-not re-trained with more seeds here (benchmarks 8 and 9 do that), this study compares
-strategies on one shared cost scale.
+the seed SD. Then a study of the init-time Fisher features (:func:`fisher_feature_study`):
+what they cost per candidate and what they add to the surrogate's leave-one-out rank
+correlation on random functions trained on the first proxy. Only the cheap rejection stages
+run (static, probe, duplicate); the winners are not re-trained with more seeds here
+(benchmarks 8 and 9 do that), this study compares strategies on one shared cost scale.
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ CONFIG: dict[str, Any] = {
     "seeds": [0, 1, 2, 3, 4],
     "panel": PANEL,
     "panel_seeds": [0, 1, 2],
+    # random functions of the Fisher-feature study (on the first proxy)
+    "fisher_functions": 160,
     "previous_proxies": PREVIOUS_PROXIES,
     # no campaign starts when it would likely end after this: on a loaded machine the run
     # then has fewer seeds (of the later strategies first), and says how many per strategy
@@ -124,6 +128,7 @@ QUICK: dict[str, Any] = {
     "seeds": [0],
     "panel": PANEL[:4],
     "panel_seeds": [0, 1],
+    "fisher_functions": 12,
     "previous_proxies": [],
     "budget": 12,
 }
@@ -204,6 +209,98 @@ def panel_discrimination(
     finally:
         torch.set_num_threads(threads)
     return rows
+
+
+def fisher_feature_study(proxy: dict[str, Any], count: int, seed: int = 0) -> dict[str, Any]:
+    """What the init-time Fisher features (search/strategies/surrogate_fisher.py) cost and
+    add: ``count`` distinct random functions of the benchmark's space are each given their
+    probe features and their Fisher features on ``proxy``, then trained on it (one seed, one
+    torch thread); over those that complete, the leave-one-out Spearman correlation of the
+    strategy's two regressors (GP, k-NN ensemble) on the probe features' 6-dimensional PCA
+    projection, with and without the standardized Fisher features appended."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from layerforge.grammar import fingerprint, make_space, random_graph, to_text
+    from layerforge.search.strategies.surrogate import (
+        _GP,
+        _KNNEnsemble,
+        one_blas_thread,
+        rank_correlations,
+    )
+    from layerforge.search.strategies.surrogate_features import activation_features
+    from layerforge.search.strategies.surrogate_fisher import fisher_features
+    from layerforge.workers.datasets import DatasetCache
+    from layerforge.workers.rejection import evaluate_candidate
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cache = DatasetCache()
+    space = make_space(**CONFIG["space"])
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    probe, fisher, accuracy, fisher_cpu, train_cpu = [], [], [], [], []
+    try:
+        while len(fisher_cpu) < count:
+            graph = random_graph(space, rng)
+            features = activation_features(graph)
+            key = fingerprint(graph, "fair")
+            if key in seen or features is None:
+                continue
+            seen.add(key)
+            start = time.process_time()
+            spectrum = fisher_features(graph, {**proxy, "seed": 0}, cache=cache)
+            fisher_cpu.append(time.process_time() - start)
+            start = time.process_time()
+            result = evaluate_candidate(
+                {"text": to_text(graph), "space": "activation"},
+                [{**proxy, "seed": 0, "gain": "fair"}],
+                {"stages": ["static", "full"], "measure_costs": False},
+                datasets_cache=cache,
+            )
+            train_cpu.append(time.process_time() - start)
+            if result["status"] == "completed" and result.get("proxies"):
+                probe.append(features)
+                fisher.append(np.nan_to_num(spectrum))
+                accuracy.append(float(result["proxies"][0]["val_accuracy"]))
+    finally:
+        torch.set_num_threads(threads)
+
+    def standardized(x: np.ndarray) -> np.ndarray:
+        spread = x.std(axis=0)
+        spread[spread < 1e-9] = 1.0
+        return (x - x.mean(axis=0)) / spread
+
+    def projected(x: np.ndarray, dims: int) -> np.ndarray:
+        z = standardized(x)
+        _u, _s, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
+        return z @ vt[:dims].T
+
+    y = -np.array(accuracy)
+    loo: dict[str, dict[str, float]] = {}
+    if len(y) >= 8 and np.ptp(y) > 0:
+        base = projected(np.array(probe), 6)
+        sets = {
+            "probe": base,
+            "probe + fisher": np.hstack([base, standardized(np.array(fisher))]),
+            "fisher": standardized(np.array(fisher)),
+        }
+        with one_blas_thread():
+            for name, z in sets.items():
+                loo[name] = {
+                    model: round(rank_correlations(y, kind(z, y).leave_one_out())["spearman"], 3)
+                    for model, kind in (("gp", _GP), ("knn", _KNNEnsemble))
+                }
+    return {
+        "proxy": _proxy_name(proxy),
+        "functions": count,
+        "completed": len(y),
+        "fisher_cpu_s_median": round(statistics.median(fisher_cpu), 4),
+        "training_cpu_s_median": round(statistics.median(train_cpu), 4),
+        "loo_spearman": loo,
+    }
 
 
 def _campaign_spec(config: dict[str, Any], label: str, strategy: dict[str, Any], seed: int):
@@ -430,6 +527,13 @@ def _note(figures: dict[str, Any], discriminating: list[dict[str, Any]]) -> str:
             for r in discriminating
         )
     ]
+    fisher = figures["fisher_feature_study"]
+    parts.append(
+        f"init-time Fisher features ({fisher['completed']} of {fisher['functions']} random "
+        f"functions completed on {fisher['proxy']}): {fisher['fisher_cpu_s_median']} CPU-s "
+        f"each against {fisher['training_cpu_s_median']} s of training; leave-one-out "
+        f"Spearman {fisher['loo_spearman']} (not wired into the strategy)"
+    )
     medians = figures["evaluations_to_random_final_hv_median"]
     parts.append(
         "median evaluations to random's final hypervolume: "
@@ -474,6 +578,8 @@ def run(quick: bool = False, results_dir: Path | None = None) -> dict[str, Any]:
     for row, proxy in zip(discriminating, used + config["previous_proxies"]):
         row["used here"] = proxy in used
     print(f"search_efficiency: proxy discrimination {discriminating}", file=sys.stderr, flush=True)
+    fisher_study = fisher_feature_study(config["proxies"][0], int(config["fisher_functions"]))
+    print(f"search_efficiency: Fisher features {fisher_study}", file=sys.stderr, flush=True)
     evaluator = CachingEvaluator(
         RayEvaluator(num_actors=config["workers"], num_cpus=1, task_timeout_s=600)
     )
@@ -543,6 +649,7 @@ def run(quick: bool = False, results_dir: Path | None = None) -> dict[str, Any]:
             ),
         },
         "proxy_discrimination": discriminating,
+        "fisher_feature_study": fisher_study,
         "random_final_hypervolume_target": round(target, 4),
         "evaluations_to_random_final_hv_median": median_evals,
         "evaluations_to_random_final_hv_per_seed": reach_evals,
