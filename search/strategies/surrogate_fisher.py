@@ -13,7 +13,10 @@ on a machine loaded about 5x): 0.075 CPU-s per candidate against 0.48 s for that
 training. Leave-one-out Spearman over the functions that completed (GP / k-NN ensemble, as
 in the strategy): on 54 of them, probe features alone 0.67 / 0.52, with these appended
 0.80 / 0.53; on 108, 0.81 / 0.66 and 0.81 / 0.67; on 160, 0.82 / 0.71 and 0.86 / 0.73
-(these features alone: 0.81 / 0.78). A small, unsteady gain at campaign sizes, for hundreds
+(these features alone: 0.81 / 0.78). benchmarks/search_efficiency.py's
+``fisher_feature_study`` (another 160 random functions, 141 completed): 0.79 / 0.68 alone,
+0.76 / 0.69 with them, 0.73 / 0.76 these alone; 0.074 CPU-s against 0.45 s of training.
+At best a small, unsteady gain at campaign sizes (none in the last study), for hundreds
 of times a probe feature's cost (too dear to screen hundreds of candidates per ask, and in
 the controller it would cost 0.15 CPU-s per member on two proxies), so it is not wired into
 the strategy. The intended use, if a larger study finds a gain, is a second
