@@ -32,7 +32,7 @@ BENCHMARKS: list[tuple[str, str, int, int]] = [
     ("rejection_funnel", "3. Rejection funnel", 1800, 300),
     ("controller_overhead", "4. Controller and storage overhead", 600, 180),
     ("training_throughput", "5. Evaluation throughput", 300, 300),
-    ("search_efficiency", "6. Search efficiency", 3600, 600),
+    ("search_efficiency", "6. Search efficiency", 5400, 600),
     ("api_load", "7. API under load", 300, 300),
     ("proxy_fidelity", "8. Proxy fidelity", 5400, 600),
     ("init_signal", "8b. Signal at initialisation", 600, 300),
@@ -40,7 +40,7 @@ BENCHMARKS: list[tuple[str, str, int, int]] = [
     ("normact_fidelity", "10a. Norm-act proxy fidelity", 3600, 300),
     ("normact_rediscovery", "10. Rediscovery (norm-act)", 5400, 900),
     ("search_internals", "11. Optuna ask and Pareto sorting", 900, 300),
-    ("halving", "12. Successive halving", 900, 300),
+    ("halving", "12. Successive halving", 2400, 300),
     ("peers", "13. Peers side by side (Optuna, Ray Tune)", 1800, 900),
 ]
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"

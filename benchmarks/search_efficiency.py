@@ -18,10 +18,19 @@ proposed and what they scored.
 Goal (issue 16): the surrogate reaches random's final hypervolume in <= 1/4 of random's
 evaluations and in fewer than TPE (medians over seeds).
 
-Proxies: much cheaper than before, so that 5 strategies x 5 seeds x 150 evaluations fit in
-under an hour on two cores shared with other jobs: a 2x128 MLP on MNIST-1D for 100 steps and
-one on sklearn's digits for 60 steps (batches of 64, gain-fair), and only the cheap
-rejection stages (static, probe, duplicate); the winners are not re-trained with more seeds here
+Proxies: a benchmark on proxies that cannot tell functions apart measures noise, so the run
+first trains a panel of built-ins (:data:`PANEL`) with three seeds on its proxies and on the
+previous run's proxies, and reports each proxy's discrimination (SD of the panel's means over
+the median seed SD), over the whole panel and over its better half (where the front is: the
+figure that matters for reaching a hypervolume). The previous proxies (MNIST-1D 100 steps and
+digits 60 steps, batches of 64) could not separate the better half: digits saturates near 97%
+and the top functions lay within about one seed SD on both. The proxies now are two MNIST-1D
+MLPs on 20,000 samples (a 3x128 MLP at 300 steps and a 2x128 MLP at 600 steps, batches of
+128, gain-fair as the product's default): a larger validation split and longer runs halve
+the seed SD. Then a study of the init-time Fisher features (:func:`fisher_feature_study`):
+what they cost per candidate and what they add to the surrogate's leave-one-out rank
+correlation on random functions trained on the first proxy. Only the cheap rejection stages
+run (static, probe, duplicate); the winners are not re-trained with more seeds here
 (benchmarks 8 and 9 do that), this study compares strategies on one shared cost scale.
 """
 
@@ -41,9 +50,39 @@ GOAL = (
 )
 
 PROXIES: list[dict[str, Any]] = [
+    {
+        "arch": "mlp",
+        "dataset": "mnist1d",
+        "steps": 300,
+        "batch_size": 128,
+        "scale": 0.25,
+        "dataset_options": {"num_samples": 20000},
+    },
+    {
+        "arch": "mlp",
+        "dataset": "mnist1d",
+        "steps": 600,
+        "batch_size": 128,
+        "dataset_options": {"num_samples": 20000},
+    },
+]
+#: the previous run's proxies, kept for the discrimination comparison
+PREVIOUS_PROXIES: list[dict[str, Any]] = [
     {"arch": "mlp", "dataset": "mnist1d", "steps": 100, "batch_size": 64},
     {"arch": "mlp", "dataset": "digits", "steps": 60, "batch_size": 64},
 ]
+#: the fidelity panel of every activation campaign, plus three functions the searches find
+PANEL = (
+    "max(x, 0)",
+    "x * sigmoid(x)",
+    "gelu(x)",
+    "tanh(x)",
+    "elu(x)",
+    "softplus(x)",
+    "x * tanh(softplus(x))",
+    "sin(x)",
+    "sigmoid(x)",
+)
 
 CONFIG: dict[str, Any] = {
     "space": {"kind": "activation", "ops": "swish", "max_nodes": 4, "max_depth": 4},
@@ -60,9 +99,14 @@ CONFIG: dict[str, Any] = {
         "optuna_nsga2": {"name": "optuna", "sampler": "nsga2"},
     },
     "seeds": [0, 1, 2, 3, 4],
+    "panel": PANEL,
+    "panel_seeds": [0, 1, 2],
+    # random functions of the Fisher-feature study (on the first proxy)
+    "fisher_functions": 160,
+    "previous_proxies": PREVIOUS_PROXIES,
     # no campaign starts when it would likely end after this: on a loaded machine the run
     # then has fewer seeds (of the later strategies first), and says how many per strategy
-    "max_seconds": 3600,
+    "max_seconds": 4500,
     "budget": 150,
     # one more in flight than workers, so a worker never waits for the controller's ask
     "parallelism": 3,
@@ -82,6 +126,10 @@ QUICK: dict[str, Any] = {
         "optuna_tpe": {"name": "optuna", "sampler": "tpe"},
     },
     "seeds": [0],
+    "panel": PANEL[:4],
+    "panel_seeds": [0, 1],
+    "fisher_functions": 12,
+    "previous_proxies": [],
     "budget": 12,
 }
 
@@ -92,6 +140,167 @@ COLOURS = {
     "optuna_tpe": "tab:blue",
     "optuna_nsga2": "tab:purple",
 }
+
+
+def _proxy_name(proxy: dict[str, Any]) -> str:
+    width = "3x128" if proxy.get("scale") == 0.25 else "2x128"
+    samples = (proxy.get("dataset_options") or {}).get("num_samples")
+    return (
+        f"{proxy['arch']} {width}/{proxy['dataset']}"
+        + (f" ({samples:,} samples)" if samples else "")
+        + f", {proxy['steps']} steps, batch {proxy['batch_size']}"
+    )
+
+
+def panel_discrimination(
+    proxies: list[dict[str, Any]], panel: tuple[str, ...], seeds: list[int], gain: str = "fair"
+) -> list[dict[str, Any]]:
+    """Can each proxy tell the panel apart? Each function is trained on each proxy with each
+    seed through the workers' protocol (one torch thread); per proxy: the accuracies, the
+    discrimination ratio over the whole panel and over its better half (search/fidelity.py's
+    ratio: SD of the means over the median seed SD), and the CPU-seconds per run."""
+    import torch
+
+    from layerforge.search.fidelity import discrimination
+    from layerforge.workers.datasets import DatasetCache
+    from layerforge.workers.rejection import evaluate_candidate
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cache = DatasetCache()
+    rows = []
+    try:
+        for proxy in proxies:
+            table: dict[str, list[float]] = {}
+            start = time.process_time()
+            for text in panel:
+                accuracies = []
+                for seed in seeds:
+                    result = evaluate_candidate(
+                        {"text": text, "space": "activation"},
+                        [{**proxy, "seed": seed, "gain": gain}],
+                        {"stages": ["static", "full"], "measure_costs": False},
+                        datasets_cache=cache,
+                    )
+                    runs = result.get("proxies") or []
+                    ok = result["status"] == "completed" and runs
+                    # a diverged run scores 0, never skipped
+                    accuracies.append(float(runs[0]["val_accuracy"]) if ok else 0.0)
+                table[text] = accuracies
+            per_run = (time.process_time() - start) / (len(panel) * len(seeds))
+            ranked = sorted(table, key=lambda t: -statistics.fmean(table[t]))
+            better = {t: table[t] for t in ranked[: max(2, len(ranked) // 2)]}
+            whole, top = discrimination(table), discrimination(better)
+            rows.append(
+                {
+                    "proxy": _proxy_name(proxy),
+                    "discrimination (panel)": round(whole["discrimination_ratio"], 2),
+                    "discrimination (better half)": round(top["discrimination_ratio"], 2),
+                    "better half spread SD (points)": round(100 * top["panel_spread_sd"], 2),
+                    "median seed SD (points)": round(100 * whole["median_seed_sd"], 2),
+                    "CPU-s per run": round(per_run, 3),
+                    "accuracy (%, mean ± SD)": "; ".join(
+                        f"{t} {100 * statistics.fmean(table[t]):.1f} ± "
+                        f"{100 * statistics.stdev(table[t]) if len(table[t]) > 1 else 0:.1f}"
+                        for t in ranked
+                    ),
+                }
+            )
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
+def fisher_feature_study(proxy: dict[str, Any], count: int, seed: int = 0) -> dict[str, Any]:
+    """What the init-time Fisher features (search/strategies/surrogate_fisher.py) cost and
+    add: ``count`` distinct random functions of the benchmark's space are each given their
+    probe features and their Fisher features on ``proxy``, then trained on it (one seed, one
+    torch thread); over those that complete, the leave-one-out Spearman correlation of the
+    strategy's two regressors (GP, k-NN ensemble) on the probe features' 6-dimensional PCA
+    projection, with and without the standardized Fisher features appended."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from layerforge.grammar import fingerprint, make_space, random_graph, to_text
+    from layerforge.search.strategies.surrogate import (
+        _GP,
+        _KNNEnsemble,
+        one_blas_thread,
+        rank_correlations,
+    )
+    from layerforge.search.strategies.surrogate_features import activation_features
+    from layerforge.search.strategies.surrogate_fisher import fisher_features
+    from layerforge.workers.datasets import DatasetCache
+    from layerforge.workers.rejection import evaluate_candidate
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cache = DatasetCache()
+    space = make_space(**CONFIG["space"])
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    probe, fisher, accuracy, fisher_cpu, train_cpu = [], [], [], [], []
+    try:
+        while len(fisher_cpu) < count:
+            graph = random_graph(space, rng)
+            features = activation_features(graph)
+            key = fingerprint(graph, "fair")
+            if key in seen or features is None:
+                continue
+            seen.add(key)
+            start = time.process_time()
+            spectrum = fisher_features(graph, {**proxy, "seed": 0}, cache=cache)
+            fisher_cpu.append(time.process_time() - start)
+            start = time.process_time()
+            result = evaluate_candidate(
+                {"text": to_text(graph), "space": "activation"},
+                [{**proxy, "seed": 0, "gain": "fair"}],
+                {"stages": ["static", "full"], "measure_costs": False},
+                datasets_cache=cache,
+            )
+            train_cpu.append(time.process_time() - start)
+            if result["status"] == "completed" and result.get("proxies"):
+                probe.append(features)
+                fisher.append(np.nan_to_num(spectrum))
+                accuracy.append(float(result["proxies"][0]["val_accuracy"]))
+    finally:
+        torch.set_num_threads(threads)
+
+    def standardized(x: np.ndarray) -> np.ndarray:
+        spread = x.std(axis=0)
+        spread[spread < 1e-9] = 1.0
+        return (x - x.mean(axis=0)) / spread
+
+    def projected(x: np.ndarray, dims: int) -> np.ndarray:
+        z = standardized(x)
+        _u, _s, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
+        return z @ vt[:dims].T
+
+    y = -np.array(accuracy)
+    loo: dict[str, dict[str, float]] = {}
+    if len(y) >= 8 and np.ptp(y) > 0:
+        base = projected(np.array(probe), 6)
+        sets = {
+            "probe": base,
+            "probe + fisher": np.hstack([base, standardized(np.array(fisher))]),
+            "fisher": standardized(np.array(fisher)),
+        }
+        with one_blas_thread():
+            for name, z in sets.items():
+                loo[name] = {
+                    model: round(rank_correlations(y, kind(z, y).leave_one_out())["spearman"], 3)
+                    for model, kind in (("gp", _GP), ("knn", _KNNEnsemble))
+                }
+    return {
+        "proxy": _proxy_name(proxy),
+        "functions": count,
+        "completed": len(y),
+        "fisher_cpu_s_median": round(statistics.median(fisher_cpu), 4),
+        "training_cpu_s_median": round(statistics.median(train_cpu), 4),
+        "loo_spearman": loo,
+    }
 
 
 def _campaign_spec(config: dict[str, Any], label: str, strategy: dict[str, Any], seed: int):
@@ -306,6 +515,47 @@ def _plot(traces: dict[str, list[dict[str, Any]]], budget: int, path: Path) -> N
     plt.close(fig)
 
 
+def _note(figures: dict[str, Any], discriminating: list[dict[str, Any]]) -> str:
+    """The run's note, from its own figures: what the proxies can tell apart, how the
+    medians compare, and how well the surrogate predicted."""
+    parts = [
+        "proxy discrimination (SD of a 9-function panel's means over the median seed SD; "
+        "whole panel / its better half): "
+        + "; ".join(
+            f"{r['proxy']}{'' if r['used here'] else ' (previous run)'} "
+            f"{r['discrimination (panel)']} / {r['discrimination (better half)']}"
+            for r in discriminating
+        )
+    ]
+    fisher = figures["fisher_feature_study"]
+    parts.append(
+        f"init-time Fisher features ({fisher['completed']} of {fisher['functions']} random "
+        f"functions completed on {fisher['proxy']}): {fisher['fisher_cpu_s_median']} CPU-s "
+        f"each against {fisher['training_cpu_s_median']} s of training; leave-one-out "
+        f"Spearman {fisher['loo_spearman']} (not wired into the strategy)"
+    )
+    medians = figures["evaluations_to_random_final_hv_median"]
+    parts.append(
+        "median evaluations to random's final hypervolume: "
+        + ", ".join(f"{n} {'-' if v is None else v}" for n, v in medians.items())
+        + f" (the goal's quarter: {figures['random_evaluations_for_the_goal'] / 4:g})"
+    )
+    quality = figures.get("surrogate_prediction_quality")
+    if quality:
+        parts.append(
+            "surrogate out-of-sample Spearman (per proxy, pooled over seeds): "
+            f"{quality['out_of_sample_spearman_pooled']}; leave-one-out by members: "
+            f"{quality['loo_spearman_by_members']}"
+        )
+    parts.append(
+        "a result cache is shared by all campaigns (equal functions, equal results; each "
+        "campaign is charged the shared evaluation's CPU-seconds); a run that never reached "
+        "the target counts as above every run that did, and a median is '-' when more than "
+        "half never did"
+    )
+    return ". ".join(parts)
+
+
 def run(quick: bool = False, results_dir: Path | None = None) -> dict[str, Any]:
     """Run the study; returns the result dict (and writes the PNG plot)."""
     from benchmarks.common import RESULTS_DIR
@@ -318,6 +568,18 @@ def run(quick: bool = False, results_dir: Path | None = None) -> dict[str, Any]:
     results_dir = results_dir or RESULTS_DIR
     budget = config["budget"]
     started = time.perf_counter()
+    used = list(config["proxies"])
+    discriminating = panel_discrimination(
+        used + [p for p in config["previous_proxies"] if p not in used],
+        tuple(config["panel"]),
+        list(config["panel_seeds"]),
+        config["gain"],
+    )
+    for row, proxy in zip(discriminating, used + config["previous_proxies"]):
+        row["used here"] = proxy in used
+    print(f"search_efficiency: proxy discrimination {discriminating}", file=sys.stderr, flush=True)
+    fisher_study = fisher_feature_study(config["proxies"][0], int(config["fisher_functions"]))
+    print(f"search_efficiency: Fisher features {fisher_study}", file=sys.stderr, flush=True)
     evaluator = CachingEvaluator(
         RayEvaluator(num_actors=config["workers"], num_cpus=1, task_timeout_s=600)
     )
@@ -386,6 +648,8 @@ def run(quick: bool = False, results_dir: Path | None = None) -> dict[str, Any]:
                 f"{n} {median_seconds[n] if median_seconds[n] is not None else '-'}" for n in traces
             ),
         },
+        "proxy_discrimination": discriminating,
+        "fisher_feature_study": fisher_study,
         "random_final_hypervolume_target": round(target, 4),
         "evaluations_to_random_final_hv_median": median_evals,
         "evaluations_to_random_final_hv_per_seed": reach_evals,
@@ -435,14 +699,7 @@ def run(quick: bool = False, results_dir: Path | None = None) -> dict[str, Any]:
         "name": "search_efficiency",
         "goal": GOAL,
         "met": bool(quarter and beats_tpe),
-        "note": (
-            "much cheaper proxies than before (MNIST-1D 100 steps, digits 60 steps, cheap "
-            "rejection stages only, instead of two MNIST-1D MLPs at 1000 / 600 steps) and a "
-            "result cache shared by all campaigns (equal functions, equal results; each "
-            "campaign is charged the shared evaluation's CPU-seconds); a run that never "
-            "reached the target counts as above every run that did, and a median is '-' "
-            "when more than half never did"
-        ),
+        "note": _note(figures, discriminating),
         "figures": figures,
         "config": config,
     }

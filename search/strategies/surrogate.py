@@ -18,6 +18,16 @@ Each ``ask``:
 4. each slot takes the best-scored candidate left, except that with probability
    ``exploration`` a slot is a plain random graph (pure exploration).
 
+What a refit costs: the model's *shape* (the standardization, the PCA projection and each
+Gaussian process's kernel hyperparameters, found by maximizing the marginal likelihood) is
+fitted only when the evaluated members reach a point of a doubling schedule (``min_fit``,
+2 x ``min_fit``, 4 x ...), on the first members in proposal order (at most
+:data:`SHAPE_TRAIN` of them); every other refit keeps that shape and only conditions the
+GPs and the k-NN ensemble on the current members (one Cholesky factorization per
+objective). Both are functions of the stored members, so a rebuilt strategy fits what the
+original fitted. The linear algebra runs on one BLAS thread: a controller shares its
+machine, and a multi-threaded BLAS on busy cores was 20x slower on these small matrices.
+
 Until it can fit (fewer than ``min_fit`` evaluated members, or every target constant) the
 strategy explores with random graphs and says why in a ``surrogate`` event; it never raises
 for want of data. Like every strategy its only state is the observed members: fitted
@@ -49,6 +59,43 @@ KNN_ENSEMBLE = (3, 5, 8)
 COMPLETION_NEIGHBOURS = 7
 # feature rows kept (screened candidates and members; about 0.5 KiB each)
 FEATURE_CACHE = 100_000
+#: at most this many members (the first in proposal order) fit a model's shape: the GP's
+#: hyperparameter search costs O(n^3) per step, a refit with a fixed shape one O(n^3)
+SHAPE_TRAIN = 128
+#: the shape is refitted each time the evaluated members grow by this factor
+SHAPE_GROWTH = 2.0
+
+_BLAS: Any = None
+
+
+def one_blas_thread() -> Any:
+    """A context in which NumPy's and SciPy's BLAS use one thread (see the module's note)."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+def shape_point(count: int, minimum: int) -> int:
+    """The largest point of the shape schedule (``minimum`` times a power of
+    :data:`SHAPE_GROWTH`) that is at most ``count`` (``count >= minimum``)."""
+    point = minimum
+    while math.ceil(point * SHAPE_GROWTH) <= count:
+        point = math.ceil(point * SHAPE_GROWTH)
+    return point
+
+
+@dataclass
+class Shape:
+    """What a refit between two schedule points keeps: the standardization, the PCA
+    components and, per objective, the fitted GP kernel (None: not a GP objective)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    components: np.ndarray
+    kernels: list[Any]
 
 
 @dataclass
@@ -88,17 +135,24 @@ class _Constant:
 
 
 class _GP:
-    """sklearn's Gaussian process, with its closed-form leave-one-out predictions."""
+    """sklearn's Gaussian process, with its closed-form leave-one-out predictions. With
+    ``kernel`` (an earlier fit's ``kernel_``) the hyperparameters are kept, not searched."""
 
-    def __init__(self, z: np.ndarray, y: np.ndarray):
+    def __init__(self, z: np.ndarray, y: np.ndarray, kernel: Any = None):
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
-        kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(
-            length_scale=np.ones(z.shape[1]), length_scale_bounds=(1e-2, 1e3), nu=2.5
-        ) + WhiteKernel(0.1, (1e-6, 1.0))
+        fixed = kernel is not None
+        if kernel is None:
+            kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(
+                length_scale=np.ones(z.shape[1]), length_scale_bounds=(1e-2, 1e3), nu=2.5
+            ) + WhiteKernel(0.1, (1e-6, 1.0))
         self.model = GaussianProcessRegressor(
-            kernel, normalize_y=True, n_restarts_optimizer=0, random_state=0
+            kernel,
+            normalize_y=True,
+            n_restarts_optimizer=0,
+            random_state=0,
+            optimizer=None if fixed else "fmin_l_bfgs_b",
         )
         import warnings
 
@@ -109,14 +163,22 @@ class _GP:
             self.model.fit(z, y)
         self.z, self.y = z, y
 
+    @property
+    def kernel(self) -> Any:
+        """The fitted kernel (hyperparameters included)."""
+        return self.model.kernel_
+
     def predict(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean, std = self.model.predict(z, return_std=True)
         return np.asarray(mean), np.asarray(std)
 
     def leave_one_out(self) -> np.ndarray:
-        """Each member's prediction from all the others (same kernel): y - alpha / K^-1_ii."""
-        kernel = self.model.kernel_(self.z)
-        inverse = np.linalg.pinv(kernel)
+        """Each member's prediction from all the others (same kernel): y - alpha / K^-1_ii,
+        with K^-1 from the fit's own Cholesky factor."""
+        from scipy.linalg import cho_solve
+
+        factor = self.model.L_
+        inverse = cho_solve((factor, True), np.eye(len(factor)))
         y_mean, y_std = self.model._y_train_mean, self.model._y_train_std
         y = (self.y - y_mean) / y_std
         alpha = inverse @ y
@@ -197,6 +259,8 @@ class Surrogate(Strategy):
         self._fit_key: tuple | None = None
         self._fit: Fit | None = None
         self._fit_reason = ""
+        self._shape_key: tuple | None = None
+        self._shape: Shape | None = None
         # the members of the last fit an event was published for (one event per refit)
         self._reported: tuple | None = None
 
@@ -219,44 +283,30 @@ class Surrogate(Strategy):
 
     # ----------------------------------------------------------------- fitting
     def _training_set(self) -> tuple[list[Member], list[Member]]:
-        """(evaluated members, finished members), the most recent ``max_train`` of each."""
+        """(evaluated members, the most recent ``max_train`` finished members); the evaluated
+        are all of them, the shape's schedule counts them (the fit keeps ``max_train``)."""
         cap = int(self.options.max_train)
         finished = [self.members[i] for i in self.order if self.members[i].finished]
         evaluated = [m for m in finished if m.values is not None]
-        return evaluated[-cap:], finished[-cap:]
+        return evaluated, finished[-cap:]
 
     def fitted(self) -> Fit | None:
         """The surrogate fitted on the current members, or None (with the reason kept in
         ``_fit_reason``) when it cannot fit yet. Refitted only when the members changed."""
         evaluated, finished = self._training_set()
-        key = tuple((m.id, m.status, m.values) for m in finished)
+        key = tuple((m.id, m.status, m.values) for m in finished) + (len(evaluated),)
         if key == self._fit_key:
             return self._fit
         self._fit_key = key
-        self._fit, self._fit_reason = self._fit_now(evaluated, finished)
+        with one_blas_thread():
+            self._fit, self._fit_reason = self._fit_now(evaluated, finished)
         return self._fit
 
-    def _fit_now(self, evaluated: list[Member], finished: list[Member]) -> tuple[Fit | None, str]:
-        started = time.perf_counter()
-        rows = [(m, self.features(m.graph)) for m in evaluated]
-        rows = [(m, f) for m, f in rows if f is not None]
-        minimum = int(self.options.min_fit)
-        if len(rows) < minimum:
-            return None, (
-                f"{len(rows)} evaluated member(s) with features; the surrogate fits from "
-                f"{minimum}: exploring with random graphs"
-            )
-        x = np.array([f for _m, f in rows])
-        y = np.array([m.values for m, _f in rows], dtype=float)
-        finite = np.isfinite(y).all(axis=1)
-        x, y = x[finite], y[finite]
-        if len(y) < minimum:
-            return None, f"{len(y)} member(s) with finite values; the surrogate fits from {minimum}"
-        if all(np.ptp(y[:, j]) == 0 for j in range(y.shape[1])):
-            return None, (
-                f"every objective is constant over the {len(y)} evaluated members: nothing "
-                "to learn yet, exploring with random graphs"
-            )
+    def _shape_of(self, x: np.ndarray, y: np.ndarray, key: tuple) -> Shape:
+        """The model's shape fitted on ``x``, ``y`` (the schedule's members), cached by
+        ``key`` (their ids and values): standardization, PCA and the GP kernels."""
+        if key == self._shape_key and self._shape is not None:
+            return self._shape
         mean = x.mean(axis=0)
         scale = x.std(axis=0)
         scale[scale < 1e-9] = 1.0
@@ -269,8 +319,58 @@ class Surrogate(Strategy):
         signs = np.sign(components[np.arange(dims), np.abs(components).argmax(axis=1)])
         components = components * signs[:, None]
         z = standardized @ components.T
+        kernels: list[Any] = []
+        for j in range(y.shape[1]):
+            kernel = None
+            if np.ptp(y[:, j]) > 0 and self.options.model in ("auto", "gp"):
+                try:
+                    kernel = _GP(z, y[:, j]).kernel
+                except (np.linalg.LinAlgError, ValueError):
+                    kernel = None  # searched again on the refit's own members
+            kernels.append(kernel)
+        self._shape_key, self._shape = key, Shape(mean, scale, components, kernels)
+        return self._shape
+
+    def _fit_now(self, evaluated: list[Member], finished: list[Member]) -> tuple[Fit | None, str]:
+        started = time.perf_counter()
+        rows = [(m, self.features(m.graph)) for m in evaluated]
+        rows = [(m, f) for m, f in rows if f is not None]
+        minimum = int(self.options.min_fit)
+        if len(rows) < minimum:
+            return None, (
+                f"{len(rows)} evaluated member(s) with features; the surrogate fits from "
+                f"{minimum}: exploring with random graphs"
+            )
+        rows = [(m, f) for m, f in rows if np.isfinite(np.asarray(m.values, dtype=float)).all()]
+        if len(rows) < minimum:
+            return (
+                None,
+                f"{len(rows)} member(s) with finite values; the surrogate fits from {minimum}",
+            )
+        point = shape_point(len(rows), minimum)
+        shape_rows = rows[:point][-SHAPE_TRAIN:]
+        rows = rows[-int(self.options.max_train) :]
+        x = np.array([f for _m, f in rows])
+        y = np.array([m.values for m, _f in rows], dtype=float)
+        if all(np.ptp(y[:, j]) == 0 for j in range(y.shape[1])):
+            return None, (
+                f"every objective is constant over the {len(y)} evaluated members: nothing "
+                "to learn yet, exploring with random graphs"
+            )
+        shape = self._shape_of(
+            np.array([f for _m, f in shape_rows]),
+            np.array([m.values for m, _f in shape_rows], dtype=float),
+            tuple((m.id, m.values) for m, _f in shape_rows),
+        )
+        mean, scale, components = shape.mean, shape.scale, shape.components
+        z = ((x - mean) / scale) @ components.T
         predictors: list[Any] = []
-        quality: dict[str, Any] = {"members": len(y), "dimensions": dims, "objectives": []}
+        quality: dict[str, Any] = {
+            "members": len(y),
+            "shape_members": len(shape_rows),
+            "dimensions": len(components),
+            "objectives": [],
+        }
         for j in range(y.shape[1]):
             target = y[:, j]
             if np.ptp(target) == 0:
@@ -279,11 +379,15 @@ class Surrogate(Strategy):
                 continue
             candidates: dict[str, Any] = {}
             scores: dict[str, dict[str, float]] = {}
-            for name, model in (("gp", _GP), ("knn", _KNNEnsemble)):
+            for name in ("gp", "knn"):
                 if self.options.model not in ("auto", name):
                     continue
                 try:
-                    fitted = model(z, target)
+                    fitted: Any = (
+                        _GP(z, target, shape.kernels[j])
+                        if name == "gp"
+                        else _KNNEnsemble(z, target)
+                    )
                     scores[name] = rank_correlations(target, fitted.leave_one_out())
                     candidates[name] = fitted
                 except (np.linalg.LinAlgError, ValueError) as err:
@@ -327,10 +431,11 @@ class Surrogate(Strategy):
         parents = self._parents()
         pool = []
         local: set[str] = set(taken)
+        random_share = float(self.options.random_share)
         for _ in range(int(self.options.screen)):
             if self.interrupted():
                 break
-            if parents and rng.random() >= float(self.options.random_share):
+            if parents and rng.random() >= random_share:
                 parent = rng.choice(parents)
                 graph = parent.graph
                 for _ in range(rng.randint(1, 3)):
@@ -417,7 +522,8 @@ class Surrogate(Strategy):
         ranked: list[int] = []
         scores = mean = std = np.zeros((0, 0))
         if pool:
-            scores, mean, std = self._scores(fit, np.array([row[3] for row in pool]), rng)
+            with one_blas_thread():
+                scores, mean, std = self._scores(fit, np.array([row[3] for row in pool]), rng)
             ranked = [int(i) for i in np.argsort(-scores, kind="stable")]
         explored = 0
         cursor = 0

@@ -118,6 +118,34 @@ def test_a_rebuilt_surrogate_asks_what_the_original_would():
     assert [p.data for p in asked] == [p.data for p in again]
 
 
+def test_the_models_shape_is_refitted_only_at_the_doubling_schedule():
+    """Between schedule points a refit keeps the GP kernels (no hyperparameter search) and
+    only conditions on the new members; at the next point the shape is fitted again on the
+    first members in proposal order."""
+    from layerforge.search.strategies.surrogate import shape_point
+
+    assert [shape_point(n, 8) for n in (8, 9, 15, 16, 31, 32, 100)] == [8, 8, 8, 16, 16, 32, 64]
+    strategy = create_strategy("surrogate", SPACE, settings(screen=50, min_fit=8), 1, seed=1)
+    drive(strategy, rounds=3, batch=4)  # 12 proposals, some rejected
+    evaluated = len(strategy.evaluated())
+    assert 8 <= evaluated < 16, evaluated
+    fit = strategy.fitted()
+    assert fit is not None
+    shape, kernel = strategy._shape, fit.predictors[0].model.kernel_
+    assert fit.quality["shape_members"] == 8 and fit.quality["members"] == evaluated
+    members = drive(strategy, rounds=1, batch=1, start_id=100)
+    if len(strategy.evaluated()) < 16 and members[0].values is not None:
+        refit = strategy.fitted()
+        assert refit is not fit and strategy._shape is shape
+        # the same hyperparameters, conditioned on one more member
+        assert np.array_equal(refit.predictors[0].model.kernel_.theta, kernel.theta)
+        assert refit.quality["members"] == evaluated + 1
+    drive(strategy, rounds=6, batch=4, start_id=200)
+    assert len(strategy.evaluated()) >= 16
+    assert strategy.fitted().quality["shape_members"] == shape_point(len(strategy.evaluated()), 8)
+    assert strategy._shape is not shape
+
+
 @pytest.fixture
 def db(database_url):
     upgrade_database(database_url)
