@@ -32,7 +32,7 @@ BENCHMARKS: list[tuple[str, str, int, int]] = [
     ("rejection_funnel", "3. Rejection funnel", 1800, 300),
     ("controller_overhead", "4. Controller and storage overhead", 600, 180),
     ("training_throughput", "5. Evaluation throughput", 300, 300),
-    ("search_efficiency", "6. Search efficiency", 5400, 600),
+    ("search_efficiency", "6. Search efficiency", 7200, 600),
     ("api_load", "7. API under load", 300, 300),
     ("proxy_fidelity", "8. Proxy fidelity", 5400, 600),
     ("init_signal", "8b. Signal at initialisation", 600, 300),

@@ -88,9 +88,10 @@ CONFIG: dict[str, Any] = {
     "space": {"kind": "activation", "ops": "swish", "max_nodes": 4, "max_depth": 4},
     "proxies": PROXIES,
     "gain": "fair",
-    # the cheap checks only: on proxies this short the quality and trainability stages
-    # would cost as much as the run they screen
-    "rejection": {"stages": ["static", "probe", "duplicate"]},
+    # the cheap checks only (stability is the slope-growth test of an activation, about a
+    # millisecond): on proxies this short the quality and trainability stages would cost as
+    # much as the run they screen
+    "rejection": {"stages": ["static", "probe", "duplicate", "stability"]},
     "strategies": {
         "surrogate": {"name": "surrogate", "surrogate": {"screen": 500}},
         "random": {"name": "random"},
@@ -106,7 +107,7 @@ CONFIG: dict[str, Any] = {
     "previous_proxies": PREVIOUS_PROXIES,
     # no campaign starts when it would likely end after this: on a loaded machine the run
     # then has fewer seeds (of the later strategies first), and says how many per strategy
-    "max_seconds": 4500,
+    "max_seconds": 6600,
     "budget": 150,
     # one more in flight than workers, so a worker never waits for the controller's ask
     "parallelism": 3,
