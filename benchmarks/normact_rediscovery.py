@@ -35,29 +35,38 @@ GOAL = (
 )
 CONFIG: dict[str, Any] = {
     "space": {"kind": "normact", "ops": "evonorm", "max_nodes": 8, "max_depth": 8},
-    "strategy": {"name": "evolution", "population": 12, "tournament": 3},
+    # few evaluations complete (most random graphs are rejected), and a rejected candidate
+    # never joins the population: a tournament of 3 starts selecting after 3 completions
+    "strategy": {"name": "evolution", "population": 10, "tournament": 3},
     "proxies": [{"preset": "normact-small-batch"}],
+    # the same network, batch and schedule on a different generated task (other class
+    # prototypes: data_seed), so a winner must carry over to data the search never saw
     "held_out": [
         {
             "preset": "normact-small-batch",
-            "steps": 600,
             "dataset_options": {**HARD_SYNTHETIC_OPTIONS, "data_seed": 99},
         }
     ],
     "lr_factors": [1.0],
-    # the quality check's floor above chance (0.1, ten classes): at batch 4 on the harder task
-    # the panel's weaker members are at 0.1-0.3 after 300 steps, and the baseline must pass
-    "rejection": {"quality_steps": 100, "quality_min_accuracy": 0.15},
-    "budget": 32,
+    # at batch 2 and lr 0.01 the built-ins are near chance after 150 steps (GN/LN/IN-ReLU
+    # 0.08-0.18 against 0.10 chance), so the quality check looks at half the run: a layer
+    # still at chance there (a constant prediction scores 0.10-0.12) is rejected
+    "rejection": {"quality_steps": 600, "quality_min_accuracy": 0.125},
+    "budget": 64,
     "top_k": 3,
     # B10a trains the same panel on the preset with 3 seeds (normact_fidelity.json); the
-    # campaign's own 2-seed report would repeat it at 12 runs of 300 + 600 steps, more CPU
-    # than the search itself on this 2-core machine
+    # campaign's own 2-seed report would repeat it, more CPU than this 2-core machine lends
     "fidelity": {"enabled": False},
     "transfer_seeds": 3,
     "campaign_seeds": [0],
     "references": ["evonorm_b0", "evonorm_s0"],
-    "quick_settings": {"budget": 6, "steps": 20, "held_out_steps": 20, "top_k": 1},
+    "quick_settings": {
+        "budget": 6,
+        "steps": 20,
+        "held_out_steps": 20,
+        "top_k": 1,
+        "quality_min_accuracy": 0.0,
+    },
     "threads": 1,
 }
 
@@ -175,6 +184,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         config["budget"], config["top_k"] = q["budget"], q["top_k"]
         config["proxies"] = [{**p, "steps": q["steps"]} for p in config["proxies"]]
         config["held_out"] = [{**p, "steps": q["held_out_steps"]} for p in config["held_out"]]
+        config["rejection"] = {
+            **config["rejection"],
+            "quality_min_accuracy": q["quality_min_accuracy"],
+        }
     references = {n: get_builtin(n) for n in config["references"]}
     evaluator = CachingEvaluator(LocalEvaluator())
     campaigns = []
