@@ -14,7 +14,8 @@ report gives) and BN-ReLU's rank. At the setting of the named proxy preset
 (:data:`workers.presets.PROXY_PRESETS`, the one campaigns use) it also trains BN-ReLU
 multiplied by 2 and 3, the question "does any norm-act built-in win by scale alone": every
 built-in ends in a learnt per-channel affine, so a constant factor is only the initial
-value of that affine.
+value of that affine; and ``x * weight + bias``, which makes the network linear: a proxy on
+which it scores like the best layers rewards layers only for not hurting training.
 
 Goal: the preset's setting has discrimination >= 3 (the panel's spread is at least three
 seed SDs) and at least one built-in without batch statistics (GN/LN/IN-ReLU, EvoNorm-S0:
@@ -64,6 +65,10 @@ CONFIG: dict[str, Any] = {
     ],
     "seeds": [0, 1, 2],
     "scale_controls": {"2 * bn_relu": f"2 * {BN_RELU_TEXT}", "3 * bn_relu": f"3 * {BN_RELU_TEXT}"},
+    # no normalization and no activation: the proxy network is linear. Where it scores like
+    # the best layers, the task is linearly solvable and the proxy cannot reward a layer for
+    # what it adds, only for what it does not break
+    "linear_control": {"x * weight + bias (linear network)": "x * weight + bias"},
     "preset": "normact-small-batch",
     "min_discrimination": 3.0,
     "quick_settings": {"steps": 20, "seeds": [0, 1], "settings": [["digits", 4, 0.1, 20]]},
@@ -241,7 +246,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                         for s in seeds
                     ]
                 )
-                for label, text in CONFIG["scale_controls"].items()
+                for label, text in {**CONFIG["scale_controls"], **CONFIG["linear_control"]}.items()
             }
         ranking = sorted(panel, key=lambda n: -per[n]["mean"])
         vs_bn = {name: _beats(per[name], per["bn_relu"]) for name in panel if name != "bn_relu"}
@@ -350,8 +355,17 @@ def summarize(
             "batch_free_beating_bn_relu"
         ]
         headline["scale alone beats BN-ReLU"] = any(
-            c["beats"] for c in preset["scale_controls"].values()
+            c["beats"]
+            for label, c in preset["scale_controls"].items()
+            if label in CONFIG["scale_controls"]
         )
+        linear = [
+            c for label, c in preset["scale_controls"].items() if label in CONFIG["linear_control"]
+        ]
+        if linear:
+            headline["a linear network (x * weight + bias) vs BN-ReLU (pooled SDs)"] = linear[0][
+                "margin_sds"
+            ]
     return {
         "name": "normact_fidelity",
         "goal": GOAL,
@@ -362,7 +376,7 @@ def summarize(
             "headline": headline,
             "settings": rows,
             "accuracy per built-in (%, mean ± SD over seeds)": cells,
-            "scale controls at the preset": scale_rows,
+            "controls at the preset (scale, linear network)": scale_rows,
             "seconds": seconds,
         },
         "settings": settings,
