@@ -18,9 +18,15 @@ def _benchmarks_importable(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_preset_campaigns_use_is_a_setting_b10a_measures():
     from benchmarks import normact_fidelity, normact_rediscovery
 
-    key, batch = normact_fidelity.preset_setting()
-    assert [key, batch] in normact_fidelity.CONFIG["settings"]
+    assert list(normact_fidelity.preset_setting()) in normact_fidelity.CONFIG["settings"]
     assert normact_rediscovery.CONFIG["proxies"] == [{"preset": normact_fidelity.CONFIG["preset"]}]
+
+
+def test_batch_free_built_ins_are_those_without_a_batch_statistic():
+    from benchmarks.normact_fidelity import batch_free
+
+    assert not batch_free("bn_relu") and not batch_free("evonorm_b0")
+    assert all(batch_free(n) for n in ("gn_relu", "ln_relu", "in_relu", "evonorm_s0"))
 
 
 def test_structural_similarity_is_one_for_the_same_expression_and_less_otherwise():

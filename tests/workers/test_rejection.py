@@ -421,7 +421,8 @@ def test_group_moments_keep_at_least_two_channels_per_group():
     [
         # the output is the same for every example: the network predicts one class
         ("std(x, batch) * weight + bias", "ignores its input"),
-        ("mean(x, batch) * weight + bias", "ignores its input"),
+        # (a nonlinear one: mean(x, batch) * weight + bias is affine, the probe rejects it)
+        ("tanh(mean(x, batch)) * weight + bias", "ignores its input"),
         # fine on one probe batch, but x^(2^depth) through the network's stack
         ("x * x * weight + bias", "explodes"),
     ],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from layerforge.workers.candidates import resolve_candidate
@@ -105,10 +107,51 @@ def probe(run: EvaluationRun) -> str:
             if not torch.isfinite(y.float()).all():
                 raise Reject(f"eval-mode output is not finite on {tuple(shape)}")
         notes.append(str(tuple(shape)))
+    if run.cand.kind == "normact" and cfg.probe_min_nonlinearity > 0:
+        shape = probe_shapes(run)[0]
+        deviation = nonlinearity(run.factory, shape, device)
+        if deviation < cfg.probe_min_nonlinearity:
+            raise Reject(
+                f"the layer is affine in its input (deviation from affinity {deviation:.2g} < "
+                f"{cfg.probe_min_nonlinearity:g} at initial and random parameters): every "
+                "network built from it is linear"
+            )
+        notes.append(f"nonlinearity {deviation:.2g}")
     return (
         f"finite, non-constant, non-zero gradient on {', '.join(notes)} at scales "
         f"{cfg.probe_scales}"
     )
+
+
+def nonlinearity(factory: Any, shape: tuple[int, ...], device: Any = "cpu") -> float:
+    """How far a layer is from an affine map of its whole input tensor: the relative gap
+    ``|f(a x1 + (1-a) x2) - (a f(x1) + (1-a) f(x2))| / |f|`` on unit-normal probes, in
+    float64 and training mode, the smaller of the gaps at the layer's initial parameters and
+    at random ones (the largest, so that a layer affine only at its initial parameter
+    values, ``x * v1 + tanh(v0 * x)`` with ``v0 = 0``, is not called affine).
+
+    A norm-act layer that is affine in its input (``x * weight + bias``, ``(v1 + x) *
+    weight + bias``) makes every proxy network linear: it neither normalizes nor activates.
+    0 (up to rounding) for such layers; of order 0.1-1 for normalizers and activations."""
+    gen = torch.Generator().manual_seed(11)
+    x1 = torch.randn(shape, generator=gen, dtype=torch.float64)
+    x2 = torch.randn(shape, generator=gen, dtype=torch.float64)
+    a = 0.3
+    gaps = []
+    for randomize in (False, True):
+        torch.manual_seed(0)
+        layer = factory(shape[1]).to(device=device, dtype=torch.float64)
+        layer.train()
+        if randomize:
+            with torch.no_grad():
+                for p in layer.parameters():
+                    p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64))
+        with torch.no_grad():
+            ys = [layer(x.to(device)) for x in (x1, x2, a * x1 + (1 - a) * x2)]
+        mixed = a * ys[0] + (1 - a) * ys[1]
+        scale = max(ys[0].abs().mean().item(), ys[1].abs().mean().item(), 1e-12)
+        gaps.append((ys[2] - mixed).abs().mean().item() / scale)
+    return max(gaps)
 
 
 def _check_unit_scale(y: torch.Tensor, gx: torch.Tensor, where: str, cfg: RejectionConfig) -> None:

@@ -85,6 +85,13 @@ class RejectionSettings(BaseModel):
     probe_min_range: float = Field(
         1e-6, ge=0, description="an output varying less than this (relative) is constant"
     )
+    probe_min_nonlinearity: float = Field(
+        1e-4,
+        ge=0,
+        description="normact: reject a layer whose output is an affine function of its input "
+        "(relative deviation from affinity under this, at the initial and at random parameter "
+        "values): every proxy network built from it is linear; 0 turns the check off",
+    )
     # stability
     stability_steps: Count = Field(5, description="adversarial steps on the weights")
     stability_step_size: float = Field(
