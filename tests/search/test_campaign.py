@@ -293,6 +293,7 @@ def test_every_rejection_setting_of_the_spec_reaches_the_workers():
         "probe_max_output": 99.0,
         "probe_max_grad": 98.0,
         "probe_min_range": 1e-5,
+        "probe_min_nonlinearity": 2e-4,
         "stability_steps": 3,
         "stability_step_size": 0.2,
         "stability_batch": 12,
