@@ -168,6 +168,11 @@ async function campaignPage(id) {
         downloads("hv-plot", API + "/campaigns/" + id + "/hypervolume/download?format=csv", "campaign-" + id + "-hypervolume")),
       el("section", { class: "card" }, el("h2", { text: "Rejection funnel" }),
         el("div", { id: "funnel-plot", class: "plot", "data-testid": "funnel-plot" }))),
+    el("section", { class: "card", style: "margin-top:1rem", id: "transfer-card", "data-testid": "transfer-card", hidden: "" },
+      el("h2", { text: "Confirmed on held-out runs" }),
+      el("p", { class: "muted", id: "transfer-note" }),
+      el("table", { id: "transfer-table", "data-testid": "transfer-table" },
+        el("thead", { id: "transfer-head" }), el("tbody", { id: "transfer-rows" }))),
     el("section", { class: "card", style: "margin-top:1rem" },
       el("h2", { text: "Candidates" }),
       el("div", { class: "controls" },
@@ -332,6 +337,31 @@ async function campaignPage(id) {
     document.getElementById("candidates-page").textContent = "page " + (state.pageIndex + 1);
   }
 
+  // The transfer stage's verdicts: the search's best, the baseline and the scale controls
+  // re-trained on held-out runs with several seeds; "beats baseline" only when more than 2
+  // pooled seed SDs above it on every run (search/confirm.py).
+  async function drawTransfer() {
+    const t = await api("/campaigns/" + id + "/transfer");
+    const card = document.getElementById("transfer-card");
+    card.hidden = !t.rows.length;
+    if (!t.rows.length) return;
+    const runs = t.rows[0].proxies.map((p) => p.name);
+    const seeds = Math.max(...t.rows.map((r) => r.runs || 0));
+    document.getElementById("transfer-note").textContent = t.confirmed.length
+      ? t.confirmed.length + " candidate(s) beat the baseline by more than 2 pooled seed SDs on every held-out run (mean ± SD over " + seeds + " seeds)."
+      : "No candidate beats the baseline by more than 2 pooled seed SDs on every held-out run (mean ± SD over " + seeds + " seeds): the search proxy's ranking did not hold.";
+    const verdict = (r) => r.control ? "scale control (raw)" : r.origin === "baseline" ? "baseline"
+      : r.beats_baseline === true ? "beats baseline" : r.beats_baseline === false ? "not confirmed" : "too few seeds";
+    const cell = (p) => p.mean === null || p.mean === undefined ? "–" : (100 * p.mean).toFixed(1) + " ± " + (100 * (p.sd || 0)).toFixed(1);
+    document.getElementById("transfer-head").replaceChildren(el("tr", {}, ["layer", "origin"].concat(runs, ["margins (SDs)", "verdict"]).map((h) => el("th", { text: h }))));
+    document.getElementById("transfer-rows").replaceChildren(...t.rows.map((r) => el("tr", {
+      "data-testid": "transfer-row", "data-verdict": verdict(r), class: r.beats_baseline === true && !r.control ? "confirmed" : "",
+    }, el("td", {}, r.control ? el("code", { text: r.text }) : el("a", { href: "#/candidates/" + r.candidate_id }, el("code", { text: r.text }))),
+      el("td", { text: r.control ? "control" : r.origin }), r.proxies.map((p) => el("td", { text: cell(p) })),
+      el("td", { text: (r.margins || []).map((m) => m === null ? "–" : m.toFixed(1)).join(" / ") || "–" }),
+      el("td", { text: verdict(r) }))));
+  }
+
   async function refresh() {
     state.detail = await api("/campaigns/" + id);
     fillAxes();
@@ -340,6 +370,7 @@ async function campaignPage(id) {
     state.pareto = await api("/campaigns/" + id + "/pareto");
     drawPareto();
     await drawHistory();
+    if (["completed", "cancelled", "failed"].includes(state.detail.status)) await drawTransfer();
     if (state.pageIndex === 0) await loadCandidates();
   }
 

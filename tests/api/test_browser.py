@@ -3,7 +3,7 @@
 Over a real ``layerforge serve`` with the simulated evaluator, with every request that does
 not go to the server aborted by the browser (as on a machine without internet access): the
 campaign list loads, the Pareto plot has its points, the 2-D front as a staircase and the
-baseline; PNG and CSV downloads of the front work; clicking a point opens the candidate with
+baseline; the transfer stage's verdicts (confirmed on held-out runs, or not) are a table; PNG and CSV downloads of the front work; clicking a point opens the candidate with
 its LaTeX typeset by KaTeX, its curve beside the baseline's, and its export downloads;
 ``/docs`` and ``/redoc`` render. Without a Chromium binary the test skips and says why.
 """
@@ -81,7 +81,11 @@ def offline_context(browser, base: str, blocked: list[str]):
 
 def test_dashboard_front_candidate_and_export(browser, tmp_path):
     with live_server(tmp_path) as base:
-        spec = small_spec(name="browser-run", objectives=["accuracy", "nodes"])
+        spec = small_spec(
+            name="browser-run",
+            objectives=["accuracy", "nodes"],
+            transfer={"top_k": 2, "seeds": 3, "lr_factors": [1.0]},
+        )
         created = httpx.post(f"{base}{API}/campaigns", json=spec)
         cid = created.json()["id"]
         deadline = time.monotonic() + 60
@@ -132,6 +136,19 @@ def test_dashboard_front_candidate_and_export(browser, tmp_path):
         assert [t["n"] for t in traces if t["name"] == "baseline"] == [len(baselines)]
         shapes = page.evaluate("document.getElementById('pareto-plot').layout.shapes.length")
         assert shapes == 2 * len(baselines)
+        # the transfer stage's verdicts, one row per re-trained candidate, baseline and control
+        transfer = httpx.get(f"{base}{API}/campaigns/{cid}/transfer").json()
+        assert transfer["rows"]
+        rows = page.locator('[data-testid="transfer-row"]')
+        rows.first.wait_for(timeout=20_000)
+        assert rows.count() == len(transfer["rows"])
+        verdicts = [rows.nth(i).get_attribute("data-verdict") for i in range(rows.count())]
+        assert "baseline" in verdicts and "scale control (raw)" in verdicts
+        confirmed = sum(v == "beats baseline" for v in verdicts)
+        assert confirmed == len(transfer["confirmed"])
+        note = page.locator("#transfer-note").inner_text()
+        assert ("beat the baseline" in note) if confirmed else ("did not hold" in note)
+        assert "seeds" in note
         assert page.locator("#pareto-plot .legend").count() == 1
         legend = page.locator("#pareto-plot .legend").bounding_box()
         plot_area = page.locator("#pareto-plot .nsewdrag").first.bounding_box()

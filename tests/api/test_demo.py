@@ -19,6 +19,9 @@ def test_demo_spec_is_valid_and_sized_to_be_watched():
     assert spec.proxies[0]["dataset"] == "mnist1d" and spec.proxies[0]["steps"] <= 1500
     assert "x * sigmoid(x)" in spec.seeds
     assert "relu" not in spec.seeds  # relu is the baseline: a seed would only duplicate it
+    # its winners are checked on a held-out (deeper) proxy with 3 seeds, beside the controls
+    assert spec.transfer.top_k == 3 and spec.transfer.seeds >= 3 and spec.transfer.controls
+    assert spec.transfer.proxies and spec.transfer.proxies[0] != spec.proxies[0]
 
 
 def test_serve_demo_submits_one_campaign_and_runs_it(tmp_path):
