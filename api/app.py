@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 # thread each) an evaluation that trains fully takes about 2.5 CPU-seconds and a rejection
 # 0.2, so the 200 candidates take 2-4 minutes. The seeds leave out relu: it is the baseline.
 # The transfer stage then re-trains the top 3, the baseline and the scale controls on a
-# deeper MLP with 3 seeds (18 runs, about 40 s on two actors): the shallow search proxy rates
+# deeper MLP (600 steps) with 3 seeds (18 runs, about 30 s on two actors), and the fidelity
+# panel runs there too (rank agreement with the search proxy): the shallow search proxy rates
 # some functions far above ReLU (asinh(x) - x: 80.8% against 70.3%) that diverge on deeper
 # networks, and the dashboard's "Confirmed on held-out runs" table says which winners held.
 DEMO_SPEC = {
@@ -46,7 +47,7 @@ DEMO_SPEC = {
         "top_k": 3,
         "seeds": 3,
         "lr_factors": [1.0],
-        "proxies": [{"arch": "mlp", "dataset": "mnist1d", "steps": 1000, "scale": 0.5}],
+        "proxies": [{"arch": "mlp", "dataset": "mnist1d", "steps": 600, "scale": 0.5}],
     },
     "parallelism": 2,
     "seed": 0,

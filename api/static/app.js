@@ -350,7 +350,7 @@ async function campaignPage(id) {
     document.getElementById("transfer-note").textContent = t.confirmed.length
       ? t.confirmed.length + " candidate(s) beat the baseline by more than 2 pooled seed SDs on every held-out run (mean ± SD over " + seeds + " seeds)."
       : "No candidate beats the baseline by more than 2 pooled seed SDs on every held-out run (mean ± SD over " + seeds + " seeds): the search proxy's ranking did not hold.";
-    const verdict = (r) => r.control ? "scale control (raw)" : r.origin === "baseline" ? "baseline"
+    const verdict = (r) => r.control ? (r.beats_baseline === true ? "scale control (raw): beats baseline by scale alone" : "scale control (raw)") : r.origin === "baseline" ? "baseline"
       : r.beats_baseline === true ? "beats baseline" : r.beats_baseline === false ? "not confirmed" : "too few seeds";
     const cell = (p) => p.mean === null || p.mean === undefined ? "–" : (100 * p.mean).toFixed(1) + " ± " + (100 * (p.sd || 0)).toFixed(1);
     document.getElementById("transfer-head").replaceChildren(el("tr", {}, ["layer", "origin"].concat(runs, ["margins (SDs)", "verdict"]).map((h) => el("th", { text: h }))));
