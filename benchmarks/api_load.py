@@ -288,7 +288,7 @@ def _profile(url: str, cid: int, endpoint: str, ids: list[int]) -> list[str]:
         call(i)
     prof.disable()
     wall = (time.perf_counter() - t0) / 5
-    stats = pstats.Stats(prof, stream=io.StringIO()).stats  # type: ignore[attr-defined]
+    stats = pstats.Stats(prof, stream=io.StringIO()).stats  # type: ignore[attr-defined]  # pstats keeps its table untyped
     total = sum(v[2] for v in stats.values()) or 1.0
     root = str(Path(__file__).resolve().parents[1])
     ours, self_time = [], []

@@ -164,8 +164,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             )
     # the surrogate imports scikit-learn's GP and SciPy's statistics on its first fit: once,
     # before anything is timed, as a running service has long done
-    import scipy.stats  # noqa: F401
-    import sklearn.gaussian_process  # noqa: F401
+    import scipy.stats  # noqa: F401 - imported for its import time, not its names
+    import sklearn.gaussian_process  # noqa: F401 - likewise
 
     n = candidates if quick else SURROGATE_CANDIDATES
     surrogate_workers = worker_counts if quick else SURROGATE_WORKERS

@@ -378,7 +378,7 @@ class Surrogate(Strategy):
                 quality["objectives"].append({"chosen": "constant"})
                 continue
             candidates: dict[str, Any] = {}
-            scores: dict[str, dict[str, float]] = {}
+            scores: dict[str, dict[str, Any]] = {}
             for name in ("gp", "knn"):
                 if self.options.model not in ("auto", name):
                     continue
@@ -391,7 +391,7 @@ class Surrogate(Strategy):
                     scores[name] = rank_correlations(target, fitted.leave_one_out())
                     candidates[name] = fitted
                 except (np.linalg.LinAlgError, ValueError) as err:
-                    scores[name] = {"error": str(err)}  # type: ignore[dict-item]
+                    scores[name] = {"error": str(err)}
             if not candidates:
                 return None, f"objective {j}: no regressor could be fitted ({scores})"
             chosen = max(candidates, key=lambda n: (scores[n]["spearman"], n == "gp"))
