@@ -487,7 +487,7 @@ def _load_synthetic(
 def make_gratings(
     num_samples: int,
     *,
-    num_classes: int = 10,
+    num_classes: int = 8,
     size: int = 16,
     channels: int = 1,
     noise: float = 1.0,
@@ -553,7 +553,7 @@ def make_gratings(
 def _load_gratings(
     *,
     seed: int,
-    num_classes: int = 10,
+    num_classes: int = 8,
     size: int = 16,
     channels: int = 1,
     num_train: int = 2000,
