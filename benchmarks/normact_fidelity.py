@@ -15,7 +15,9 @@ report gives) and BN-ReLU's rank. At the setting of the named proxy preset
 (:data:`workers.presets.PROXY_PRESETS`, the one campaigns use) it also trains BN-ReLU
 multiplied by 2 and 3, the question "does any norm-act built-in win by scale alone": every
 built-in ends in a learnt per-channel affine, so a constant factor is only the initial
-value of that affine. At every setting it trains ``x * weight + bias``, which makes the
+value of that affine; and ``max(x * weight + bias, 0)``, ReLU with no normalization: a proxy
+on which it scores like EvoNorm credits rectification but not the statistic. At every
+setting it trains ``x * weight + bias``, which makes the
 network linear: a proxy on which it scores like the best layers rewards layers only for not
 hurting training (the ``synthetic`` preset before: 72.3% for the linear network, above every
 built-in).
@@ -83,6 +85,12 @@ CONFIG: dict[str, Any] = {
     # the best layers, the task is linearly solvable and the proxy cannot reward a layer for
     # what it adds, only for what it does not break. Trained at every setting
     "linear_control": {"x * weight + bias (linear network)": "x * weight + bias"},
+    # rectification without normalization (a pre-activation ResNet with no norm layer): where
+    # it scores like the normalizing built-ins, the proxy credits a layer's nonlinearity but
+    # not its statistic, and a search on it can win without normalizing. Trained at the preset
+    "no_norm_control": {
+        "max(x * weight + bias, 0) (ReLU, no normalization)": "max(x * weight + bias, 0)"
+    },
     "preset": "normact-small-batch",
     "min_discrimination": 3.0,
     # (b): the linear network's mean accuracy at most this far above chance (1 / classes)
@@ -255,7 +263,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         per = {name: _stats(v) for name, v in table.items()}
         wanted = dict(CONFIG["linear_control"])
         if setting_key == chosen:
-            wanted = {**CONFIG["scale_controls"], **wanted}
+            wanted = {**CONFIG["scale_controls"], **CONFIG["no_norm_control"], **wanted}
         controls = {
             label: _stats(
                 [
@@ -415,6 +423,29 @@ def summarize(
                 f"{100 * linear['mean']:.1f} ± {100 * linear['sd']:.1f} (chance "
                 f"{100 * preset['chance']:.1f})"
             )
+            for label in CONFIG["no_norm_control"]:
+                control = preset["scale_controls"].get(label)
+                if control is None:
+                    continue
+                best = max(
+                    (n for n in panel if batch_free(n)),
+                    key=lambda n: preset["per_function"][n]["mean"],
+                )
+                headline["ReLU without normalization: accuracy, vs BN-ReLU (pooled SDs)"] = (
+                    f"{100 * control['mean']:.1f} ± {100 * control['sd']:.1f}, "
+                    f"{control['margin_sds']:+.2f}"
+                    if control["margin_sds"] is not None
+                    else None
+                )
+                over_no_norm = _beats(preset["per_function"][best], control)
+                headline[f"{best} (best batch-free) vs ReLU without normalization"] = (
+                    f"{100 * over_no_norm['gap']:+.1f} points, "
+                    + (
+                        f"{over_no_norm['margin_sds']:+.2f} pooled SDs"
+                        if over_no_norm["margin_sds"] is not None
+                        else "no spread"
+                    )
+                )
             headline["(a) discrimination >= 3"] = (
                 preset["discrimination_ratio"] >= CONFIG["min_discrimination"]
             )
