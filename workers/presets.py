@@ -31,6 +31,13 @@ both about 90%); batch 2 at lr 0.02 makes GN/LN-ReLU and EvoNorm-S0 unstable (se
 class); the linear network 12.4 ± 0.7 (chance 12.5, 7.0 SD below BN-ReLU); EvoNorm-S0 beats
 BN-ReLU by 2.62 pooled SD and ReLU without normalization (67.4 ± 11.4) by 2.57. Seed SDs of
 the BN/GN/LN/no-norm ReLU networks are 11-27 points at batch 2: compare layers over 3+ seeds.
+
+What it does not do: make normalization necessary. The CPU-scale ResNet (8 layers) trains at
+batch 2 without any norm, and an activation alone can beat every norm-act built-in: B10's
+searches on this preset (benchmarks/results/normact_rediscovery.json) confirmed
+``max(tanh(x), x)`` at 91.7 ± 0.5% on the held-out variant (EvoNorm-B0 90.9 ± 1.0, BN-ReLU
+67.6 ± 4.0) and no winner with a statistic. A search meant to rediscover EvoNorm needs a
+deeper proxy, where un-normalized networks fail, or a space that requires a statistic.
 """
 
 from __future__ import annotations
