@@ -14,6 +14,10 @@ Built in:
 - ``synthetic``: generated images (``modality="image"``) or sequences
   (``modality="sequence"``) of chosen size and class count: shifted, rescaled class prototypes
   with a distractor prototype mixed in and noise; learnable, but not linearly trivial.
+- ``gratings``: generated oriented gratings with a random phase (:func:`make_gratings`): the
+  class is the orientation of the strongest grating and every class's mean image is zero, so
+  a network linear in its input stays at chance while a small ReLU convnet learns it; the
+  norm-act proxy preset trains on it (workers/presets.py).
 - ``cifar10``, ``cifar100`` (the "python version" pickle batches), ``mnist`` and
   ``fashion_mnist`` (the idx files, gzipped or not), read with NumPy from a local folder
   (``root``, default ``$LAYERFORGE_DATA_DIR`` or ``~/.cache/layerforge/data``) or downloaded
@@ -60,6 +64,7 @@ __all__ = [
     "clear_cache",
     "default_data_root",
     "download_dataset",
+    "make_gratings",
     "make_mnist1d",
     "read_cifar",
     "read_idx",
@@ -479,6 +484,163 @@ def _load_synthetic(
     )
 
 
+def make_gratings(
+    num_samples: int,
+    *,
+    num_classes: int = 8,
+    size: int = 16,
+    channels: int = 1,
+    noise: float = 1.0,
+    distractor: float = 0.5,
+    min_amplitude: float = 0.5,
+    min_frequency: float = 2.0,
+    max_frequency: float = 4.0,
+    jitter: float = 0.25,
+    data_seed: int = 1234,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Oriented gratings with a random phase: images ``(num_samples, channels, size, size)``
+    float32 (not standardized) and balanced labels ``(num_samples,)``, deterministic in
+    ``data_seed``.
+
+    Class ``k`` of ``K`` is an orientation, ``pi * (k + offset) / K`` (``offset`` in [0, 1) drawn
+    from ``data_seed``, so another seed is another task), jittered per sample by up to
+    ``jitter`` of the spacing between classes either way. A sample is
+    ``A * cos(2 pi f (u cos t + v sin t) + phase)`` with ``f`` uniform in
+    ``[min_frequency, max_frequency]`` cycles per image, ``phase`` uniform in [0, 2 pi), ``A``
+    uniform in ``[min_amplitude, 1]``, times a random gain in [0.5, 1.5] per channel; plus a
+    weaker grating at another class's orientation (amplitude ``distractor * A`` times a uniform
+    [0.5, 1] factor, its own phase and frequency) and white noise of std ``noise``.
+
+    Why: the phase is uniform, so every class's mean image is exactly zero and the law of an
+    image is the law of its negative; a network linear in its input (a linear classifier on the
+    pixels, or a convnet whose norm-act layers are ``x * weight + bias``, then global pooling
+    and a linear head) has the same expected output for every class and stays at chance. The
+    class lies in which band holds the most energy, so a network must square or rectify
+    (ReLU-type units do) and compare energies across orientations (what normalization helps
+    with), which a small convnet learns quickly on CPU.
+    """
+    rng = np.random.default_rng(int(data_seed))
+    n, k = int(num_samples), int(num_classes)
+    offset = rng.random()
+    y = rng.permutation(np.arange(n) % k).astype(np.int64)  # balanced to within one sample
+    other = (y + rng.integers(1, k, n)) % k
+    coords = (np.arange(size, dtype=np.float64) - (size - 1) / 2) / size
+    u, v = np.meshgrid(coords, coords, indexing="xy")  # (size, size); u across, v down
+
+    def grating(cls: np.ndarray, amplitude: np.ndarray) -> np.ndarray:
+        theta = np.pi * (cls + offset + jitter * rng.uniform(-1, 1, n)) / k
+        freq = rng.uniform(min_frequency, max_frequency, n)
+        phase = rng.uniform(0, 2 * np.pi, n)
+        arg = (
+            2
+            * np.pi
+            * freq[:, None, None]
+            * (u[None] * np.cos(theta)[:, None, None] + v[None] * np.sin(theta)[:, None, None])
+            + phase[:, None, None]
+        )
+        return amplitude[:, None, None] * np.cos(arg)
+
+    amplitude = rng.uniform(min_amplitude, 1.0, n)
+    pattern = grating(y, amplitude)
+    pattern += grating(other, distractor * amplitude * rng.uniform(0.5, 1.0, n))
+    gains = rng.uniform(0.5, 1.5, (n, channels))
+    x = gains[:, :, None, None] * pattern[:, None] + noise * rng.standard_normal(
+        (n, channels, size, size)
+    )
+    return x.astype(np.float32), y
+
+
+def _load_gratings(
+    *,
+    seed: int,
+    num_classes: int = 8,
+    size: int = 16,
+    channels: int = 1,
+    num_train: int = 2000,
+    num_val: int = 1000,
+    noise: float = 1.0,
+    distractor: float = 0.5,
+    min_amplitude: float = 0.5,
+    min_frequency: float = 2.0,
+    max_frequency: float = 4.0,
+    jitter: float = 0.25,
+    data_seed: int = 1234,
+    **options,
+) -> DeviceDataset:
+    """Oriented gratings (:func:`make_gratings`): a class is the orientation of the strongest
+    grating, every class's mean image is zero, so a network linear in its input stays at
+    chance and the task rewards what a norm-act layer adds (rectification, normalization).
+
+    ``data_seed`` draws the samples and the classes' orientations (a held-out variant is
+    another ``data_seed``); ``seed`` picks which samples are validation. Values are
+    standardized by the training set's mean and std (one scalar each).
+    """
+    _check_options("gratings", options, set())
+    # every bound a spec is checked against, also for a direct call
+    validate_dataset_options(
+        "gratings",
+        {
+            "num_classes": num_classes,
+            "size": size,
+            "channels": channels,
+            "num_train": num_train,
+            "num_val": num_val,
+            "noise": noise,
+            "distractor": distractor,
+            "min_amplitude": min_amplitude,
+            "min_frequency": min_frequency,
+            "max_frequency": max_frequency,
+            "jitter": jitter,
+            "data_seed": data_seed,
+        },
+    )
+    total = int(num_train) + int(num_val)
+    x, y = make_gratings(
+        total,
+        num_classes=num_classes,
+        size=size,
+        channels=channels,
+        noise=noise,
+        distractor=distractor,
+        min_amplitude=min_amplitude,
+        min_frequency=min_frequency,
+        max_frequency=max_frequency,
+        jitter=jitter,
+        data_seed=data_seed,
+    )
+    tr, va = _split(total, int(num_val) / total, seed)
+    tx, vx = _standardize(x[tr], x[va], (0, 1, 2, 3))
+    return _tensors(
+        "gratings",
+        tx,
+        y[tr],
+        vx,
+        y[va],
+        num_classes=int(num_classes),
+        input_shape=(int(channels), int(size), int(size)),
+        modality="image",
+    )
+
+
+def _check_gratings(options: dict[str, Any]) -> None:
+    """The gratings options that bound each other (each one's own range is in
+    :data:`DATASET_OPTIONS`): frequencies ordered and at most Nyquist (``size / 2`` cycles per
+    image). Errors name the option."""
+    given = {**_defaults(_load_gratings), **options}
+    size = int(given["size"])
+    low, high = float(given["min_frequency"]), float(given["max_frequency"])
+    if low > high:
+        raise InvalidConfigError(
+            "dataset_options.min_frequency",
+            f"must be <= max_frequency ({high:g}), got {low:g}",
+        )
+    if high > size / 2:
+        raise InvalidConfigError(
+            "dataset_options.max_frequency",
+            f"must be <= size / 2 = {size / 2:g} cycles per image (Nyquist), got {high:g}",
+        )
+
+
 @dataclass(frozen=True)
 class VisionSource:
     """Where one image dataset's files live and where they are downloaded from."""
@@ -776,6 +938,7 @@ DATASETS: dict[str, Callable[..., DeviceDataset]] = {
     "digits": _load_digits,
     "mnist1d": _load_mnist1d,
     "synthetic": _load_synthetic,
+    "gratings": _load_gratings,
     **{name: _vision_loader(name) for name in _VISION},
 }
 
@@ -836,6 +999,26 @@ DATASET_OPTIONS: dict[str, dict[str, DatasetOption]] = {
         "noise": DatasetOption("float", 0.0, 1e3, why="a noise std"),
         "distractor": DatasetOption("float", 0.0, 1e3, why="a distractor weight"),
         "max_shift": DatasetOption("int", 0, 512, why="a shift in pixels"),
+        "data_seed": DatasetOption("int", 0, 2**32 - 1, why="a 32-bit seed"),
+    },
+    "gratings": {
+        "num_classes": DatasetOption("int", 2, 1_000, why="classes (orientations)"),
+        "size": DatasetOption("int", 4, 512, why="an image is size x size pixels"),
+        "channels": DatasetOption("int", 1, 256, why="channels of each image"),
+        "num_train": DatasetOption("int", 1, 1_000_000, why="samples generated in memory"),
+        "num_val": DatasetOption("int", 1, 1_000_000, why="samples generated in memory"),
+        "noise": DatasetOption("float", 0.0, 1e3, why="a noise std"),
+        # the distractor grating must stay weaker than the class's, or a sample's class is
+        # not defined
+        "distractor": DatasetOption(
+            "float", 0.0, 1.0, open_max=True, why="the class grating's amplitude"
+        ),
+        "min_amplitude": DatasetOption(
+            "float", 0.0, 1.0, open_min=True, why="the largest amplitude"
+        ),
+        "min_frequency": DatasetOption("float", 0.0, 256.0, open_min=True, why="size / 2 at most"),
+        "max_frequency": DatasetOption("float", 0.0, 256.0, open_min=True, why="size / 2 at most"),
+        "jitter": DatasetOption("float", 0.0, 0.5, why="half the spacing between classes"),
         "data_seed": DatasetOption("int", 0, 2**32 - 1, why="a 32-bit seed"),
     },
     **{name: dict(_VISION_OPTIONS) for name in _VISION},
@@ -903,6 +1086,9 @@ def validate_dataset_options(name: str, options: Any) -> None:
             raise InvalidConfigError(f"dataset_options.{key}", problem)
     if name == "synthetic":
         _check_synthetic_size(options)
+    if name == "gratings":
+        _check_gratings(options)
+        _check_gratings_size(options)
 
 
 def _check_synthetic_size(options: dict[str, Any]) -> None:
@@ -925,6 +1111,32 @@ def _check_synthetic_size(options: dict[str, Any]) -> None:
             f"{'size^2' if given['modality'] == 'image' else 'length'} = {values:,} values is "
             f"over the limit of {MAX_SYNTHETIC_VALUES:,} (1 GiB of float32)",
         )
+
+
+def _check_gratings_size(options: dict[str, Any]) -> None:
+    """A gratings dataset's values must fit ``MAX_SYNTHETIC_VALUES`` (generation holds a few
+    float64 copies of them)."""
+    given = {**_defaults(_load_gratings), **options}
+    values = (
+        (int(given["num_train"]) + int(given["num_val"]))
+        * int(given["channels"])
+        * int(given["size"]) ** 2
+    )
+    if values > MAX_SYNTHETIC_VALUES:
+        raise InvalidConfigError(
+            "dataset_options",
+            f"a gratings dataset of (num_train + num_val) x channels x size^2 = {values:,} "
+            f"values is over the limit of {MAX_SYNTHETIC_VALUES:,} (1 GiB of float32)",
+        )
+
+
+def _defaults(loader: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword defaults of a loader."""
+    return {
+        key: param.default
+        for key, param in inspect.signature(loader).parameters.items()
+        if param.default is not inspect.Parameter.empty
+    }
 
 
 # --------------------------------------------------------------------------- cache

@@ -24,6 +24,7 @@ from layerforge.workers.datasets import (
     default_data_root,
     download_dataset,
     load_dataset,
+    make_gratings,
     make_mnist1d,
     read_idx,
     vision_folder,
@@ -120,6 +121,113 @@ def test_synthetic_is_not_linearly_trivial(cache):
     clf = LogisticRegression(max_iter=300).fit(ds.train_x.flatten(1).numpy(), ds.train_y.numpy())
     acc = clf.score(ds.val_x.flatten(1).numpy(), ds.val_y.numpy())
     assert 0.15 < acc < 0.97, acc  # learnable, but not solved by a linear model
+
+
+def test_gratings_shapes_determinism_and_balance(cache):
+    ds = load_dataset(
+        "gratings", cache=cache, num_classes=5, size=12, channels=2, num_train=300, num_val=100
+    )
+    assert ds.input_shape == (2, 12, 12) and ds.num_classes == 5 and ds.modality == "image"
+    assert ds.train_x.shape == (300, 2, 12, 12) and ds.val_x.shape == (100, 2, 12, 12)
+    assert ds.train_x.dtype == torch.float32 and ds.train_y.dtype == torch.long
+    # every class equally often (to within one sample) over the generated pool
+    counts = torch.bincount(torch.cat([ds.train_y, ds.val_y]), minlength=5)
+    assert counts.tolist() == [80] * 5
+    # deterministic in data_seed; the split seed only moves samples between train and val
+    x, y = make_gratings(400, num_classes=5, size=12, channels=2)
+    again, y2 = make_gratings(400, num_classes=5, size=12, channels=2)
+    np.testing.assert_array_equal(x, again) and np.testing.assert_array_equal(y, y2)
+    other, _ = make_gratings(400, num_classes=5, size=12, channels=2, data_seed=7)
+    assert not np.allclose(x, other)
+    split = load_dataset(
+        "gratings",
+        cache=DatasetCache(),
+        seed=1,
+        num_classes=5,
+        size=12,
+        channels=2,
+        num_train=300,
+        num_val=100,
+    )
+    assert sorted(torch.cat([ds.train_y, ds.val_y]).tolist()) == sorted(
+        torch.cat([split.train_y, split.val_y]).tolist()
+    )
+    assert not torch.equal(ds.val_x, split.val_x)
+
+
+def test_gratings_mean_image_is_zero_for_every_class():
+    """The phase is uniform: a class's mean image is zero up to sampling noise, so nothing
+    linear in the input tells the classes apart."""
+    x, y = make_gratings(8000, num_classes=4, size=8, noise=0.0)
+    scale = x.std()
+    for k in range(4):
+        mean = x[y == k].mean(axis=0)
+        assert np.abs(mean).max() < 0.1 * scale, (k, np.abs(mean).max() / scale)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread (as an evaluator actor runs): many threads on a loaded machine make
+    the small training loops below 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_gratings_defeat_a_linear_model_but_not_a_tiny_relu_convnet(cache):
+    from torch import nn
+
+    ds = load_dataset("gratings", cache=cache, num_classes=4, num_train=1000, num_val=500)
+
+    def fit(net: nn.Module) -> float:
+        torch.manual_seed(0)
+        batches = torch.Generator().manual_seed(0)
+        opt = torch.optim.Adam(net.parameters(), lr=0.01)
+        for _ in range(200):
+            i = torch.randint(0, ds.num_train, (64,), generator=batches)
+            loss = nn.functional.cross_entropy(net(ds.train_x[i]), ds.train_y[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            return (net(ds.val_x).argmax(1) == ds.val_y).float().mean().item()
+
+    with torch.random.fork_rng():
+        linear = fit(nn.Sequential(nn.Flatten(), nn.Linear(16 * 16, 4)))
+        convnet = fit(
+            nn.Sequential(
+                nn.Conv2d(1, 8, 5, padding=2),
+                nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(8, 4),
+            )
+        )
+    assert linear < 0.35, linear  # chance is 0.25
+    assert convnet > 0.8, convnet
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"distractor": 1.0}, "dataset_options.distractor"),
+        ({"min_frequency": 5.0, "max_frequency": 4.0}, "dataset_options.min_frequency"),
+        ({"size": 6, "max_frequency": 4.0}, "dataset_options.max_frequency"),
+        ({"num_classes": 1}, "dataset_options.num_classes"),
+        ({"jitter": 0.7}, "dataset_options.jitter"),
+        ({"num_train": 10**6, "size": 512}, "dataset_options"),
+        ({"colour": 3}, "dataset_options.colour"),
+    ],
+)
+def test_gratings_options_are_checked_naming_the_option(cache, options, field):
+    with pytest.raises(InvalidConfigError) as err:
+        datasets.validate_dataset_options("gratings", options)
+    assert err.value.field == field, str(err.value)
+    with pytest.raises(InvalidConfigError) as err:
+        load_dataset("gratings", cache=cache, **options)
+    assert err.value.field == field, str(err.value)
 
 
 def test_cache_loads_once_and_counts(cache):

@@ -42,7 +42,7 @@ def test_the_stored_spec_holds_the_expanded_proxy_not_the_name():
     spec = validate_spec(_spec({"preset": "normact-small-batch", "batch_size": 2}))
     (proxy,) = spec.proxies
     assert "preset" not in proxy
-    assert proxy["batch_size"] == 2 and proxy["dataset"] == "synthetic"
+    assert proxy["batch_size"] == 2 and proxy["dataset"] == "gratings"
 
 
 @pytest.mark.parametrize("name", ["nope", 3, None])
@@ -61,3 +61,26 @@ def test_the_api_answers_422_naming_the_preset_field(tmp_path):
         response = client.post(f"{API}/campaigns", json=_spec({"preset": "nope"}))
         assert response.status_code == 422
         assert "proxies[0].preset" in response.text
+
+
+def test_the_norm_act_preset_trains_on_valid_gratings_options():
+    """The preset's dataset options pass the checks a spec gets, spell out every option the
+    loader takes (a loader default changing does not change the preset), and the held-out
+    variant B10 uses differs only in its data seed."""
+    import inspect
+
+    from layerforge.workers import datasets
+
+    preset = PROXY_PRESETS["normact-small-batch"]
+    assert preset["dataset"] == "gratings"
+    datasets.validate_dataset_options("gratings", preset["dataset_options"])
+    assert set(preset["dataset_options"]) == set(datasets.DATASET_OPTIONS["gratings"])
+    params = inspect.signature(datasets._load_gratings).parameters
+    assert set(preset["dataset_options"]) <= set(params)
+    held_out = ProxyTask.from_dict(
+        {
+            "preset": "normact-small-batch",
+            "dataset_options": {**preset["dataset_options"], "data_seed": 99},
+        }
+    )
+    assert held_out.dataset_options["data_seed"] != preset["dataset_options"]["data_seed"]
