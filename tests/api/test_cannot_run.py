@@ -94,9 +94,16 @@ def test_a_campaign_whose_baseline_cannot_be_evaluated_fails_with_the_reason(
             client,
             tmp_path,
             f"#{c}",
-            [c, f"{c}/pareto", f"{c}/hypervolume?max_points=1000", f"{c}/candidates?limit=20"],
+            [
+                c,
+                f"{c}/pareto",
+                f"{c}/hypervolume?max_points=1000",
+                f"{c}/candidates?limit=20",
+                f"{c}/transfer",
+            ],
         )
         assert shown["ready"] == f"#{c}", shown
+        assert shown["banner"]["hidden"], shown  # every answer the page asked for was there
         assert shown["failure"] == {"hidden": False, "text": f"This campaign failed: {error}"}
         assert "failed" in shown["title"]["text"]
         listing = render_dashboard(client, tmp_path, "#/", ["/campaigns?limit=100"])

@@ -91,16 +91,18 @@ def test_a_real_campaign_finds_new_candidates_and_repeats_exactly(tmp_path: Path
 def finished_evaluations(url: str) -> int:
     """Evaluations that reached a final status, read from the campaign's SQLite file (0 while
     the file or its schema does not exist yet)."""
+    return _count_evaluations(url, Evaluation.status.not_in(("queued", "running")))
+
+
+def running_evaluations(url: str) -> int:
+    """Evaluations in flight (0 while the file or its schema does not exist yet)."""
+    return _count_evaluations(url, Evaluation.status == "running")
+
+
+def _count_evaluations(url: str, condition) -> int:
     try:
         with session_scope(get_engine(url), readonly=True) as s:
-            return (
-                s.scalar(
-                    select(func.count())
-                    .select_from(Evaluation)
-                    .where(Evaluation.status.not_in(("queued", "running")))
-                )
-                or 0
-            )
+            return s.scalar(select(func.count()).select_from(Evaluation).where(condition)) or 0
     except StorageError:
         return 0
 
@@ -126,9 +128,13 @@ def test_sigkill_at_random_moments_loses_nothing_and_stores_nothing_twice(tmp_pa
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         # A random moment measured in progress, not in seconds (a loaded machine must not let
-        # the campaign finish first): after 0-1 more finished evaluations, then 0-1 s later.
-        target = finished_evaluations(url) + rng.choice([0, 0, 1])
+        # the campaign finish first, a quiet one must not kill it while it still imports):
+        # once an evaluation is in flight, after 0-1 more finished evaluations, then 0-1 s.
         deadline = time.monotonic() + 120
+        while running_evaluations(url) == 0 and proc.poll() is None:
+            assert time.monotonic() < deadline, "no evaluation started within 120 s"
+            time.sleep(0.05)
+        target = finished_evaluations(url) + rng.choice([0, 0, 1])
         while (
             finished_evaluations(url) < target
             and proc.poll() is None
