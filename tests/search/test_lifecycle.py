@@ -271,13 +271,16 @@ def test_stop_campaign_stops_a_runner_before_its_campaign_is_deleted(db):
         assert manager.active() == [campaign_id]
         assert manager.stop_campaign(campaign_id, timeout_s=10)
         assert manager.active() == []
-        assert evaluators[0].in_flight() == 0
+        # a transient database error before the stop makes the runner retry with a new
+        # evaluator (seen on a loaded PostgreSQL); none may run or start after the stop
+        started = len(evaluators)
+        assert all(e.in_flight() == 0 for e in evaluators)
         with session_scope(get_engine(db)) as s:
             repo.set_campaign_status(s, campaign_id=campaign_id, status="cancelled")
             repo.delete_campaign(s, campaign_id=campaign_id)
         manager.forget(campaign_id)
         time.sleep(0.3)  # several scans: nothing restarts, nothing is written
-        assert manager.active() == [] and len(evaluators) == 1
+        assert manager.active() == [] and len(evaluators) == started
         assert statuses(db, campaign_id) == (Counter(), Counter())
     finally:
         manager.stop()
