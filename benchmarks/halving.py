@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.search_efficiency import PROXIES as B6_PROXIES
+
 GOAL = (
     "with successive halving, random search reaches its final hypervolume (without halving) "
     "in <= 1/2 of the evaluation CPU-seconds, with the same or better final hypervolume"
@@ -39,23 +41,7 @@ CONFIG: dict[str, Any] = {
     # share of the front was decided by the last point of noise, which no rung can predict
     # (2026-12-07: at 50 and 150 steps, relu, silu, gelu, mish and sin all scored 97-99% there,
     # sin ending best at 99.2% after ranking below the others at 150 steps)
-    "proxies": [
-        {
-            "arch": "mlp",
-            "dataset": "mnist1d",
-            "steps": 300,
-            "batch_size": 128,
-            "scale": 0.25,
-            "dataset_options": {"num_samples": 20000},
-        },
-        {
-            "arch": "mlp",
-            "dataset": "mnist1d",
-            "steps": 600,
-            "batch_size": 128,
-            "dataset_options": {"num_samples": 20000},
-        },
-    ],
+    "proxies": B6_PROXIES,
     "rejection": {"quality_steps": 50, "quality_min_accuracy": 0.15},
     # earlier runs (2026-12-03, same seeds, the digits proxy): fraction 0.5 ranking by the mean
     # accuracy spent 0.315 of the CPU-seconds but stopped front members; fraction 1/3 ranking
