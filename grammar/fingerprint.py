@@ -260,14 +260,22 @@ def _simplify_with_budget(expr, timeout_s: float):
     """``sympy.simplify(expr)`` interrupted after ``timeout_s``; None on timeout or failure."""
     import sympy
 
+    fired: list[bool] = []
+
     def _raise(signum, frame):
+        # The exception can land in code that swallows it (a gc callback reports it as
+        # "unraisable" and goes on), so the timer is re-armed until it reaches us.
+        fired.append(True)
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
         raise _Timeout()
 
     old = signal.signal(signal.SIGALRM, _raise)
     try:
         signal.setitimer(signal.ITIMER_REAL, timeout_s)
         try:
-            return sympy.simplify(expr)
+            result = sympy.simplify(expr)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            return None if fired else result
         except _Timeout:
             return None
         except Exception:  # noqa: BLE001 - a SymPy failure only means "no canonical form"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 
 import pytest
 
@@ -124,6 +125,41 @@ def test_canonical_key_falls_back_to_key_on_timeout():
         assert canonical_key(big, timeout_s=0.05) == big.key
     finally:
         signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_canonical_key_times_out_when_the_first_alarm_lands_in_a_gc_callback():
+    """CI once saw the budget's exception raised inside a gc callback (hypothesis installs
+    one), where Python reports it as unraisable and goes on: simplify then ran to the end and
+    returned a simplified key. The budget must still hold."""
+    import gc
+    import signal
+
+    big = parse(" + ".join(f"sin({i} * x)^3 * cosh(x + {i})" for i in range(1, 12)), A)
+    canonical_key(parse("x", A))  # SymPy's warm-up outside the measured call
+    start = time.monotonic()
+    stalled: list[bool] = []
+
+    def slow_gc_callback(phase, info):
+        # once, 20 ms into the call: stall 100 ms inside the collector, over the 50 ms budget
+        if not stalled and time.monotonic() - start > 0.02:
+            stalled.append(True)
+            until = time.monotonic() + 0.1
+            while time.monotonic() < until:
+                pass
+
+    previous = signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    threshold = gc.get_threshold()
+    gc.set_threshold(50)
+    gc.callbacks.append(slow_gc_callback)
+    try:
+        start = time.monotonic()
+        assert canonical_key(big, timeout_s=0.05) == big.key
+    finally:
+        gc.callbacks.remove(slow_gc_callback)
+        gc.set_threshold(*threshold)
+        signal.signal(signal.SIGALRM, previous)
+    assert stalled, "the collector never ran during simplify: the test did not test anything"
 
 
 def _normalized(graph, xs):
