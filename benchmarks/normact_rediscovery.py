@@ -25,6 +25,11 @@ how close it is to each of them in *structure* (Jaccard similarity of the sets o
 sub-expressions of the pruned graphs: 1 is the same expression tree, 0 shares nothing but
 ``x``; and of their op sets, statistics by axis: which ingredients they share) and in *score* (mean held-out accuracy minus the reference's, in points and pooled SDs).
 
+Two arms, two campaigns each, side by side: the whole ``evonorm`` space, and the same space
+with ``require_statistic`` (search/spec.py), where the search proposes only layers that use a
+statistic. The first run had only the first arm: its confirmed winners were activations with
+a learnt affine (the shallow CPU ResNet trains without normalization at batch 2).
+
 Goal (issue 15, B10): at least one found layer beats BN-ReLU by > 2 SD at that batch size on
 the held-out proxy, and (so that it is a norm-act layer and not an artifact of the proxy)
 beats the linear network by > 2 SD and uses a statistic.
@@ -72,8 +77,15 @@ CONFIG: dict[str, Any] = {
     # campaign's own 2-seed report would repeat it, more CPU than this 2-core machine lends
     "fidelity": {"enabled": False},
     "transfer_seeds": 3,
-    # two campaigns: whether what one finds (or misses) is the search's or one seed's luck
+    # two campaigns per arm: whether what one finds (or misses) is the search's or one seed's
+    # luck
     "campaign_seeds": [0, 1],
+    # the whole space, and (after the first run found only activations with an affine there)
+    # the space that requires a statistic (space.require_statistic): what the search finds
+    # among layers that normalize
+    "arms": {"any layer": {}, "statistic required": {"require_statistic": True}},
+    # campaigns run side by side, one per process and core
+    "processes": 2,
     "references": ["evonorm_b0", "evonorm_s0"],
     # no normalization, no activation: a linear network (B10a: near chance on gratings; on
     # the synthetic preset before it scored 72.3%, above every built-in). A winner that does
@@ -92,10 +104,10 @@ CONFIG: dict[str, Any] = {
 }
 
 
-def _spec(config: dict[str, Any], seed: int) -> dict[str, Any]:
+def _spec(config: dict[str, Any], arm: str, seed: int) -> dict[str, Any]:
     return {
-        "name": f"normact-rediscovery-{seed}",
-        "space": config["space"],
+        "name": f"normact-rediscovery-{arm.replace(' ', '-')}-{seed}",
+        "space": {**config["space"], **config["arms"][arm]},
         "strategy": config["strategy"],
         "proxies": config["proxies"],
         "objectives": ["accuracy"],
@@ -125,15 +137,10 @@ def subexpressions(graph: Any) -> set[str]:
 
 
 def normalizes(graph: Any) -> bool:
-    """Whether the pruned graph uses a statistic (a mean, second moment or std over some
-    axis): a layer without one is an activation with a learnt affine, not a normalizer."""
-    from layerforge.grammar.ops import OPS
+    """Whether the layer uses a statistic (:func:`grammar.uses_statistic`)."""
+    from layerforge.grammar import uses_statistic
 
-    pruned = graph.pruned()
-    return any(
-        live and not node.is_leaf and OPS[node.op].aggregate
-        for node, live in zip(pruned.nodes, pruned.live, strict=True)
-    )
+    return uses_statistic(graph)
 
 
 def structural_similarity(a: Any, b: Any) -> float:
@@ -215,8 +222,9 @@ def _references(
     return {n: confirm.proxy_stats(r, len(held)) for n, r in runs.items()}
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    """Run the campaign(s); return the confirmed winners and their distance to EvoNorm."""
+def _run_campaign(config: dict[str, Any], arm: str, seed: int) -> dict[str, Any]:
+    """One campaign of ``arm`` with campaign seed ``seed`` on a database of its own, then its
+    transfer ranking, the references and controls on its held-out runs."""
     import torch
 
     from layerforge.grammar import get_builtin, parse
@@ -227,148 +235,126 @@ def run(quick: bool = False) -> dict[str, Any]:
     from layerforge.storage import get_engine, session_scope, upgrade_database
     from layerforge.storage import repository as repo
 
-    torch.set_num_threads(CONFIG["threads"])
-    config = dict(CONFIG)
-    if quick:
-        q = config["quick_settings"]
-        config["budget"], config["top_k"] = q["budget"], q["top_k"]
-        config["campaign_seeds"] = q["campaign_seeds"]
-        config["proxies"] = [{**p, "steps": q["steps"]} for p in config["proxies"]]
-        config["held_out"] = [{**p, "steps": q["held_out_steps"]} for p in config["held_out"]]
-        config["rejection"] = {
-            **config["rejection"],
-            "quality_min_accuracy": q["quality_min_accuracy"],
-        }
+    torch.set_num_threads(config["threads"])
     references = {n: get_builtin(n) for n in config["references"]}
     controls = {label: parse(text, "normact") for label, text in config["controls"].items()}
     evaluator = CachingEvaluator(LocalEvaluator())
-    campaigns = []
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/normact_rediscovery.db"
         upgrade_database(url)
-        for seed in config["campaign_seeds"]:
-            spec = validate_spec(_spec(config, seed))
-            campaign_id = create_campaign(url, spec)
-            started = time.perf_counter()
-            status = CampaignRunner(url, campaign_id, evaluator, poll_s=0.2).run()
-            seconds = time.perf_counter() - started
-            print(f"normact_rediscovery: seed {seed}: {status} in {seconds:.0f} s", file=sys.stderr)
-            ranking = transfer_ranking(url, campaign_id)
-            with session_scope(get_engine(url), readonly=True) as s:
-                rows = repo.list_candidates(s, campaign_id=campaign_id, limit=10_000)
-                report = repo.latest_event(s, campaign_id=campaign_id, kind="fidelity")
-                counts = {
-                    "proposed": len(rows),
-                    "duplicates": sum(c.status == "duplicate" for c in rows),
-                    "rejected": sum(c.status == "rejected" for c in rows),
-                    "completed": sum(c.status == "completed" for c in rows),
-                }
-            ref_stats = _references(spec, campaign_id, evaluator, {**references, **controls})
-            baseline = next((r for r in ranking if r["origin"] == "baseline"), None)
-            winners = []
-            for r in ranking:
-                graph = parse(r["text"], "normact")
-                row: dict[str, Any] = {
-                    "text": r["text"],
-                    "origin": r["origin"],
-                    "held-out": "; ".join(
-                        f"{100 * p['mean']:.1f} ± {100 * (p['sd'] or 0):.1f}"
-                        for p in r["proxies"]
-                        if p["mean"] is not None
-                    ),
-                    "margins vs BN-ReLU (pooled SDs)": r.get("margins"),
-                    "beats BN-ReLU": r.get("beats_baseline"),
-                    "normalizes (uses a statistic)": normalizes(graph),
-                }
-                for label in controls:
-                    if (
-                        r["proxies"][0]["mean"] is not None
-                        and ref_stats[label][0]["mean"] is not None
-                    ):
-                        row[f"score vs {label} (points, SDs)"] = _gap(
-                            r["proxies"][0], ref_stats[label][0]
-                        )
-                for name, ref in references.items():
-                    row[f"structure vs {name}"] = round(structural_similarity(graph, ref), 3)
-                    row[f"ops vs {name}"] = round(op_similarity(graph, ref), 3)
-                    if (
-                        r["proxies"][0]["mean"] is not None
-                        and ref_stats[name][0]["mean"] is not None
-                    ):
-                        row[f"score vs {name} (points, SDs)"] = _gap(
-                            r["proxies"][0], ref_stats[name][0]
-                        )
-                winners.append(row)
-            reference_rows = []
-            for name, stats in ref_stats.items():
-                if name in controls:
-                    continue
-                entry: dict[str, Any] = {
-                    "reference": name,
-                    "held-out": f"{100 * stats[0]['mean']:.1f} ± {100 * (stats[0]['sd'] or 0):.1f}"
-                    if stats[0]["mean"] is not None
-                    else None,
-                }
-                if baseline is not None and stats[0]["mean"] is not None:
-                    entry["vs BN-ReLU (points, SDs)"] = _gap(stats[0], baseline["proxies"][0])
-                reference_rows.append(entry)
-            control_rows = [
-                {
-                    "control": label,
-                    "held-out": f"{100 * ref_stats[label][0]['mean']:.1f} ± "
-                    f"{100 * (ref_stats[label][0]['sd'] or 0):.1f}"
-                    if ref_stats[label][0]["mean"] is not None
-                    else None,
-                    **(
-                        {
-                            "vs BN-ReLU (points, SDs)": _gap(
-                                ref_stats[label][0], baseline["proxies"][0]
-                            )
-                        }
-                        if baseline is not None and ref_stats[label][0]["mean"] is not None
-                        else {}
-                    ),
-                }
-                for label in controls
-            ]
-            fidelity = report.payload if report is not None else {}
-            confirmed = [
-                w["text"]
-                for w in winners
-                if w["beats BN-ReLU"] is True and w["origin"] != "baseline"
-            ]
-            campaigns.append(
-                {
-                    "seed": seed,
-                    "status": status,
-                    "seconds": round(seconds, 1),
-                    **counts,
-                    "confirmed (beat BN-ReLU by > 2 SD)": confirmed,
-                    "fidelity discrimination": [
-                        p.get("discrimination_ratio") for p in fidelity.get("proxies", [])
-                    ],
-                    "fidelity tau": [
-                        a.get("kendall_tau") for a in fidelity.get("rank_agreement", [])
-                    ],
-                    "fidelity warnings": fidelity.get("warnings", []),
-                    "fidelity panel (held-out means)": {
-                        n: round(100 * v["mean"], 1)
-                        for p in fidelity.get("proxies", [])[-1:]
-                        for n, v in p.get("per_function", {}).items()
-                    },
-                    "transfer": winners,
-                    "references": reference_rows,
-                    "controls": control_rows,
-                }
-            )
+        spec = validate_spec(_spec(config, arm, seed))
+        campaign_id = create_campaign(url, spec)
+        started = time.perf_counter()
+        status = CampaignRunner(url, campaign_id, evaluator, poll_s=0.2).run()
+        seconds = time.perf_counter() - started
+        print(
+            f"normact_rediscovery: {arm}, seed {seed}: {status} in {seconds:.0f} s",
+            file=sys.stderr,
+        )
+        ranking = transfer_ranking(url, campaign_id)
+        with session_scope(get_engine(url), readonly=True) as s:
+            rows = repo.list_candidates(s, campaign_id=campaign_id, limit=10_000)
+            report = repo.latest_event(s, campaign_id=campaign_id, kind="fidelity")
+            counts = {
+                "proposed": len(rows),
+                "duplicates": sum(c.status == "duplicate" for c in rows),
+                "rejected": sum(c.status == "rejected" for c in rows),
+                "completed": sum(c.status == "completed" for c in rows),
+            }
+        ref_stats = _references(spec, campaign_id, evaluator, {**references, **controls})
+        baseline = next((r for r in ranking if r["origin"] == "baseline"), None)
+        winners = []
+        for r in ranking:
+            graph = parse(r["text"], "normact")
+            row: dict[str, Any] = {
+                "text": r["text"],
+                "origin": r["origin"],
+                "held-out": "; ".join(
+                    f"{100 * p['mean']:.1f} ± {100 * (p['sd'] or 0):.1f}"
+                    for p in r["proxies"]
+                    if p["mean"] is not None
+                ),
+                "margins vs BN-ReLU (pooled SDs)": r.get("margins"),
+                "beats BN-ReLU": r.get("beats_baseline"),
+                "normalizes (uses a statistic)": normalizes(graph),
+            }
+            for label in controls:
+                if r["proxies"][0]["mean"] is not None and ref_stats[label][0]["mean"] is not None:
+                    row[f"score vs {label} (points, SDs)"] = _gap(
+                        r["proxies"][0], ref_stats[label][0]
+                    )
+            for name, ref in references.items():
+                row[f"structure vs {name}"] = round(structural_similarity(graph, ref), 3)
+                row[f"ops vs {name}"] = round(op_similarity(graph, ref), 3)
+                if r["proxies"][0]["mean"] is not None and ref_stats[name][0]["mean"] is not None:
+                    row[f"score vs {name} (points, SDs)"] = _gap(
+                        r["proxies"][0], ref_stats[name][0]
+                    )
+            winners.append(row)
+        reference_rows = []
+        for name, stats in ref_stats.items():
+            if name in controls:
+                continue
+            entry: dict[str, Any] = {
+                "reference": name,
+                "held-out": f"{100 * stats[0]['mean']:.1f} ± {100 * (stats[0]['sd'] or 0):.1f}"
+                if stats[0]["mean"] is not None
+                else None,
+            }
+            if baseline is not None and stats[0]["mean"] is not None:
+                entry["vs BN-ReLU (points, SDs)"] = _gap(stats[0], baseline["proxies"][0])
+            reference_rows.append(entry)
+        control_rows = [
+            {
+                "control": label,
+                "held-out": f"{100 * ref_stats[label][0]['mean']:.1f} ± "
+                f"{100 * (ref_stats[label][0]['sd'] or 0):.1f}"
+                if ref_stats[label][0]["mean"] is not None
+                else None,
+                **(
+                    {"vs BN-ReLU (points, SDs)": _gap(ref_stats[label][0], baseline["proxies"][0])}
+                    if baseline is not None and ref_stats[label][0]["mean"] is not None
+                    else {}
+                ),
+            }
+            for label in controls
+        ]
+        fidelity = report.payload if report is not None else {}
+        confirmed = [
+            w["text"] for w in winners if w["beats BN-ReLU"] is True and w["origin"] != "baseline"
+        ]
+        return {
+            "arm": arm,
+            "seed": seed,
+            "status": status,
+            "seconds": round(seconds, 1),
+            **counts,
+            "confirmed (beat BN-ReLU by > 2 SD)": confirmed,
+            "fidelity discrimination": [
+                p.get("discrimination_ratio") for p in fidelity.get("proxies", [])
+            ],
+            "fidelity tau": [a.get("kendall_tau") for a in fidelity.get("rank_agreement", [])],
+            "fidelity warnings": fidelity.get("warnings", []),
+            "fidelity panel (held-out means)": {
+                n: round(100 * v["mean"], 1)
+                for p in fidelity.get("proxies", [])[-1:]
+                for n, v in p.get("per_function", {}).items()
+            },
+            "transfer": winners,
+            "references": reference_rows,
+            "controls": control_rows,
+        }
+
+
+def _headline(campaigns: list[dict[str, Any]], references: list[str]) -> dict[str, Any]:
+    """The summary of some campaigns (one arm's): how many found a layer beating BN-ReLU,
+    which count as rediscoveries, and how close the winners come to EvoNorm."""
     real = [
         {"seed": c["seed"], "text": w["text"], "held-out": w["held-out"]}
         for c in campaigns
         for w in c["transfer"]
         if real_winner(w)
     ]
-    met = (not quick) and bool(real)
     best_similarity = {
         name: max(
             (
@@ -382,6 +368,70 @@ def run(quick: bool = False) -> dict[str, Any]:
         for name in references
     }
     return {
+        "campaigns": len(campaigns),
+        "campaigns with a layer beating BN-ReLU": sum(
+            bool(c["confirmed (beat BN-ReLU by > 2 SD)"]) for c in campaigns
+        ),
+        "closest structure to EvoNorm (Jaccard)": best_similarity,
+        "winners that count (beat BN-ReLU and the linear network by > 2 SD, use a statistic)": real,
+        "confirmed winners that normalize (use a statistic)": sum(
+            bool(w["normalizes (uses a statistic)"])
+            for c in campaigns
+            for w in c["transfer"]
+            if w["beats BN-ReLU"] is True and w["origin"] != "baseline"
+        ),
+        "confirmed winners beating the linear network by > 2 SD": sum(
+            (v.get("pooled_sds") or 0) > 2
+            for c in campaigns
+            for w in c["transfer"]
+            if w["beats BN-ReLU"] is True and w["origin"] != "baseline"
+            for k, v in w.items()
+            if k.startswith("score vs linear network")
+        ),
+        "EvoNorm references vs BN-ReLU on the held-out run (pooled SDs)": {
+            r["reference"]: round(r["vs BN-ReLU (points, SDs)"]["pooled_sds"], 2)
+            for c in campaigns
+            for r in c["references"]
+            if r.get("vs BN-ReLU (points, SDs)", {}).get("pooled_sds") is not None
+        },
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Run the campaigns (every arm, every seed); return the confirmed winners and their
+    distance to EvoNorm."""
+    import multiprocessing
+    import os
+
+    config = dict(CONFIG)
+    if quick:
+        q = config["quick_settings"]
+        config["budget"], config["top_k"] = q["budget"], q["top_k"]
+        config["campaign_seeds"] = q["campaign_seeds"]
+        config["proxies"] = [{**p, "steps": q["steps"]} for p in config["proxies"]]
+        config["held_out"] = [{**p, "steps": q["held_out_steps"]} for p in config["held_out"]]
+        config["rejection"] = {
+            **config["rejection"],
+            "quality_min_accuracy": q["quality_min_accuracy"],
+        }
+    jobs = [(config, arm, seed) for arm in config["arms"] for seed in config["campaign_seeds"]]
+    t0 = time.perf_counter()
+    processes = min(len(jobs), config["processes"], os.cpu_count() or 1)
+    if quick or processes < 2:
+        campaigns = [_run_campaign(*job) for job in jobs]
+    else:
+        # one campaign per process, each on one thread with its own database
+        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+            campaigns = pool.starmap(_run_campaign, jobs)
+    references = config["references"]
+    real = [
+        {"arm": c["arm"], "seed": c["seed"], "text": w["text"], "held-out": w["held-out"]}
+        for c in campaigns
+        for w in c["transfer"]
+        if real_winner(w)
+    ]
+    met = (not quick) and bool(real)
+    return {
         "name": "normact_rediscovery",
         "goal": GOAL,
         "met": met,
@@ -389,46 +439,23 @@ def run(quick: bool = False) -> dict[str, Any]:
         "config": config,
         "figures": {
             "headline": {
-                "campaigns": len(campaigns),
-                "campaigns with a layer beating BN-ReLU": sum(
-                    bool(c["confirmed (beat BN-ReLU by > 2 SD)"]) for c in campaigns
-                ),
-                "closest structure to EvoNorm (Jaccard)": best_similarity,
-                "winners that count (beat BN-ReLU and the linear network by > 2 SD, use a "
-                "statistic)": real,
-                "confirmed winners that normalize (use a statistic)": sum(
-                    bool(w["normalizes (uses a statistic)"])
-                    for c in campaigns
-                    for w in c["transfer"]
-                    if w["beats BN-ReLU"] is True and w["origin"] != "baseline"
-                ),
-                "confirmed winners beating the linear network by > 2 SD": sum(
-                    (v.get("pooled_sds") or 0) > 2
-                    for c in campaigns
-                    for w in c["transfer"]
-                    if w["beats BN-ReLU"] is True and w["origin"] != "baseline"
-                    for k, v in w.items()
-                    if k.startswith("score vs linear network")
-                ),
-                "EvoNorm references vs BN-ReLU on the held-out run (pooled SDs)": {
-                    r["reference"]: round(r["vs BN-ReLU (points, SDs)"]["pooled_sds"], 2)
-                    for c in campaigns
-                    for r in c["references"]
-                    if r.get("vs BN-ReLU (points, SDs)", {}).get("pooled_sds") is not None
-                },
+                arm: _headline([c for c in campaigns if c["arm"] == arm], references)
+                for arm in config["arms"]
             },
             "campaigns": [
                 {k: v for k, v in c.items() if k not in ("transfer", "references", "controls")}
                 for c in campaigns
             ],
             "transfer (every campaign)": [
-                {"seed": c["seed"], **w} for c in campaigns for w in c["transfer"]
+                {"arm": c["arm"], "seed": c["seed"], **w} for c in campaigns for w in c["transfer"]
             ],
             "EvoNorm references on the held-out runs": [
-                {"seed": c["seed"], **r} for c in campaigns for r in c["references"]
+                {"arm": c["arm"], "seed": c["seed"], **r}
+                for c in campaigns
+                for r in c["references"]
             ],
             "controls on the held-out runs": [
-                {"seed": c["seed"], **r} for c in campaigns for r in c["controls"]
+                {"arm": c["arm"], "seed": c["seed"], **r} for c in campaigns for r in c["controls"]
             ],
             "seconds": time.perf_counter() - t0,
         },

@@ -24,7 +24,7 @@ from .generate import mutate, random_graph
 from .graph import Graph, Node
 from .ops import OPS, Op, get_op, list_ops
 from .parser import parse, to_text
-from .space import PRESETS, Space, check_static, make_space, passes_static
+from .space import PRESETS, Space, check_static, make_space, passes_static, uses_statistic
 
 compile = compile_graph
 
@@ -60,6 +60,7 @@ __all__ = [
     "mutate",
     "parse",
     "passes_static",
+    "uses_statistic",
     "random_graph",
     "to_sympy",
     "to_text",

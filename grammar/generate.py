@@ -12,7 +12,7 @@ import random
 from .errors import GrammarError
 from .graph import Graph, Node
 from .ops import NORMACT, OPS
-from .space import Space, final_affine, passes_static
+from .space import Space, final_affine, passes_static, uses_statistic
 
 
 def _leaves(space: Space) -> list[Node]:
@@ -52,13 +52,32 @@ def _make_node(
     return Node(op, tuple(inputs), axis=axis)
 
 
+#: Draws :func:`random_graph` makes for a space that requires a statistic before it gives up.
+STATISTIC_ATTEMPTS = 1000
+
+
 def random_graph(space: Space, rng: random.Random) -> Graph:
     """A random valid graph of ``space``: depends on x, within the node and depth limits.
 
     The body has 1..max_nodes op nodes (normact: max_nodes - 2, then ``* weight + bias``);
     each op is drawn uniformly from ``space.ops`` and its inputs uniformly from earlier nodes
     shallow enough to respect ``max_depth``; the last op reads at least one x-dependent node.
+    In a space that requires a statistic, graphs are drawn until one uses a live statistic.
     """
+    if not space.require_statistic:
+        return _draw_graph(space, rng)
+    for _ in range(STATISTIC_ATTEMPTS):
+        graph = _draw_graph(space, rng)
+        if uses_statistic(graph):
+            return graph
+    raise GrammarError(
+        f"no graph using a statistic in {STATISTIC_ATTEMPTS} random draws: raise max_nodes "
+        "or add statistic ops to the space"
+    )
+
+
+def _draw_graph(space: Space, rng: random.Random) -> Graph:
+    """One random graph of ``space`` (see :func:`random_graph`), statistic or not."""
     affine = space.kind == NORMACT
     body_max = space.max_nodes - 2 if affine else space.max_nodes
     depth_max = space.max_depth - 2 if affine else space.max_depth

@@ -20,13 +20,19 @@ DEFAULT_AXES = {"evonorm": ("batch", "instance", "group"), "full": AXES}
 
 @dataclass(frozen=True)
 class Space:
-    """A search space: kind, allowed ops, size limits and (normact) allowed statistic axes."""
+    """A search space: kind, allowed ops, size limits and (normact) allowed statistic axes.
+
+    ``require_statistic`` (normact only): every layer must use a statistic (a mean, second
+    moment or std over some axis); without one a normact graph is an activation with a learnt
+    affine, which a shallow proxy can prefer to any normalizer.
+    """
 
     kind: str
     ops: tuple[str, ...]
     max_nodes: int
     max_depth: int
     axes: tuple[str, ...] = ()
+    require_statistic: bool = False
 
     @property
     def leaf_names(self) -> tuple[str, ...]:
@@ -40,10 +46,12 @@ def make_space(
     max_nodes: int | None = None,
     max_depth: int | None = None,
     axes: Sequence[str] | None = None,
+    require_statistic: bool = False,
 ) -> Space:
     """Build a :class:`Space` from a preset name or an explicit op list (validated).
 
-    Raises GrammarError on an unknown kind, preset, op or axis, or an op not valid in ``kind``.
+    Raises GrammarError on an unknown kind, preset, op or axis, an op not valid in ``kind``,
+    or ``require_statistic`` outside a normact space or with no statistic op to meet it.
     """
     if kind not in KINDS:
         raise GrammarError(f"unknown space kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -98,11 +106,37 @@ def make_space(
             raise GrammarError(
                 "normact spaces need max_nodes >= 3 (body plus the weight/bias affine)"
             )
+        if require_statistic and not any(OPS[n].aggregate for n in names):
+            raise GrammarError(
+                "require_statistic needs a statistic op among the ops (one of "
+                + ", ".join(sorted(n for n, op in OPS.items() if op.aggregate))
+                + ")"
+            )
     else:
         if axes:
             raise GrammarError("axes apply only to the normact space")
+        if require_statistic:
+            raise GrammarError("require_statistic applies only to the normact space")
         ax = ()
-    return Space(kind=kind, ops=names, max_nodes=max_nodes, max_depth=max_depth, axes=ax)
+    return Space(
+        kind=kind,
+        ops=names,
+        max_nodes=max_nodes,
+        max_depth=max_depth,
+        axes=ax,
+        require_statistic=bool(require_statistic),
+    )
+
+
+def uses_statistic(graph: Graph) -> bool:
+    """Whether the pruned graph uses a statistic (a mean, second moment or std over some
+    axis): a normact layer without one is an activation with a learnt affine, not a
+    normalizer."""
+    pruned = graph.pruned()
+    return any(
+        live and not node.is_leaf and OPS[node.op].aggregate
+        for node, live in zip(pruned.nodes, pruned.live, strict=True)
+    )
 
 
 def final_affine(graph: Graph) -> tuple[int, int] | None:
@@ -123,8 +157,9 @@ def check_static(graph: Graph, space: Space) -> None:
     """Static rejection stage: raise GrammarError with a readable reason, or return None.
 
     Rejects a graph of the wrong kind, one whose output ignores x, one over the node or depth
-    limit, or one using an op or axis the space does not allow (the final ``* weight + bias``
-    affine of a normact graph is always allowed).
+    limit, one using an op or axis the space does not allow (the final ``* weight + bias``
+    affine of a normact graph is always allowed), or, where the space requires one, a layer
+    that uses no statistic.
     """
     if not isinstance(graph, Graph):
         raise GrammarError(f"expected a Graph, got {type(graph).__name__}")
@@ -151,6 +186,11 @@ def check_static(graph: Graph, space: Space) -> None:
             raise GrammarError(
                 f"axis {n.axis!r} is not allowed in this space (allowed: {', '.join(space.axes)})"
             )
+    if space.require_statistic and not uses_statistic(graph):
+        raise GrammarError(
+            "the layer uses no statistic (a mean, second moment or std over an axis), which "
+            "this space requires (require_statistic)"
+        )
 
 
 def passes_static(graph: Graph, space: Space, valid_keys: set[str] | None = None) -> bool:

@@ -70,6 +70,12 @@ class SpaceSpec(_Strict):
     ops: str | list[str] = Field("full", description="preset name (swish, evonorm, full) or ops")
     max_nodes: int = Field(8, ge=1, le=64)
     max_depth: int = Field(8, ge=1, le=64)
+    require_statistic: bool = Field(
+        False,
+        description="normact only: propose only layers that use a statistic (a mean, second "
+        "moment or std over an axis); without one a normact graph is an activation with a "
+        "learnt affine",
+    )
 
     @model_validator(mode="after")
     def _check_with_grammar(self) -> SpaceSpec:
@@ -88,7 +94,11 @@ class SpaceSpec(_Strict):
                 )
         try:
             return make_space(
-                self.kind, ops=self.ops, max_nodes=self.max_nodes, max_depth=self.max_depth
+                self.kind,
+                ops=self.ops,
+                max_nodes=self.max_nodes,
+                max_depth=self.max_depth,
+                require_statistic=self.require_statistic,
             )
         except GrammarError as err:
             raise ValueError(str(err)) from None
@@ -570,10 +580,17 @@ def parse_seed(text: str, space: SpaceSpec):
 
 
 def _seed_space(space: SpaceSpec):
-    """Seeds may use any op of the kind and exceed the size limits the search keeps."""
+    """Seeds may use any op of the kind and exceed the size limits the search keeps; a space
+    that requires a statistic requires it of seeds too."""
     from layerforge.grammar import make_space
 
-    return make_space(space.kind, ops="full", max_nodes=64, max_depth=64)
+    return make_space(
+        space.kind,
+        ops="full",
+        max_nodes=64,
+        max_depth=64,
+        require_statistic=space.require_statistic,
+    )
 
 
 #: Upper bounds of a proxy's numbers in a spec: (limit, what it bounds). The workers'

@@ -241,6 +241,17 @@ def test_framework_errors_use_the_error_shape(client):
         ({"proxies": []}, "body.proxies"),
         ({"seeds": ["__import__('os')"]}, "seeds[0]"),
         ({"strategy": {"name": "annealing"}}, "body.strategy.name"),
+        (
+            {"space": {"kind": "activation", "ops": "swish", "require_statistic": True}},
+            "require_statistic applies only to the normact space",
+        ),
+        (
+            {
+                "space": {"kind": "normact", "ops": "evonorm", "require_statistic": True},
+                "seeds": ["evonorm_s0", "max(x, 0) * weight + bias"],
+            },
+            "uses no statistic",
+        ),
     ],
 )
 def test_bad_specs_are_422_naming_the_field_and_store_nothing(client, body, fragment):

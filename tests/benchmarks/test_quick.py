@@ -91,8 +91,16 @@ def _check_figures(name: str, figures: dict, results: Path) -> None:
         # gain-fair evaluation: a rescaled relu reaches the logits exactly as relu does
         assert all(row["fair: ratio 2·relu / relu"] == pytest.approx(1.0) for row in rows)
     elif name == "rediscovery":
-        assert figures["headline"]["campaigns"] == len(figures["campaigns"]) >= 1
+        arms = figures["headline"]
+        assert set(arms) == {"any layer", "statistic required"}
+        assert sum(h["campaigns"] for h in arms.values()) == len(figures["campaigns"]) >= 2
         assert all(c["status"] == "completed" for c in figures["campaigns"])
+        searched = [
+            w
+            for w in figures["transfer (every campaign)"]
+            if w["arm"] == "statistic required" and w["origin"] not in ("baseline", "seed")
+        ]
+        assert all(w["normalizes (uses a statistic)"] for w in searched)
         origins = {row["origin"] for row in figures["transfer (every campaign)"]}
         assert {"baseline", "control"} <= origins
     elif name == "normact_fidelity":
@@ -101,8 +109,16 @@ def _check_figures(name: str, figures: dict, results: Path) -> None:
         cells = figures["accuracy per built-in (%, mean ± SD over seeds)"]
         assert {"bn_relu", "evonorm_b0", "evonorm_s0"} <= set(cells[0])
     elif name == "normact_rediscovery":
-        assert figures["headline"]["campaigns"] == len(figures["campaigns"]) >= 1
+        arms = figures["headline"]
+        assert set(arms) == {"any layer", "statistic required"}
+        assert sum(h["campaigns"] for h in arms.values()) == len(figures["campaigns"]) >= 2
         assert all(c["status"] == "completed" for c in figures["campaigns"])
+        searched = [
+            w
+            for w in figures["transfer (every campaign)"]
+            if w["arm"] == "statistic required" and w["origin"] not in ("baseline", "seed")
+        ]
+        assert all(w["normalizes (uses a statistic)"] for w in searched)
         references = {
             row["reference"] for row in figures["EvoNorm references on the held-out runs"]
         }

@@ -16,6 +16,7 @@ from layerforge.grammar import (
     mutate,
     parse,
     random_graph,
+    uses_statistic,
 )
 from layerforge.grammar.ops import EVONORM_OPS, SWISH_OPS
 
@@ -45,6 +46,8 @@ def test_presets():
         (("activation", "full"), {"max_nodes": 0}, "max_nodes"),
         (("normact", "full"), {"axes": ["time"]}, "unknown axis"),
         (("activation", []), {}, "must not be empty"),
+        (("activation", "swish"), {"require_statistic": True}, "only to the normact space"),
+        (("normact", ["add", "mul", "max"]), {"require_statistic": True}, "needs a statistic op"),
     ],
 )
 def test_make_space_errors(args, kw, fragment):
@@ -76,6 +79,44 @@ def test_check_static_rejections():
     check_static(BUILTINS["evonorm_s0"], evo)
     with pytest.raises(GrammarError, match="axis 'layer' is not allowed"):
         check_static(parse("x / std(x, layer) * weight + bias", "normact"), evo)
+
+
+def test_a_space_that_requires_a_statistic_rejects_activations_with_an_affine():
+    space = make_space("normact", "full", require_statistic=True)
+    for name in ("bn_relu", "evonorm_b0", "evonorm_s0"):
+        check_static(BUILTINS[name], space)
+        assert uses_statistic(BUILTINS[name])
+    rectifier = parse("max(x, 0) * weight + bias", "normact")
+    assert not uses_statistic(rectifier)
+    check_static(rectifier, make_space("normact", "full"))  # allowed where not required
+    with pytest.raises(GrammarError, match="uses no statistic .* requires"):
+        check_static(rectifier, space)
+    # only live nodes count: a statistic pruned away from the output is not used
+    dead = Graph(
+        "normact",
+        (
+            Node("x"),
+            Node("std", (0,), axis="group"),
+            Node("const", value=0.0),
+            Node("max", (0, 2)),
+            Node("param", name="weight"),
+            Node("param", name="bias"),
+            Node("mul", (3, 4)),
+            Node("add", (6, 5)),
+        ),
+    )
+    assert not uses_statistic(dead)
+
+
+def test_random_and_mutate_in_a_statistic_space_always_use_one():
+    space = make_space("normact", "evonorm", require_statistic=True)
+    rng = random.Random(3)
+    g = random_graph(space, rng)
+    for _ in range(300):
+        assert uses_statistic(g), g.to_text()
+        m = mutate(g, space, rng)
+        assert uses_statistic(m), m.to_text()
+        g = m if rng.random() < 0.7 else random_graph(space, rng)
 
 
 SPACES = [

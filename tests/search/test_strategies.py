@@ -8,7 +8,7 @@ import hashlib
 
 import pytest
 
-from layerforge.grammar import check_static, fingerprint, make_space
+from layerforge.grammar import check_static, fingerprint, make_space, uses_statistic
 from layerforge.search.spec import StrategySpec
 from layerforge.search.strategies import STRATEGIES, Member, create_strategy
 
@@ -80,6 +80,16 @@ def test_proposals_are_valid_and_new(strategy_name: str, kind: str):
         check_static(member.graph, space)
         assert member.graph.num_nodes <= space.max_nodes
         assert fingerprint(member.graph) == member.fingerprint
+
+
+def test_a_space_that_requires_a_statistic_gets_only_layers_that_use_one(strategy_name: str):
+    space = make_space("normact", ops="evonorm", max_nodes=8, max_depth=8, require_statistic=True)
+    strategy = create_strategy(strategy_name, space, settings(strategy_name), 2, seed=5)
+    members = drive(strategy, rounds=6, batch=5)
+    assert len(members) >= 15
+    for member in members:
+        check_static(member.graph, space)
+        assert uses_statistic(member.graph), member.graph.text
 
 
 @pytest.mark.parametrize("kind", sorted(SPACES))
