@@ -91,16 +91,8 @@ def _check_figures(name: str, figures: dict, results: Path) -> None:
         # gain-fair evaluation: a rescaled relu reaches the logits exactly as relu does
         assert all(row["fair: ratio 2·relu / relu"] == pytest.approx(1.0) for row in rows)
     elif name == "rediscovery":
-        arms = figures["headline"]
-        assert set(arms) == {"any layer", "statistic required"}
-        assert sum(h["campaigns"] for h in arms.values()) == len(figures["campaigns"]) >= 2
+        assert figures["headline"]["campaigns"] == len(figures["campaigns"]) >= 1
         assert all(c["status"] == "completed" for c in figures["campaigns"])
-        searched = [
-            w
-            for w in figures["transfer (every campaign)"]
-            if w["arm"] == "statistic required" and w["origin"] not in ("baseline", "seed")
-        ]
-        assert all(w["normalizes (uses a statistic)"] for w in searched)
         origins = {row["origin"] for row in figures["transfer (every campaign)"]}
         assert {"baseline", "control"} <= origins
     elif name == "normact_fidelity":
