@@ -46,6 +46,25 @@ def test_digits_shapes_and_split(cache):
     assert set(ds.train_y.unique().tolist()) == set(range(10))
 
 
+def test_digits_are_scikit_learns_without_importing_sklearn_datasets():
+    """The loader reads scikit-learn's own digits file: the same images and labels as
+    ``load_digits``, and a fresh process that loads them never imports ``sklearn.datasets``."""
+    import subprocess
+
+    from sklearn.datasets import load_digits
+
+    images, targets = datasets.digits_arrays()
+    reference = load_digits()
+    assert np.array_equal(images, reference.images)
+    assert np.array_equal(targets, reference.target)
+    probe = (
+        "import sys; from layerforge.workers.datasets import load_dataset, DatasetCache; "
+        "load_dataset('digits', cache=DatasetCache()); print('sklearn.datasets' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_split_is_deterministic_and_seeded():
     a = load_dataset("digits", cache=DatasetCache(), seed=3)
     b = load_dataset("digits", cache=DatasetCache(), seed=3)
