@@ -110,7 +110,11 @@ def test_the_cluster_refuses_a_node_without_its_token(ray_cluster, tmp_path):
     assert len(ray_cluster.live_workers()) == 2  # and the cluster is as it was
 
 
+# The database is not what these two tests are about (every storage test runs on both): the
+# placement test stores on a SQLite file, the node-loss test on PostgreSQL, as a cluster
+# deployment would; each backend is exercised under a real multi-node cluster once.
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_evaluations_run_on_the_worker_nodes_and_the_api_shows_where(
     ray_cluster, database_url, tmp_path
 ):
@@ -148,6 +152,7 @@ def test_evaluations_run_on_the_worker_nodes_and_the_api_shows_where(
 
 
 @pytest.mark.timeout(1500)
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_losing_every_worker_node_waits_then_finishes_exactly_its_budget(
     ray_cluster, database_url, tmp_path
 ):
