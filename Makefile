@@ -33,7 +33,7 @@ serve: install
 # LAYERFORGE_TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= $(or $(LAYERFORGE_TEST_WORKERS),2)
 test: install lint typecheck
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist worksteal
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist worksteal --durations=30
 
 # while developing: everything but the tests marked slow (whole campaigns, servers, Ray
 # clusters); `make test` (and CI) still runs them all
