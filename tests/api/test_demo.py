@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 def test_demo_spec_is_valid_and_sized_to_be_watched():
     spec = validate_spec(DEMO_SPEC)
-    # a minute or two on a 2-core CPU (see DEMO_SPEC): long enough to watch the front grow
+    # 2-4 minutes on a 2-core CPU (see DEMO_SPEC): long enough to watch the front grow
     assert 100 <= spec.budget.max_candidates <= 300 and spec.parallelism == 2
     assert spec.proxies[0]["dataset"] == "mnist1d" and spec.proxies[0]["steps"] <= 1500
     assert "x * sigmoid(x)" in spec.seeds
