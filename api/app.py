@@ -27,10 +27,8 @@ from layerforge.storage import repository as repo
 log = logging.getLogger(__name__)
 
 # Sized for a newcomer to watch the front grow: on a 2-core CPU (two evaluator actors of one
-# thread each) an evaluation that trains fully takes about 1 s and a rejection 0.1 s, so the
-# 120 candidates take about a minute (200 took 115 s; the winners the transfer stage then
-# confirmed, asinh(x^3) and asinh(x)^3, were proposed before the 110th). The seeds leave
-# out relu: it is the baseline.
+# thread each) an evaluation that trains fully takes about 2.5 CPU-seconds and a rejection
+# 0.2, so the 200 candidates take 2-4 minutes. The seeds leave out relu: it is the baseline.
 # The transfer stage then re-trains the top 3, the baseline and the scale controls on a
 # deeper MLP (3x128, 600 steps) with 3 seeds (18 runs of about 0.7 CPU-seconds), and the
 # fidelity panel runs there too (rank agreement with the search proxy): the shallow search
@@ -45,7 +43,7 @@ DEMO_SPEC = {
     "proxies": [{"arch": "mlp", "dataset": "mnist1d", "steps": 1000}],
     "objectives": ["accuracy", "nodes"],
     "rejection": {"quality_steps": 30},
-    "budget": {"max_candidates": 120, "max_seconds": 1800},
+    "budget": {"max_candidates": 200, "max_seconds": 1800},
     "transfer": {
         "top_k": 3,
         "seeds": 3,
