@@ -588,21 +588,7 @@ def make_gratings(
 
 
 def _load_gratings(
-    *,
-    seed: int,
-    num_classes: int = 8,
-    size: int = 16,
-    channels: int = 1,
-    num_train: int = 2000,
-    num_val: int = 1000,
-    noise: float = 1.0,
-    distractor: float = 0.5,
-    min_amplitude: float = 0.5,
-    min_frequency: float = 2.0,
-    max_frequency: float = 4.0,
-    jitter: float = 0.25,
-    data_seed: int = 1234,
-    **options,
+    *, seed: int, num_train: int = 2000, num_val: int = 1000, **task: Any
 ) -> DeviceDataset:
     """Oriented gratings (:func:`make_gratings`): a class is the orientation of the strongest
     grating, every class's mean image is zero, so a network linear in its input stays at
@@ -612,39 +598,12 @@ def _load_gratings(
     another ``data_seed``); ``seed`` picks which samples are validation. Values are
     standardized by the training set's mean and std (one scalar each).
     """
-    _check_options("gratings", options, set())
-    # every bound a spec is checked against, also for a direct call
-    validate_dataset_options(
-        "gratings",
-        {
-            "num_classes": num_classes,
-            "size": size,
-            "channels": channels,
-            "num_train": num_train,
-            "num_val": num_val,
-            "noise": noise,
-            "distractor": distractor,
-            "min_amplitude": min_amplitude,
-            "min_frequency": min_frequency,
-            "max_frequency": max_frequency,
-            "jitter": jitter,
-            "data_seed": data_seed,
-        },
-    )
+    # every bound a spec is checked against, also for a direct call; the task's options
+    # (and their defaults) are make_gratings' own
+    validate_dataset_options("gratings", {"num_train": num_train, "num_val": num_val, **task})
+    task = {**_defaults(make_gratings), **task}
     total = int(num_train) + int(num_val)
-    x, y = make_gratings(
-        total,
-        num_classes=num_classes,
-        size=size,
-        channels=channels,
-        noise=noise,
-        distractor=distractor,
-        min_amplitude=min_amplitude,
-        min_frequency=min_frequency,
-        max_frequency=max_frequency,
-        jitter=jitter,
-        data_seed=data_seed,
-    )
+    x, y = make_gratings(total, **task)
     tr, va = _split(total, int(num_val) / total, seed)
     tx, vx = _standardize(x[tr], x[va], (0, 1, 2, 3))
     return _tensors(
@@ -653,8 +612,8 @@ def _load_gratings(
         y[tr],
         vx,
         y[va],
-        num_classes=int(num_classes),
-        input_shape=(int(channels), int(size), int(size)),
+        num_classes=int(task["num_classes"]),
+        input_shape=(int(task["channels"]), int(task["size"]), int(task["size"])),
         modality="image",
     )
 
@@ -663,7 +622,7 @@ def _check_gratings(options: dict[str, Any]) -> None:
     """The gratings options that bound each other (each one's own range is in
     :data:`DATASET_OPTIONS`): frequencies ordered and at most Nyquist (``size / 2`` cycles per
     image). Errors name the option."""
-    given = {**_defaults(_load_gratings), **options}
+    given = {**_gratings_defaults(), **options}
     size = int(given["size"])
     low, high = float(given["min_frequency"]), float(given["max_frequency"])
     if low > high:
@@ -1130,12 +1089,7 @@ def validate_dataset_options(name: str, options: Any) -> None:
 
 def _check_synthetic_size(options: dict[str, Any]) -> None:
     """A synthetic dataset's values (samples and prototypes) must fit ``MAX_SYNTHETIC_VALUES``."""
-    defaults = {
-        key: param.default
-        for key, param in inspect.signature(_load_synthetic).parameters.items()
-        if param.default is not inspect.Parameter.empty
-    }
-    given = {**defaults, **options}
+    given = {**_defaults(_load_synthetic), **options}
     per_sample = int(given["channels"]) * (
         int(given["size"]) ** 2 if given["modality"] == "image" else int(given["length"])
     )
@@ -1153,7 +1107,7 @@ def _check_synthetic_size(options: dict[str, Any]) -> None:
 def _check_gratings_size(options: dict[str, Any]) -> None:
     """A gratings dataset's values must fit ``MAX_SYNTHETIC_VALUES`` (generation holds a few
     float64 copies of them)."""
-    given = {**_defaults(_load_gratings), **options}
+    given = {**_gratings_defaults(), **options}
     values = (
         (int(given["num_train"]) + int(given["num_val"]))
         * int(given["channels"])
@@ -1168,12 +1122,18 @@ def _check_gratings_size(options: dict[str, Any]) -> None:
 
 
 def _defaults(loader: Callable[..., Any]) -> dict[str, Any]:
-    """The keyword defaults of a loader."""
+    """The keyword defaults of a loader (or of a generator such as :func:`make_gratings`)."""
     return {
         key: param.default
         for key, param in inspect.signature(loader).parameters.items()
         if param.default is not inspect.Parameter.empty
     }
+
+
+def _gratings_defaults() -> dict[str, Any]:
+    """Every gratings option's default: the split's (the loader's) and the task's
+    (:func:`make_gratings`)."""
+    return {**_defaults(make_gratings), **_defaults(_load_gratings)}
 
 
 # --------------------------------------------------------------------------- cache
