@@ -85,8 +85,12 @@ PROXY_PRESETS: dict[str, dict[str, Any]] = {
 def expand_preset(proxy: dict[str, Any]) -> dict[str, Any]:
     """The proxy dict with its ``preset`` replaced by the preset's settings (the proxy's own
     fields override the preset's); a proxy without ``preset`` is returned unchanged.
-    Raises :class:`InvalidConfigError` naming the ``preset`` field when the name is unknown
-    or not a string."""
+
+    ``dataset_options`` override option by option while the dataset stays the preset's
+    (``{"preset": ..., "dataset_options": {"data_seed": 99}}`` is the preset's task drawn with
+    another seed, the rest as the preset has it); a proxy that names another dataset brings
+    its own options only. Raises :class:`InvalidConfigError` naming the ``preset`` field when
+    the name is unknown or not a string."""
     if PRESET_FIELD not in proxy:
         return proxy
     name = proxy[PRESET_FIELD]
@@ -96,5 +100,12 @@ def expand_preset(proxy: dict[str, Any]) -> dict[str, Any]:
             f"unknown proxy preset {name!r}; known presets: {', '.join(sorted(PROXY_PRESETS))}",
         )
     expanded = copy.deepcopy(PROXY_PRESETS[name])
-    expanded.update({k: v for k, v in proxy.items() if k != PRESET_FIELD})
+    own = {k: v for k, v in proxy.items() if k != PRESET_FIELD}
+    options = own.get("dataset_options")
+    same_dataset = own.get("dataset", expanded.get("dataset")) == expanded.get("dataset")
+    if same_dataset and isinstance(options, dict):
+        own["dataset_options"] = {**expanded.get("dataset_options", {}), **options}
+    elif not same_dataset:
+        expanded.pop("dataset_options", None)
+    expanded.update(own)
     return expanded

@@ -158,10 +158,13 @@ def test_the_schema_accepts_the_readme_spec_and_rejects_bad_ones(tmp_path):
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
     readme = (ROOT / "README.md").read_text()
-    example = json.loads(re.search(r"## A campaign.*?```json\n(.*?)```", readme, re.S).group(1))
-    assert not list(validator.iter_errors(example))
+    section = re.search(r"## A campaign(.*?)\n## ", readme, re.S).group(1)
+    examples = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", section, re.S)]
+    assert {e["space"]["kind"] for e in examples} == {"activation", "normact"}
+    for example in examples:
+        assert not list(validator.iter_errors(example)), example["name"]
+        validate(example)  # the model agrees
     assert not list(validator.iter_errors(SPEC))
-    validate(example)  # the model agrees
     for bad in (
         {**SPEC, "budjet": {}},
         {**SPEC, "parallelism": 0},

@@ -38,6 +38,25 @@ def test_a_preset_expands_to_its_settings_and_the_proxy_overrides_them():
     }
 
 
+def test_dataset_options_override_the_presets_one_by_one():
+    """A held-out variant names only what differs (the data seed); the rest stays the
+    preset's. Another dataset does not inherit the preset's options (they would not apply)."""
+    preset = PROXY_PRESETS["normact-small-batch"]
+    task = ProxyTask.from_dict(
+        {"preset": "normact-small-batch", "dataset_options": {"data_seed": 99}}
+    )
+    assert task.dataset_options == {**preset["dataset_options"], "data_seed": 99}
+    other = ProxyTask.from_dict({"preset": "normact-small-batch", "dataset": "digits"})
+    assert other.dataset == "digits" and other.dataset_options == {}
+    assert other.batch_size == preset["batch_size"]  # the rest of the preset still applies
+    # the merged options are checked as a spec's are, naming the one that is wrong
+    with pytest.raises(SpecError) as err:
+        validate_spec(
+            _spec({"preset": "normact-small-batch", "dataset_options": {"data_seed": -1}})
+        )
+    assert "proxies[0].dataset_options.data_seed" in str(err.value)
+
+
 def test_the_stored_spec_holds_the_expanded_proxy_not_the_name():
     spec = validate_spec(_spec({"preset": "normact-small-batch", "batch_size": 2}))
     (proxy,) = spec.proxies
