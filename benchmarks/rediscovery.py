@@ -40,7 +40,7 @@ CONFIG: dict[str, Any] = {
         }
     ],
     # B8's held-out proxy H (3x256 MLP at scale 0.5, 3000 steps, 40k samples): the larger
-    # proxy the search proxy's ranking was checked against (Kendall tau 0.73)
+    # proxy the search proxy's ranking is checked against (B8: Kendall tau in RESULTS.md)
     "held_out": [
         {
             "arch": "mlp",

@@ -83,6 +83,7 @@ def _check_figures(name: str, figures: dict, results: Path) -> None:
             (m, p) for m in ("raw", "fair") for p in ("P1", "H")
         }
         assert all(-1.0 <= r["Kendall tau P1 vs H"] <= 1.0 for r in proxies)
+        assert "tau fair over the functions that train on both proxies" in figures["headline"]
         rows = figures["accuracy per function (%, mean ± SD over seeds)"]
         assert rows and {"function", "P1 fair", "H raw"} <= set(rows[0])
     elif name == "init_signal":
