@@ -118,16 +118,12 @@ class Soak:
                 self.call(client, "DELETE", f"{API}/campaigns/{cid}", ok=(204,), allow_409=True)
                 self.stop.wait(0.2)
 
-    def poller(self, background: int) -> None:
+    def poller(self, background: int, routes: tuple[str, ...] = ()) -> None:
+        """GET every route of :data:`POLLED` (or only ``routes``) in turn until the soak ends."""
         paths = [
-            f"{API}/campaigns",
-            f"{API}/campaigns/{background}",
-            f"{API}/campaigns/{background}/candidates?limit=50",
-            f"{API}/campaigns/{background}/pareto",
-            f"{API}/campaigns/{background}/hypervolume?max_points=200",
-            "/metrics",
-            "/healthz",
-            f"{API}/ops",
+            path.format(api=API, id=background)
+            for name, path in POLLED.items()
+            if not routes or name in routes
         ]
         with httpx.Client(base_url=self.base, timeout=30) as client:
             while not self.stop.is_set():
@@ -167,6 +163,19 @@ class Soak:
                 self.stop.wait(1)
 
 
+#: What a poller reads, by name (``--poll`` picks some: to find which one a growth follows).
+POLLED = {
+    "campaigns": "{api}/campaigns",
+    "campaign": "{api}/campaigns/{id}",
+    "candidates": "{api}/campaigns/{id}/candidates?limit=50",
+    "pareto": "{api}/campaigns/{id}/pareto",
+    "hypervolume": "{api}/campaigns/{id}/hypervolume?max_points=200",
+    "metrics": "/metrics",
+    "healthz": "/healthz",
+    "ops": "{api}/ops",
+}
+
+
 def run(
     seconds: float,
     *,
@@ -177,6 +186,7 @@ def run(
     streams: int = 2,
     sample_s: float = 1.0,
     evaluator: str = "local",
+    poll: tuple[str, ...] = (),
 ) -> dict:
     folder = Path(folder or tempfile.mkdtemp(prefix="lf-soak-"))
     url = database_url or f"sqlite:///{folder / 'soak.db'}"
@@ -203,7 +213,10 @@ def run(
         soak = Soak(server.base, seconds)
         threads = (
             [threading.Thread(target=soak.submitter, args=(i,)) for i in range(submitters)]
-            + [threading.Thread(target=soak.poller, args=(background,)) for _ in range(pollers)]
+            + [
+                threading.Thread(target=soak.poller, args=(background, poll))
+                for _ in range(pollers)
+            ]
             + [threading.Thread(target=soak.streamer, args=(background,)) for _ in range(streams)]
         )
         t0 = time.monotonic()
@@ -279,6 +292,9 @@ def main() -> None:
     parser.add_argument("--pollers", type=int, default=3)
     parser.add_argument("--streams", type=int, default=2)
     parser.add_argument("--evaluator", default="local", choices=["local", "simulated"])
+    parser.add_argument(
+        "--poll", nargs="+", default=(), choices=sorted(POLLED), help="poll only these routes"
+    )
     args = parser.parse_args()
     figures = run(
         args.seconds,
@@ -287,6 +303,7 @@ def main() -> None:
         pollers=args.pollers,
         streams=args.streams,
         evaluator=args.evaluator,
+        poll=tuple(args.poll),
     )
     summary = {k: v for k, v in figures.items() if k != "rss_samples_kib"}
     print(json.dumps(summary, indent=2))
