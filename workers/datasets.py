@@ -359,8 +359,8 @@ def make_mnist1d(num_samples: int = 5000, seed: int = 42) -> tuple[np.ndarray, n
     ``RandomState(seed)`` in the package's order, so the samples are the package's own; the
     global random state is left alone.
     Rows are shuffled and standardized like the package's. The draws are made sample by
-    sample, in the package's order; the arithmetic runs on every sample at once (40x faster
-    than all of it sample by sample).
+    sample, in the package's order; the arithmetic runs on every sample at once (20,000
+    samples: 0.4 s against 2.4 s sample by sample, same process, same floats).
     """
     rng = np.random.RandomState(int(seed))
     templates = _MNIST1D_TEMPLATES.copy()
