@@ -7,6 +7,7 @@ submits a small demo campaign when the database holds none.
 
 from __future__ import annotations
 
+import copy
 import functools
 import gc
 import logging
@@ -104,15 +105,34 @@ def disconnect_evaluator_backend() -> None:
     ray_session.shutdown()
 
 
-def submit_demo_campaign(database_url: str) -> int | None:
-    """Queue the demo campaign unless a campaign exists; returns its id (or None)."""
+#: The bounds of ``layerforge serve --demo --demo-candidates N``: at least a population's
+#: worth (16) of candidates, at most what the demo's time budget can train.
+DEMO_CANDIDATES_RANGE = (16, 1000)
+
+
+def demo_spec(candidates: int | None = None) -> dict:
+    """The demo campaign's spec: :data:`DEMO_SPEC`, with ``candidates`` proposals instead of
+    its 200 when given (a shorter demo: same search, proxies and transfer check)."""
+    spec = copy.deepcopy(DEMO_SPEC)
+    if candidates is not None:
+        low, high = DEMO_CANDIDATES_RANGE
+        if not low <= candidates <= high:
+            raise ValueError(f"demo candidates must be between {low} and {high}, not {candidates}")
+        spec["budget"]["max_candidates"] = candidates
+    return spec
+
+
+def submit_demo_campaign(database_url: str, candidates: int | None = None) -> int | None:
+    """Queue the demo campaign (``candidates`` proposals, default 200) unless a campaign
+    exists; returns its id (or None)."""
     from layerforge.search.queries import create_campaign
     from layerforge.search.spec import validate_spec
 
     with session_scope(get_engine(database_url), readonly=True) as s:
         if repo.list_campaigns(s, limit=1):
             return None
-    return create_campaign(database_url, validate_spec(DEMO_SPEC), idempotency_key="demo")
+    spec = validate_spec(demo_spec(candidates))
+    return create_campaign(database_url, spec, idempotency_key="demo")
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -205,7 +225,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             manager.start()
         app.state.manager = manager
         if getattr(app.state, "demo", False):
-            demo_id = await anyio.to_thread.run_sync(submit_demo_campaign, settings.database_url)
+            demo_id = await anyio.to_thread.run_sync(
+                submit_demo_campaign, settings.database_url, app.state.demo_candidates
+            )
             if demo_id is not None:
                 log.info(
                     "demo campaign %s submitted; open http://%s:%s/",
@@ -249,6 +271,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.manager = None
     app.state.demo = False
+    app.state.demo_candidates = None
     app.state.request_metrics = RequestMetrics()
     app.state.response_cache = ResponseCache()
     app.cached_answers = CachedAnswers(

@@ -32,17 +32,29 @@ def serve(
     db: str = typer.Option(None, "--db", help=DB_HELP),
     evaluator: Evaluator = typer.Option(None, help=EVALUATOR_HELP),
     demo: bool = typer.Option(False, help="Submit a small demo campaign if none exists."),
+    demo_candidates: int = typer.Option(
+        None,
+        help="With --demo: how many candidates the demo proposes (default 200, about "
+        "3 minutes on 2 CPU cores; 16-1000).",
+    ),
 ) -> None:
     """Run the HTTP service (API, dashboard and campaign controller)."""
     import sys
 
     import uvicorn
 
-    from layerforge.api.app import create_app
+    from layerforge.api.app import DEMO_CANDIDATES_RANGE, create_app
 
+    if demo_candidates is not None:
+        low, high = DEMO_CANDIDATES_RANGE
+        if not demo:
+            fail("--demo-candidates sizes the demo campaign: add --demo")
+        if not low <= demo_candidates <= high:
+            fail(f"--demo-candidates must be between {low} and {high}, not {demo_candidates}")
     settings = settings_or_exit(host=host, port=port, database_url=db, evaluator=evaluator)
     application = create_app(settings)
     application.state.demo = demo
+    application.state.demo_candidates = demo_candidates
     # httptools parses HTTP in C. The event loop stays asyncio's own: under 50 clients reading
     # the 1.4 MB Pareto answer, uvloop's transport.write held the interpreter for about half
     # of the server's time (benchmarks/RESULTS.md, API under load). A route's worker thread
