@@ -34,7 +34,7 @@ def serve(
     demo: bool = typer.Option(False, help="Submit a small demo campaign if none exists."),
     demo_candidates: int = typer.Option(
         None,
-        help="With --demo: how many candidates the demo proposes (default 200, about "
+        help="With --demo: how many candidates the demo proposes (default 400, about "
         "3 minutes on 2 CPU cores; 16-1000).",
     ),
 ) -> None:

@@ -13,7 +13,7 @@ from tests.api.helpers import API, live_server
 def test_demo_spec_is_valid_and_sized_to_be_watched():
     spec = validate_spec(DEMO_SPEC)
     # 2-4 minutes on a 2-core CPU (see DEMO_SPEC): long enough to watch the front grow
-    assert 100 <= spec.budget.max_candidates <= 300 and spec.parallelism == 2
+    assert 200 <= spec.budget.max_candidates <= 600 and spec.parallelism == 2
     assert spec.proxies[0]["dataset"] == "mnist1d" and spec.proxies[0]["steps"] <= 1500
     assert "x * sigmoid(x)" in spec.seeds
     assert "relu" not in spec.seeds  # relu is the baseline: a seed would only duplicate it
@@ -37,11 +37,11 @@ def test_serve_demo_submits_one_campaign_and_runs_it(tmp_path):
 def test_demo_candidates_resizes_only_the_budget():
     short = validate_spec(demo_spec(40))
     default = validate_spec(demo_spec())
-    assert short.budget.max_candidates == 40 and default.budget.max_candidates == 200
+    assert short.budget.max_candidates == 40 and default.budget.max_candidates == 400
     # the same search, proxies and held-out check: only the number of proposals changes
     assert short.proxies == default.proxies and short.transfer == default.transfer
     assert short.strategy == default.strategy and short.seeds == default.seeds
-    assert DEMO_SPEC["budget"]["max_candidates"] == 200  # the module's spec is not touched
+    assert DEMO_SPEC["budget"]["max_candidates"] == 400  # the module's spec is not touched
     with pytest.raises(ValueError, match="between 16 and 1000, not 5"):
         demo_spec(5)
 
