@@ -316,14 +316,16 @@ def _front_volume(points: list[tuple[float, float]], max_nodes: int) -> float:
     return float(hypervolume(minimized, [1.0, 1.0]))
 
 
-def tune_side(config: dict[str, Any], overhead: bool) -> dict[str, Any]:
-    """Ray Tune with random variants of the template and ASHA; in a process of its own."""
+def tune_side(config: dict[str, Any], overhead: bool, last: bool = True) -> dict[str, Any]:
+    """Ray Tune with random variants of the template and ASHA; in a process of its own
+    (Ray stays up for the next phase unless ``last``)."""
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     unary, binary = _space_ops(config["ops"])
-    ray.init(num_cpus=config["parallel"], include_dashboard=False, log_to_driver=False)
+    if not ray.is_initialized():
+        ray.init(num_cpus=config["parallel"], include_dashboard=False, log_to_driver=False)
     cpu_start = tree_cpu_seconds()
     start = time.perf_counter()
     curve: list[tuple[float, float]] = []
@@ -372,7 +374,8 @@ def tune_side(config: dict[str, Any], overhead: bool) -> dict[str, Any]:
     grid = tuner.fit()
     seconds = time.perf_counter() - start
     cpu = tree_cpu_seconds() - cpu_start
-    ray.shutdown()
+    if last:
+        ray.shutdown()
     stopped = sum(1 for r in grid if (r.metrics or {}).get("step") != full_steps)
     return {
         "trials": trials,
@@ -385,8 +388,9 @@ def tune_side(config: dict[str, Any], overhead: bool) -> dict[str, Any]:
     }
 
 
-def layerforge_side(config: dict[str, Any], overhead: bool) -> dict[str, Any]:
-    """A layerforge campaign on the default (Ray) evaluator; in a process of its own."""
+def layerforge_side(config: dict[str, Any], overhead: bool, last: bool = True) -> dict[str, Any]:
+    """A layerforge campaign on the default (Ray) evaluator; in a process of its own (Ray
+    stays up for the next phase unless ``last``)."""
     import layerforge
     from layerforge.workers import ray_session
 
@@ -427,7 +431,8 @@ def layerforge_side(config: dict[str, Any], overhead: bool) -> dict[str, Any]:
         seconds = time.perf_counter() - start
         cpu = tree_cpu_seconds() - cpu_start
         rows = result.candidates
-        ray_session.shutdown()
+        if last:
+            ray_session.shutdown()
     accuracy = f"accuracy:{proxy['arch']}/{proxy['dataset']}"  # the objective's stored name
     completed = [
         (r.objectives[accuracy], float(r.num_nodes))
@@ -453,7 +458,9 @@ def layerforge_side(config: dict[str, Any], overhead: bool) -> dict[str, Any]:
 
 
 def _phases(fn_name: str, config: dict[str, Any], overheads: tuple[bool, ...]) -> list[dict]:
-    return [globals()[fn_name](config, overhead) for overhead in overheads]
+    """Each phase in order in this process, on one Ray instance started by the first."""
+    last = len(overheads) - 1
+    return [globals()[fn_name](config, overhead, i == last) for i, overhead in enumerate(overheads)]
 
 
 def _in_child(fn_name: str, config: dict[str, Any], *overheads: bool) -> list[dict[str, Any]]:
@@ -492,7 +499,7 @@ def compare_tune(quick: bool) -> dict[str, Any]:
         import ray.tune  # noqa: F401 - the peer must be installed to be measured
     except ImportError as exc:
         return {**figures, "skipped": f"ray[tune] is not installed: {exc}"}
-    if quick:  # one process per side for both phases: half the start-ups
+    if quick:  # one process and one Ray per side for both phases: half the start-ups
         tune_overhead, tune_run = _in_child("tune_side", config, True, False)
         ours_overhead, ours_run = _in_child("layerforge_side", config, True, False)
     else:
