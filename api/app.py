@@ -12,6 +12,7 @@ import functools
 import gc
 import logging
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from fastapi import Depends, FastAPI
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 # diverge on deeper networks, and the dashboard's "Confirmed on held-out runs" table says
 # which winners held.
 DEMO_CANDIDATES = 400
-DEMO_SPEC = {
+DEMO_SPEC: dict[str, Any] = {
     "name": "demo-swish",
     "space": {"kind": "activation", "ops": "swish", "max_nodes": 6},
     "seeds": ["x * sigmoid(x)", "max(x, tanh(x))"],
@@ -114,7 +115,7 @@ def disconnect_evaluator_backend() -> None:
 DEMO_CANDIDATES_RANGE = (16, 1000)
 
 
-def demo_spec(candidates: int | None = None) -> dict:
+def demo_spec(candidates: int | None = None) -> dict[str, Any]:
     """The demo campaign's spec: :data:`DEMO_SPEC`, with ``candidates`` proposals instead of
     its :data:`DEMO_CANDIDATES` when given (a shorter or longer demo: the same search, proxies
     and transfer check)."""
