@@ -129,8 +129,8 @@ def demo_spec(candidates: int | None = None) -> dict[str, Any]:
 
 
 def submit_demo_campaign(database_url: str, candidates: int | None = None) -> int | None:
-    """Queue the demo campaign (``candidates`` proposals, default :data:`DEMO_CANDIDATES`) unless a campaign
-    exists; returns its id (or None)."""
+    """Queue the demo campaign (``candidates`` proposals, default :data:`DEMO_CANDIDATES`)
+    unless a campaign exists; returns its id (or None)."""
     from layerforge.search.queries import create_campaign
     from layerforge.search.spec import validate_spec
 

@@ -6,10 +6,11 @@ died with that thread and the whole service exited 60-140 s after its first camp
 the database URL is set here (the port goes on the command line), so nothing swaps the
 evaluator.
 
-The demo proposes 40 candidates (``--demo-candidates``) instead of its 200: the same search,
-Ray workers and held-out transfer check, at a fifth of the training. What this test is
-about is the service's lifetime after a real campaign on Ray, which the full demo's extra
-160 candidates do not change (tests/api/test_demo.py checks the full demo's spec).
+The demo proposes 40 candidates (``--demo-candidates``) instead of its 400: the same search,
+Ray workers and held-out transfer check, with a tenth of the candidates. What this test is
+about is the service's lifetime after a real campaign on Ray, which the full demo's other
+360 candidates do not change (tests/api/test_demo.py checks the full demo's spec;
+docs/RELIABILITY.md records the full demo run by hand).
 """
 
 from __future__ import annotations
