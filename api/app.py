@@ -123,7 +123,7 @@ def demo_spec(candidates: int | None = None) -> dict[str, Any]:
     if candidates is not None:
         low, high = DEMO_CANDIDATES_RANGE
         if not low <= candidates <= high:
-            raise ValueError(f"demo candidates must be between {low} and {high}, not {candidates}")
+            raise ValueError(f"must be between {low} and {high}, not {candidates}")
         spec["budget"]["max_candidates"] = candidates
     return spec
 

@@ -43,14 +43,15 @@ def serve(
 
     import uvicorn
 
-    from layerforge.api.app import DEMO_CANDIDATES_RANGE, create_app
+    from layerforge.api.app import create_app, demo_spec
 
     if demo_candidates is not None:
-        low, high = DEMO_CANDIDATES_RANGE
         if not demo:
             fail("--demo-candidates sizes the demo campaign: add --demo")
-        if not low <= demo_candidates <= high:
-            fail(f"--demo-candidates must be between {low} and {high}, not {demo_candidates}")
+        try:
+            demo_spec(demo_candidates)
+        except ValueError as err:
+            fail(f"--demo-candidates {err}")
     settings = settings_or_exit(host=host, port=port, database_url=db, evaluator=evaluator)
     application = create_app(settings)
     application.state.demo = demo

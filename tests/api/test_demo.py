@@ -44,6 +44,8 @@ def test_demo_candidates_resizes_only_the_budget():
     assert DEMO_SPEC["budget"]["max_candidates"] == 400  # the module's spec is not touched
     with pytest.raises(ValueError, match="between 16 and 1000, not 5"):
         demo_spec(5)
+    with pytest.raises(ValueError, match="not 1001"):
+        demo_spec(1001)
 
 
 @pytest.mark.parametrize(
@@ -51,6 +53,7 @@ def test_demo_candidates_resizes_only_the_budget():
     [
         (["--demo-candidates", "40"], "--demo-candidates sizes the demo campaign: add --demo"),
         (["--demo", "--demo-candidates", "5"], "--demo-candidates must be between 16 and 1000"),
+        (["--demo", "--demo-candidates", "1001"], "--demo-candidates must be between 16 and 1000"),
     ],
 )
 def test_serve_refuses_a_bad_demo_size_before_starting(args, message):
