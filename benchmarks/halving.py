@@ -235,9 +235,8 @@ def summarize(rows: list[dict[str, Any]], config: dict[str, Any], quick: bool) -
         "per_seed": rows,
     }
     if not quick:
-        common = [r for r in rows if r["seed"] in EARLIER_RUNS_SEEDS]
         common_median = statistics.median(
-            r["ratio"] if r["ratio"] is not None else float("inf") for r in common
+            ratio for r, ratio in zip(rows, ratios, strict=True) if r["seed"] in EARLIER_RUNS_SEEDS
         )
         note += (
             f". The ratio sits at the goal's edge: earlier runs of this configuration on "
