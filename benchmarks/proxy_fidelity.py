@@ -248,9 +248,9 @@ def summarize(
             "so the goal's tau turns on them: on 2026-12-03 x*x also diverged on P1 in 2 of 3 "
             "seeds (tau fair 0.727; 0.693 without x*x), on 2026-12-07 (another machine) in "
             "none. Over the functions that train on both proxies tau fair was 0.927 on "
-            "2026-12-03 (this run's is in the headline). The stability stage rejects x*x before any "
-            "training, not abs(x) or sin(x). Fair mode makes 2·relu and x - |x| the same "
-            "function as relu (identical runs), so the panel has fewer distinct functions in "
-            "fair mode than texts and tau counts them as ties"
+            "2026-12-03 (this run's is in the headline). The stability stage rejects x*x "
+            "before any training, not abs(x) or sin(x). Fair mode makes 2·relu and x - |x| "
+            "the same function as relu (identical runs), so the panel has fewer distinct "
+            "functions in fair mode than texts and tau counts them as ties"
         ),
     }
