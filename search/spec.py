@@ -271,6 +271,8 @@ class RejectionSpec(RejectionSettings):
     stability_batch: int = _tighter("stability_batch", MAX_BATCH, "one batch is held in memory")
     trainability_steps: int = _tighter("trainability_steps", MAX_STEPS, "as a proxy's steps")
     quality_steps: int = _tighter("quality_steps", MAX_STEPS, "as a proxy's steps")
+    depth_width: int = _tighter("depth_width", 4_096, "the probe's weights are held in memory")
+    depth_steps: int = _tighter("depth_steps", MAX_STEPS, "as a proxy's steps")
 
     @model_validator(mode="after")
     def _probe_fits_in_memory(self) -> RejectionSpec:

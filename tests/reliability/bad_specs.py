@@ -129,6 +129,8 @@ CASES: list[tuple[str, object, str]] = [
         {"rejection.stability_max_slope_growth": 0.5},
         "body.rejection.stability_max_slope_growth",
     ),
+    ("depth-layers-zero", {"rejection.depth_layers": 0}, "body.rejection.depth_layers"),
+    ("depth-steps-bool", {"rejection.depth_steps": True}, "body.rejection.depth_steps"),
     ("transfer-top-k-negative", {"transfer.top_k": -1}, "body.transfer.top_k"),
     ("transfer-seeds-zero", {"transfer.seeds": 0}, "body.transfer.seeds"),
     ("proxy-steps-negative", {"proxies.0.steps": -5}, "proxies[0]"),

@@ -306,6 +306,9 @@ def test_every_rejection_setting_of_the_spec_reaches_the_workers():
         "trainability_steps": 7,
         "trainability_min_logit_spread": 0.002,
         "trainability_max_logit": 55.0,
+        "depth_layers": 4,
+        "depth_width": 48,
+        "depth_steps": 60,
     }
     spec = validate_spec(dict(SPEC, rejection={**custom, "stages": ["static", "quality"]}))
     assert set(custom) == set(spec.rejection.model_dump()) - {"stages"}

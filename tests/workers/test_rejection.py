@@ -56,7 +56,16 @@ def test_good_layers_pass_every_stage(cand):
     out = evaluate(cand, config={"cost_shape": [16, 8, 8, 8], "cost_repeats": 2})
     assert out["status"] == "completed", out["reason"]
     names = [s["name"] for s in out["stages"]]
-    expected = ["static", "probe", "duplicate", "stability", "trainability", "quality", "full"]
+    expected = [
+        "static",
+        "probe",
+        "duplicate",
+        "stability",
+        "trainability",
+        "quality",
+        "depth",
+        "full",
+    ]
     assert names == expected and all(s["passed"] for s in out["stages"])
     assert out["proxies"][0]["val_accuracy"] >= 0.9 and out["proxies"][0]["steps"] == 120
     assert out["costs"]["runtime_ratio"] > 0 and out["costs"]["num_params"] >= 0

@@ -18,14 +18,16 @@ Stages (a campaign picks which run through ``RejectionConfig.stages``; their ord
    ``trainability_steps`` steps keep the loss finite.
 6. ``quality``: continue every proxy's run to ``quality_steps``; reject under
    ``quality_min_accuracy`` or on divergence.
-7. ``full``: continue the same runs to each proxy's full ``steps`` (the quality stage is the
+7. ``depth``: activations only: a deeper MLP (the depth probe) trains for ``depth_steps``
+   steps of the first proxy's schedule without a NaN/Inf loss (:mod:`.depth`).
+8. ``full``: continue the same runs to each proxy's full ``steps`` (the quality stage is the
    first ``quality_steps`` of the full run, as in EvoNorm, so nothing is trained twice).
 
 Layout: :mod:`.config` (stage names, :class:`RejectionSettings` shared with the campaign
 spec, :class:`RejectionConfig`), :mod:`.registry` (``register_stage`` / ``get_stage``),
 :mod:`.run` (the :class:`EvaluationRun` every stage reads and writes, verdicts),
 :mod:`.checks` (static, probe, duplicate), :mod:`.stability`, :mod:`.proxies` (trainability,
-quality, full) and :mod:`.protocol` (the loop, :func:`evaluate_candidate`).
+quality, full), :mod:`.depth` and :mod:`.protocol` (the loop, :func:`evaluate_candidate`).
 
 :func:`evaluate_candidate` never raises for a bad candidate: NaN/Inf, out-of-memory, an
 exception in the candidate's code and the time limit are all recorded verdicts

@@ -41,6 +41,7 @@ class Stage(StrEnum):
     STABILITY = "stability"
     TRAINABILITY = "trainability"
     QUALITY = "quality"
+    DEPTH = "depth"
     FULL = "full"
 
 
@@ -141,6 +142,20 @@ class RejectionSettings(BaseModel):
         0.2, ge=0.0, le=1.0, description="reject under this validation accuracy on any proxy"
     )
 
+    # depth
+    depth_layers: int = Field(
+        6,
+        ge=1,
+        le=64,
+        description="activations: hidden layers of the depth probe's MLP",
+    )
+    depth_width: Count = Field(128, description="activations: units per hidden layer of the probe")
+    depth_steps: Count = Field(
+        100,
+        description="activations: training steps of the probe (the first proxy's schedule, "
+        "data and seed; a NaN/Inf loss rejects)",
+    )
+
     @field_validator("stages", mode="after")
     @classmethod
     def _stages_in_order(cls, stages: list[Stage]) -> list[Stage]:
@@ -166,6 +181,9 @@ class RejectionSettings(BaseModel):
         "probe_size",
         "stability_steps",
         "stability_batch",
+        "depth_layers",
+        "depth_width",
+        "depth_steps",
         "trainability_steps",
         "quality_steps",
         mode="before",

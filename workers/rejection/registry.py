@@ -58,4 +58,9 @@ def _stage(name: Stage | str) -> Stage:
 def _load_builtin_stages() -> None:
     """Import the modules that register the built-in stages (once; they are cheap to import
     again)."""
-    from layerforge.workers.rejection import checks, proxies, stability  # noqa: F401 - they register on import
+    from layerforge.workers.rejection import (  # noqa: F401 - they register on import
+        checks,
+        depth,
+        proxies,
+        stability,
+    )
