@@ -115,3 +115,10 @@ def test_the_calibration_is_done_once_per_proxy_setting():
     assert set(depth._CALIBRATIONS) == keys  # the same proxy: no new calibration
     run({"builtin": "gelu"}, [{**P1, "lr": 0.05}])
     assert len(depth._CALIBRATIONS) == len(keys) + 1
+
+
+def test_raw_evaluation_is_not_probed():
+    # at PyTorch's default init six layers measure scale: 2·relu diverged, relu stayed at chance
+    out = run({"text": "2 * max(x, 0)", "space": "activation"}, [{**P1, "gain": "raw"}])
+    assert (out["status"], out["stage"]) == ("completed", "depth"), out
+    assert "skipped under raw evaluation" in out["stages"][-1]["reason"]

@@ -148,7 +148,7 @@ def test_slow_candidate_gets_a_recorded_time_limit_verdict(ray_session):
         assert [r.status for r in results] == ["ok"]
         res = results[0].result
         assert res["status"] == "rejected" and "time limit of 2s" in res["reason"], res
-        assert res["stage"] in ("trainability", "quality", "full")
+        assert res["stage"] in ("trainability", "quality", "depth", "full")
     finally:
         pool.shutdown()
 

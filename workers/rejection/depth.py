@@ -4,8 +4,8 @@ The search proxies are shallow (the default is a 2x128 MLP), and a function can 
 nowhere deeper: ``abs(x)``, whose slope is bounded and so passes the stability stage, scored
 80% on the 2x128 search MLP and diverged within 20 steps on the 3x256 held-out MLP
 (benchmarks/RESULTS.md, B8). The stage trains the *depth probe*: an MLP of ``depth_layers``
-hidden layers of ``depth_width`` units, initialised as the first proxy initialises its MLPs
-(gain-fair or raw), for ``depth_steps`` steps of that proxy's own schedule (learning rate,
+hidden layers of ``depth_width`` units, initialised as gain-fair proxies initialise their MLPs
+(N(0, 1/fan_in), the candidate divided by its gain), for ``depth_steps`` steps of that proxy's own schedule (learning rate,
 warm-up, batch, data and seed); a NaN/Inf loss rejects.
 
 A recipe can be too aggressive for a deeper network whatever the function: on ``digits`` at
@@ -22,6 +22,11 @@ search's held-out failures ``asinh(x) - x``, ``sin(x) - x``, ``min(x, 1) - x``,
 sigmoid and ``sin(x)`` trained. The probe costs about 0.3 s on one CPU thread, against about
 0.1 s for the quality stage and 1 s for a full evaluation on that proxy, so it runs after the
 quality stage: only candidates that learn on the search proxy pay for it.
+
+Only gain-fair evaluation is probed. Under ``gain: raw`` (PyTorch's default init, whose
+Linear layers shrink the signal's second moment threefold) the probe measured scale: on
+``digits`` relu stayed at chance loss through six layers while 2·relu and ``3 * x *
+sigmoid(x)`` diverged, which is the artifact gain-fair evaluation exists to remove.
 
 Norm-act layers are not probed here: their proxies are convnets whose every layer the
 candidate normalizes, and the stability stage's adversarial test asks them the depth question.
@@ -97,7 +102,6 @@ class _Probe:
     def train(self, factory: Callable[[int], nn.Module]) -> tuple[int | None, float]:
         """Train the probe with ``factory``'s layer: (the step by which it diverged or None,
         the last training loss). Leaves no trace on the global random state."""
-        from layerforge.workers.architectures.common import init_weights
         from layerforge.workers.gain import scale_keeping_init
         from layerforge.workers.training import Trainer
 
@@ -113,7 +117,7 @@ class _Probe:
                 cfg.depth_layers,
                 cfg.depth_width,
             )
-            (scale_keeping_init if task.gain == "fair" else init_weights)(net)
+            scale_keeping_init(net)
             trainer = Trainer(
                 net,
                 self.dataset,
@@ -131,13 +135,13 @@ class _Probe:
         return None, trainer.train_loss
 
 
-def _panel_factory(name: str, fair: bool) -> Callable[[int], nn.Module]:
-    """A calibration built-in's layer factory, gain-normalized where the proxy is fair."""
+def _panel_factory(name: str) -> Callable[[int], nn.Module]:
+    """A calibration built-in's gain-normalized layer factory."""
     from layerforge.workers.candidates import resolve_candidate
     from layerforge.workers.gain import GainNormalizedFactory, candidate_gain
 
     cand = resolve_candidate({"builtin": name}, "activation")
-    return GainNormalizedFactory(cand.factory, candidate_gain(cand)) if fair else cand.factory
+    return GainNormalizedFactory(cand.factory, candidate_gain(cand))
 
 
 def calibrate(probe: _Probe) -> str | None:
@@ -158,7 +162,7 @@ def calibrate(probe: _Probe) -> str | None:
     if key not in _CALIBRATIONS:
         verdict = None
         for name in CALIBRATION_PANEL:
-            step, _loss = probe.train(_panel_factory(name, task.gain == "fair"))
+            step, _loss = probe.train(_panel_factory(name))
             if step is not None:
                 verdict = (
                     f"not informative on {task.name}: the known-good {name} diverges in it too "
@@ -178,6 +182,12 @@ def depth(run: EvaluationRun) -> str:
         return "not applicable: the depth probe is for activations"
     if not run.tasks:
         return "no proxy to take the schedule and data from"
+    if run.tasks[0].gain != "fair":
+        return (
+            "skipped under raw evaluation: at PyTorch's default init a deeper network measures "
+            "the function's scale, not its trainability (relu's signal vanishes through the "
+            "probe, 2·relu's explodes); the probe runs under gain-fair evaluation"
+        )
     from layerforge.workers.datasets import load_dataset
 
     cfg, task = run.config, run.tasks[0]
@@ -195,9 +205,8 @@ def depth(run: EvaluationRun) -> str:
     uninformative = calibrate(probe)
     if uninformative is not None:
         return f"{probe.where} skipped: {uninformative}"
-    fair = task.gain == "fair"
     try:
-        step, loss = probe.train(run.factory if fair else run.cand.factory)
+        step, loss = probe.train(run.factory)
     except Reject:
         raise
     except Exception as exc:
