@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 # fidelity panel runs there too (rank agreement with the search proxy): the shallow search
 # proxy rates some functions far above ReLU (asinh(x) - x: 80.8% against 70.3%) that
 # diverge on deeper networks, and the dashboard's "Confirmed on held-out runs" table says
-# which winners held.
+# which winners held. Since the depth stage (a 6x128 MLP trained 100 steps, about 0.3 s for
+# each candidate that passes the quality check) the demo takes an estimated 20 s longer,
+# about 180 s on the machine above (measured: 406 s on a machine 2.5x slower, 2026-12-07).
 DEMO_CANDIDATES = 400
 DEMO_SPEC: dict[str, Any] = {
     "name": "demo-swish",
