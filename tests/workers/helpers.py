@@ -6,6 +6,21 @@ import pytest
 import torch
 from torch import nn
 
+#: The known-good activation built-ins every activation check must pass.
+KNOWN_GOOD_ACTIVATIONS = (
+    "relu",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "gelu",
+    "silu",
+    "mish",
+    "softplus",
+    "tanh",
+    "sigmoid",
+    "hardswish",
+)
+
 
 @pytest.fixture(autouse=True)
 def one_thread():

@@ -8,6 +8,7 @@ import pytest
 from layerforge.workers.datasets import DatasetCache
 from layerforge.workers.errors import InvalidConfigError
 from layerforge.workers.rejection import RejectionConfig, evaluate_candidate
+from tests.workers.helpers import KNOWN_GOOD_ACTIVATIONS
 
 CACHE = DatasetCache()
 #: the default activation proxy's data and schedule (search proxy P1 of benchmark 8)
@@ -40,19 +41,7 @@ def test_abs_trains_on_the_search_mlp_and_is_rejected_by_the_depth_probe():
 
 @pytest.mark.parametrize(
     "builtin",
-    [
-        "relu",
-        "leaky_relu",
-        "elu",
-        "selu",
-        "gelu",
-        "silu",
-        "mish",
-        "softplus",
-        "tanh",
-        "sigmoid",
-        "hardswish",
-    ],
+    KNOWN_GOOD_ACTIVATIONS,
 )
 def test_no_activation_builtin_fails_the_depth_probe(builtin):
     out = run({"builtin": builtin})

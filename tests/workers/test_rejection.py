@@ -8,6 +8,7 @@ from layerforge.workers.datasets import DatasetCache
 from layerforge.workers.errors import InvalidConfigError, UnknownNameError
 from layerforge.workers.rejection import STAGES, RejectionConfig, evaluate_candidate
 from tests.workers.helpers import (
+    KNOWN_GOOD_ACTIVATIONS,
     Constant,
     NaNLayer,
     OOMLayer,
@@ -131,19 +132,7 @@ def test_activations_whose_slope_grows_are_rejected_at_stability(text):
 
 @pytest.mark.parametrize(
     "builtin",
-    [
-        "relu",
-        "leaky_relu",
-        "elu",
-        "selu",
-        "gelu",
-        "silu",
-        "mish",
-        "softplus",
-        "tanh",
-        "sigmoid",
-        "hardswish",
-    ],
+    KNOWN_GOOD_ACTIVATIONS,
 )
 def test_no_activation_builtin_fails_the_slope_test(builtin):
     out = evaluate(
